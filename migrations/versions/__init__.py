@@ -1,0 +1,1 @@
+"""Alembic revisions, one file each, every one with a working downgrade."""

@@ -1,0 +1,95 @@
+"""The registry shared by the API and the workers: settings, tables, sessions, job lifecycle.
+
+Torch-free by design: importing it never loads torch or ``diablo_core``.
+"""
+
+from registry.artifacts import (
+    add_checkpoint,
+    checkpoint_model_name,
+    delete_adapter,
+    fine_tuned_model_name,
+    get_adapter,
+    list_adapters,
+    list_checkpoints,
+    register_adapter,
+    sanitize_suffix,
+)
+from registry.db import (
+    create_db_engine,
+    current_revision,
+    dispose_engines,
+    downgrade_database,
+    get_engine,
+    get_sessionmaker,
+    session_scope,
+    upgrade_database,
+)
+from registry.ids import new_id
+from registry.jobs import (
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+    HeartbeatStatus,
+    InvalidTransition,
+    JobStatus,
+    add_event,
+    claim_job,
+    create_job,
+    get_job,
+    heartbeat,
+    list_events,
+    list_jobs,
+    request_cancel,
+    stale_jobs,
+    transition,
+)
+from registry.models import DEFAULT_PROJECT, Adapter, Base, Checkpoint, File, IdempotencyKey, Job, JobEvent
+from registry.pagination import Page, paginate
+from registry.settings import Settings, get_settings
+
+__all__ = [
+    "DEFAULT_PROJECT",
+    "TERMINAL_STATUSES",
+    "TRANSITIONS",
+    "Adapter",
+    "Base",
+    "Checkpoint",
+    "File",
+    "HeartbeatStatus",
+    "IdempotencyKey",
+    "InvalidTransition",
+    "Job",
+    "JobEvent",
+    "JobStatus",
+    "Page",
+    "Settings",
+    "add_checkpoint",
+    "add_event",
+    "checkpoint_model_name",
+    "claim_job",
+    "create_db_engine",
+    "create_job",
+    "current_revision",
+    "delete_adapter",
+    "dispose_engines",
+    "downgrade_database",
+    "fine_tuned_model_name",
+    "get_adapter",
+    "get_engine",
+    "get_job",
+    "get_sessionmaker",
+    "get_settings",
+    "heartbeat",
+    "list_adapters",
+    "list_checkpoints",
+    "list_events",
+    "list_jobs",
+    "new_id",
+    "paginate",
+    "register_adapter",
+    "request_cancel",
+    "sanitize_suffix",
+    "session_scope",
+    "stale_jobs",
+    "transition",
+    "upgrade_database",
+]

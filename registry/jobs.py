@@ -1,0 +1,279 @@
+"""The life of a fine-tuning job: creation, status transitions, worker claims, heartbeats, events.
+
+Every status change is a compare-and-set (``UPDATE ... WHERE status = <expected>``), so two processes that
+race on one job (two workers claiming it, a cancel against a finishing worker) never both succeed. Each
+change also records an event, so the event list tells the job's story without help from callers.
+Functions flush but never commit: the caller owns the transaction and commits it promptly (on SQLite an open
+write transaction holds the database's only write lock).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from registry.models import DEFAULT_PROJECT, Job, JobEvent, now_unix
+from registry.pagination import Page, paginate
+
+
+class JobStatus(enum.StrEnum):
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class HeartbeatStatus(enum.StrEnum):
+    OK = "ok"
+    CANCEL_REQUESTED = "cancel_requested"
+    # The job is no longer running under this worker: stop without writing results.
+    LOST = "lost"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.VALIDATING_FILES: frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    # queued -> failed covers a job that cannot be enqueued at all (e.g. the broker refuses it).
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    # running -> queued hands a job back for re-delivery to another worker.
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    ),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+EVENT_LEVELS = frozenset({"info", "warn", "error"})
+EVENT_TYPES = frozenset({"message", "metrics"})
+_STATUS_MESSAGES = {
+    JobStatus.QUEUED: "Files validated, job queued",
+    JobStatus.RUNNING: "Fine-tuning job started",
+    JobStatus.SUCCEEDED: "The job has successfully completed",
+    JobStatus.FAILED: "The job failed",
+    JobStatus.CANCELLED: "The job was cancelled",
+}
+
+
+class InvalidTransition(ValueError):
+    """A status change that the state machine forbids, or that lost a race with another process."""
+
+    code = "invalid_transition"
+
+    def __init__(self, job_id: str, current: str, requested: str) -> None:
+        super().__init__(f"job {job_id} is {current}; it cannot become {requested}")
+        self.job_id = job_id
+        self.current = current
+        self.requested = requested
+
+
+def create_job(
+    session: Session,
+    *,
+    model: str,
+    training_file: str,
+    validation_file: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    method: dict[str, Any] | None = None,
+    suffix: str | None = None,
+    seed: int | None = None,
+    metadata: dict[str, str] | None = None,
+    integrations: list[Any] | None = None,
+    project_id: str = DEFAULT_PROJECT,
+) -> Job:
+    """Insert a job in ``validating_files`` with its creation event, and flush it."""
+    job = Job(
+        project_id=project_id,
+        model=model,
+        training_file=training_file,
+        validation_file=validation_file,
+        hyperparameters=hyperparameters or {},
+        method=method,
+        suffix=suffix,
+        seed=seed,
+        metadata_=metadata,
+        integrations=integrations or [],
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "info", f"Created fine-tuning job: {job.id}")
+    return job
+
+
+def get_job(session: Session, job_id: str, project_id: str | None = None) -> Job | None:
+    """Return the job, or None if it does not exist (or belongs to another project)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or (project_id is not None and job.project_id != project_id):
+        return None
+    return job
+
+
+def list_jobs(
+    session: Session, *, project_id: str | None = None, after: str | None = None, limit: int = 20
+) -> Page[Job]:
+    """Return jobs newest first, optionally of one project, starting after job id ``after``."""
+    statement = select(Job)
+    if project_id is not None:
+        statement = statement.where(Job.project_id == project_id)
+    return paginate(session, statement, Job.id, after=after, limit=limit)
+
+
+def _status_values(status: JobStatus, error: dict[str, Any] | None, now: int) -> dict[str, Any]:
+    values: dict[str, Any] = {"status": status.value}
+    if status == JobStatus.RUNNING:
+        values["started_at"] = func.coalesce(Job.started_at, now)
+    elif status == JobStatus.QUEUED:
+        values |= {"worker_id": None, "heartbeat_at": None}
+    if status in TERMINAL_STATUSES:
+        values["finished_at"] = now
+    if status == JobStatus.FAILED:
+        values["error"] = error
+    return values
+
+
+def _status_event(session: Session, job: Job) -> None:
+    status = JobStatus(job.status)
+    message = _STATUS_MESSAGES[status]
+    if status == JobStatus.FAILED and job.error and job.error.get("message"):
+        message = f"{message}: {job.error['message']}"
+    level = "error" if status == JobStatus.FAILED else "info"
+    add_event(session, job.id, level, message, data={"status": status.value})
+
+
+def transition(session: Session, job: Job, new_status: str, error: dict[str, Any] | None = None) -> Job:
+    """Move ``job`` to ``new_status`` if the state machine allows it and nobody moved it first.
+
+    Entering ``running`` sets ``started_at`` (once); a terminal status sets ``finished_at``; ``failed``
+    stores ``error`` (``{"code", "message", "param"}``); going back to ``queued`` drops the worker lease.
+    An event records the change.
+
+    Raises:
+        InvalidTransition: If the change is not allowed from the job's current status, including when
+            another process changed the status since ``job`` was loaded.
+    """
+    requested, current = JobStatus(new_status), JobStatus(job.status)
+    if requested not in TRANSITIONS[current]:
+        raise InvalidTransition(job.id, current, requested)
+    statement = update(Job).where(Job.id == job.id, Job.status == current)
+    result = session.execute(
+        statement.values(**_status_values(requested, error, now_unix())),
+        execution_options={"synchronize_session": False},
+    )
+    session.refresh(job)
+    if result.rowcount != 1:
+        raise InvalidTransition(job.id, job.status, requested)
+    _status_event(session, job)
+    return job
+
+
+def claim_job(
+    session: Session, job_id: str, worker_id: str, *, stale_after_s: float = 120.0, now: int | None = None
+) -> Job | None:
+    """Take a queued job for ``worker_id``, or a running one whose worker stopped heartbeating.
+
+    The claim is one conditional UPDATE, so of several workers racing for a job exactly one gets it.
+    A job with a pending cancellation is not claimed.
+
+    Returns:
+        The job, now ``running`` under ``worker_id`` with ``attempts`` counted, or None if it was not free.
+    """
+    now = now_unix() if now is None else now
+    free = or_(
+        Job.status == JobStatus.QUEUED,
+        (Job.status == JobStatus.RUNNING)
+        & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - stale_after_s),
+    )
+    statement = update(Job).where(Job.id == job_id, Job.cancel_requested.is_(False), free)
+    values = _status_values(JobStatus.RUNNING, None, now)
+    values |= {"worker_id": worker_id, "heartbeat_at": now, "attempts": Job.attempts + 1}
+    result = session.execute(statement.values(**values), execution_options={"synchronize_session": False})
+    if result.rowcount != 1:
+        return None
+    job = session.get_one(Job, job_id, populate_existing=True)
+    attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
+    message = f"{_STATUS_MESSAGES[JobStatus.RUNNING]}{attempt}"
+    add_event(session, job_id, "info", message, data={"status": JobStatus.RUNNING.value})
+    return job
+
+
+def heartbeat(session: Session, job_id: str, worker_id: str, *, now: int | None = None) -> HeartbeatStatus:
+    """Renew ``worker_id``'s lease on a running job and report whether it should go on."""
+    now = now_unix() if now is None else now
+    statement = update(Job).where(
+        Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING
+    )
+    result = session.execute(
+        statement.values(heartbeat_at=now), execution_options={"synchronize_session": False}
+    )
+    if result.rowcount != 1:
+        return HeartbeatStatus.LOST
+    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return HeartbeatStatus.CANCEL_REQUESTED if cancel else HeartbeatStatus.OK
+
+
+def request_cancel(session: Session, job: Job) -> Job:
+    """Ask for ``job`` to stop: a job not yet running is cancelled now, a running one by its worker.
+
+    Raises:
+        InvalidTransition: If the job already finished.
+    """
+    if job.status in TERMINAL_STATUSES:
+        raise InvalidTransition(job.id, job.status, JobStatus.CANCELLED)
+    session.execute(
+        update(Job).where(Job.id == job.id).values(cancel_requested=True),
+        execution_options={"synchronize_session": False},
+    )
+    session.refresh(job)
+    if job.status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED):
+        try:
+            return transition(session, job, JobStatus.CANCELLED)
+        except InvalidTransition:
+            pass  # A worker claimed it meanwhile; the flag makes that worker stop.
+    if job.status == JobStatus.RUNNING:
+        add_event(session, job.id, "info", "Cancellation requested")
+    return job
+
+
+def stale_jobs(session: Session, *, stale_after_s: float = 120.0, now: int | None = None) -> list[Job]:
+    """Return running jobs whose worker has not sent a heartbeat for ``stale_after_s`` seconds."""
+    now = now_unix() if now is None else now
+    statement = select(Job).where(
+        Job.status == JobStatus.RUNNING,
+        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - stale_after_s),
+    )
+    return list(session.scalars(statement.order_by(Job.id)))
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    level: str,
+    message: str,
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    """Record an event of a job (``level``: info|warn|error, ``type``: message|metrics) and flush it.
+
+    Raises:
+        ValueError: If ``level`` or ``type`` is not one of the allowed values.
+    """
+    if level not in EVENT_LEVELS:
+        raise ValueError(f"level must be one of {sorted(EVENT_LEVELS)}, got {level!r}")
+    if type not in EVENT_TYPES:
+        raise ValueError(f"type must be one of {sorted(EVENT_TYPES)}, got {type!r}")
+    event = JobEvent(job_id=job_id, level=level, type=type, message=message, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_events(
+    session: Session, job_id: str, *, after: str | None = None, limit: int = 20
+) -> Page[JobEvent]:
+    """Return a job's events newest first, starting after event id ``after``."""
+    statement = select(JobEvent).where(JobEvent.job_id == job_id)
+    return paginate(session, statement, JobEvent.id, after=after, limit=limit)

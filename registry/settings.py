@@ -1,0 +1,72 @@
+"""Service settings, read from ``DIABLO_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API, the workers and the CLI.
+
+    URLs left unset are derived from ``data_dir``, so a bare install keeps everything (database, broker,
+    uploaded files, adapters) under one folder and needs no server.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DIABLO_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    broker_url: str = ""
+    # None: task results are not stored by Celery; the registry holds every outcome.
+    result_backend: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    default_model: str = "default"
+    device: str = "auto"
+    max_upload_bytes: int = Field(default=512 * MIB, gt=0)
+    checkpoint_every: int = Field(default=50, ge=0)
+    auth: Literal["on", "off"] = "off"
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    # A running job whose heartbeat is older than this may be claimed by another worker.
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _derive_urls(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'registry.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"heartbeat_timeout_s ({self.heartbeat_timeout_s}) must exceed "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s})"
+            )
+        return self
+
+    @property
+    def files_dir(self) -> Path:
+        """Where uploaded files are stored."""
+        return self.data_dir / "files"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """Where trained adapters and checkpoints are stored."""
+        return self.data_dir / "adapters"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment once."""
+    return Settings()

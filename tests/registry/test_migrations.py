@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from registry.db import create_db_engine, current_revision, downgrade_database, upgrade_database
+from registry.models import Base
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys"}
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(database_url: str) -> None:
+    assert current_revision(database_url) is None
+    upgrade_database(database_url)
+    assert current_revision(database_url) == "0001"
+    assert _tables(database_url) == TABLES
+    downgrade_database(database_url)
+    assert current_revision(database_url) is None
+    assert _tables(database_url) == set()
+    upgrade_database(database_url)
+    assert _tables(database_url) == TABLES
+
+
+def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
+    upgrade_database(database_url)
+    upgrade_database(database_url)
+    assert current_revision(database_url) == "0001"
+
+
+def test_migrations_match_the_models(migrated_database_url: str) -> None:
+    engine = create_db_engine(migrated_database_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            differences = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+def test_concurrent_upgrades_from_several_processes(database_url: str) -> None:
+    code = "import sys; from registry.db import upgrade_database; upgrade_database(sys.argv[1])"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, database_url], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    assert current_revision(database_url) == "0001"
+    assert _tables(database_url) == TABLES
+
+
+def test_alembic_command_line_uses_the_settings(sqlite_url: str) -> None:
+    env = {**os.environ, "DIABLO_DATABASE_URL": sqlite_url}
+    alembic = Path(sys.executable).with_name("alembic")
+    result = subprocess.run(
+        [str(alembic), "upgrade", "head"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert current_revision(sqlite_url) == "0001"
