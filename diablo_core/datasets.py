@@ -1,0 +1,258 @@
+"""Streaming validation and loading of JSONL fine-tuning files in OpenAI's two formats.
+
+Chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str, "name"?: str, "weight"?: 0|1}]}``.
+Prompt/completion: ``{"prompt": str, "completion": str}``. Files are read line by line, never whole, and every
+problem is reported with its 1-based line number and a stable code (line 0 for whole-file problems).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diablo_core.errors import DatasetError
+from diablo_core.tokenization import tokenize_example
+
+CHAT = "chat"
+PROMPT_COMPLETION = "prompt_completion"
+UNKNOWN = "unknown"
+ROLES = ("system", "user", "assistant")
+MESSAGE_KEYS = {"role", "content", "name", "weight"}
+CHUNK_SIZE = 1 << 16
+
+Source = str | Path | bytes | Iterable[bytes]
+
+
+@dataclass
+class DatasetProblem:
+    """One problem found in a dataset file."""
+
+    line: int
+    code: str
+    message: str
+
+
+@dataclass
+class DatasetReport:
+    """What validation found.
+
+    Attributes:
+        format: ``"chat"``, ``"prompt_completion"`` or ``"unknown"`` (no valid example).
+        num_examples: Non-blank lines in the file.
+        num_tokens: Total tokens over valid examples (untruncated), when a tokenizer was given.
+        problems: The first ``max_problems`` problems.
+        num_problems: Every problem found, including those not kept.
+        max_example_tokens: Tokens in the longest valid example, when a tokenizer was given.
+    """
+
+    format: str
+    num_examples: int
+    num_tokens: int | None
+    problems: list[DatasetProblem] = field(default_factory=list)
+    num_problems: int = 0
+    max_example_tokens: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return self.num_problems == 0
+
+
+def validate_dataset(
+    source: Source, *, tokenizer: Any = None, max_length: int | None = None, max_problems: int = 100
+) -> DatasetReport:
+    """Validate a JSONL dataset without loading it whole.
+
+    Args:
+        source: A file path, the file's bytes, or an iterable of byte chunks (chunks need not end at lines).
+        tokenizer: When given, examples are tokenized to count tokens and find ``too_long`` ones.
+        max_length: Token limit per example (needs ``tokenizer``).
+        max_problems: Keep at most this many problems (all are still counted).
+
+    Returns:
+        The report with format, counts and problems.
+    """
+    report = DatasetReport(format=UNKNOWN, num_examples=0, num_tokens=0 if tokenizer is not None else None)
+
+    def add(problems: list[DatasetProblem]) -> None:
+        report.num_problems += len(problems)
+        report.problems.extend(problems[: max(0, max_problems - len(report.problems))])
+
+    for line_no, example, problems in _scan(source):
+        report.num_examples += 1
+        if example is not None:
+            problems = problems or _check_format(report, line_no, example)
+        if example is not None and not problems and tokenizer is not None:
+            problems = _count_tokens(report, line_no, example, tokenizer, max_length)
+        add(problems)
+    if report.num_examples == 0:
+        add([DatasetProblem(0, "empty_file", "the file contains no examples")])
+    return report
+
+
+def read_examples(source: Source) -> list[dict[str, Any]]:
+    """Parse a valid JSONL dataset into its examples.
+
+    Raises:
+        DatasetError: With code ``invalid_training_file`` naming the first problems, if any.
+    """
+    examples, problems, report = [], [], DatasetReport(format=UNKNOWN, num_examples=0, num_tokens=None)
+    for line_no, example, line_problems in _scan(source):
+        if example is not None and not line_problems:
+            line_problems = _check_format(report, line_no, example)
+        problems.extend(line_problems)
+        examples.append(example)
+    if not examples:
+        problems.append(DatasetProblem(0, "empty_file", "the file contains no examples"))
+    if problems:
+        shown = "; ".join(problem.message for problem in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DatasetError(f"invalid dataset: {shown}{more}", code="invalid_training_file")
+    return examples
+
+
+def _scan(source: Source) -> Iterator[tuple[int, dict[str, Any] | None, list[DatasetProblem]]]:
+    """Yield ``(line number, example or None, problems)`` for every non-blank line."""
+    for line_no, raw in enumerate(_lines(source), start=1):
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield line_no, None, [_problem(line_no, "invalid_utf8", f"not valid UTF-8 at byte {error.start}")]
+            continue
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            detail = f"not valid JSON ({error.msg} at column {error.colno})"
+            yield line_no, None, [_problem(line_no, "invalid_json", detail)]
+            continue
+        if not isinstance(value, dict):
+            yield line_no, None, [_problem(line_no, "not_an_object", "each line must be a JSON object")]
+            continue
+        yield line_no, value, _example_problems(line_no, value)
+
+
+def _lines(source: Source) -> Iterator[bytes]:
+    """Split a source into lines (without line endings), reading files in chunks."""
+    if isinstance(source, str | Path):
+        with open(source, "rb") as file:
+            yield from _split_chunks(iter(lambda: file.read(CHUNK_SIZE), b""))
+    elif isinstance(source, bytes | bytearray):
+        yield from _split_chunks([bytes(source)])
+    else:
+        yield from _split_chunks(source)
+
+
+def _split_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Re-split byte chunks at newlines, stripping ``\\n`` and ``\\r\\n``."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r")
+    if pending:
+        yield pending.removesuffix(b"\r")
+
+
+def _problem(line_no: int, code: str, detail: str) -> DatasetProblem:
+    return DatasetProblem(line_no, code, f"line {line_no}: {detail}")
+
+
+def _example_problems(line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
+    """Problems of one parsed object, checked against the format its keys announce."""
+    if "messages" in example:
+        return _chat_problems(line_no, example)
+    if "prompt" in example or "completion" in example:
+        return _prompt_completion_problems(line_no, example)
+    return [_problem(line_no, "missing_messages", "'messages' is missing")]
+
+
+def _unknown_keys(line_no: int, value: dict[str, Any], allowed: set[str], where: str) -> list[DatasetProblem]:
+    extra = sorted(set(value) - allowed)
+    return [_problem(line_no, "unknown_key", f"{where}unknown key '{key}'") for key in extra]
+
+
+def _chat_problems(line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
+    problems = _unknown_keys(line_no, example, {"messages"}, "")
+    messages = example["messages"]
+    if not isinstance(messages, list):
+        return [*problems, _problem(line_no, "messages_not_list", "'messages' must be a list of messages")]
+    for index, message in enumerate(messages, start=1):
+        problems.extend(_message_problems(line_no, index, message))
+    learned = [
+        m for m in messages if isinstance(m, dict) and m.get("role") == "assistant" and m.get("weight") != 0
+    ]
+    if not learned:
+        problems.append(_problem(line_no, "no_assistant_message", "no assistant message to learn from"))
+    return problems
+
+
+def _is_learned(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant" and message.get("weight") != 0
+
+
+def _message_problems(line_no: int, index: int, message: Any) -> list[DatasetProblem]:
+    where = f"message {index}: "
+    if not isinstance(message, dict):
+        return [
+            _problem(line_no, "message_not_object", f"{where}must be an object with 'role' and 'content'")
+        ]
+    problems = _unknown_keys(line_no, message, MESSAGE_KEYS, where)
+    role = message.get("role")
+    if "role" not in message:
+        problems.append(_problem(line_no, "missing_role", f"{where}'role' is missing"))
+    elif role not in ROLES:
+        problems.append(_problem(line_no, "unknown_role", f"{where}unknown role {role!r}, expected {ROLES}"))
+    if "content" not in message:
+        problems.append(_problem(line_no, "missing_content", f"{where}'content' is missing"))
+    elif not isinstance(message["content"], str):
+        problems.append(_problem(line_no, "content_not_string", f"{where}'content' must be a string"))
+    if "name" in message and not isinstance(message["name"], str):
+        problems.append(_problem(line_no, "invalid_name", f"{where}'name' must be a string"))
+    if "weight" in message and (role != "assistant" or message["weight"] not in (0, 1)):
+        detail = "'weight' must be 0 or 1 and is only allowed on assistant messages"
+        problems.append(_problem(line_no, "invalid_weight", where + detail))
+    return problems
+
+
+def _prompt_completion_problems(line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
+    problems = _unknown_keys(line_no, example, {"prompt", "completion"}, "")
+    for key in ("prompt", "completion"):
+        if key not in example:
+            problems.append(_problem(line_no, f"missing_{key}", f"'{key}' is missing"))
+        elif not isinstance(example[key], str):
+            problems.append(_problem(line_no, "content_not_string", f"'{key}' must be a string"))
+    return problems
+
+
+def _check_format(report: DatasetReport, line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
+    """Fix the dataset's format at its first valid example; later examples must share it."""
+    found = CHAT if "messages" in example else PROMPT_COMPLETION
+    if report.format == UNKNOWN:
+        report.format = found
+    if found == report.format:
+        return []
+    detail = f"example is in {found} format but the file started in {report.format} format"
+    return [_problem(line_no, "mixed_formats", detail)]
+
+
+def _count_tokens(
+    report: DatasetReport, line_no: int, example: dict[str, Any], tokenizer: Any, max_length: int | None
+) -> list[DatasetProblem]:
+    """Add the example's tokens to the report; a problem if it exceeds ``max_length``."""
+    try:
+        count = len(tokenize_example(example, tokenizer, max_length=None).input_ids)
+    except Exception as error:  # a chat template may reject a conversation (e.g. roles not alternating)
+        return [_problem(line_no, "template_error", f"the chat template cannot render this example: {error}")]
+    report.num_tokens = (report.num_tokens or 0) + count
+    report.max_example_tokens = max(report.max_example_tokens or 0, count)
+    if max_length is None or count <= max_length:
+        return []
+    return [_problem(line_no, "too_long", f"example has {count} tokens, more than max_length {max_length}")]

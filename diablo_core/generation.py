@@ -1,0 +1,203 @@
+"""Text generation with a hand-written KV-cache decode loop that also streams text deltas.
+
+One loop serves both :func:`generate` and :func:`stream_generate`: each step feeds the last token with the
+cache, picks the next token (greedy at temperature 0, else seeded temperature/top-p sampling), and decodes the
+whole completion so far. Streaming emits only the new suffix of that text, holding back a trailing partial
+character and any tail that could still become a stop sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diablo_core.tokenization import render_messages
+
+REPLACEMENT_CHAR = "\ufffd"
+
+
+@dataclass
+class GenerationResult:
+    """A finished completion: its text, token counts and why it ended (``"stop"`` or ``"length"``)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+def build_prompt_ids(
+    tokenizer: Any, messages: list[dict[str, Any]] | None = None, prompt: str | None = None
+) -> list[int]:
+    """Token ids of a chat (template with generation prompt) or of a plain prompt; exactly one is given."""
+    if (messages is None) == (prompt is None):
+        raise ValueError("give exactly one of messages and prompt")
+    text = prompt if messages is None else render_messages(messages, tokenizer, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    *,
+    messages: list[dict[str, Any]] | None = None,
+    prompt: str | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+) -> GenerationResult:
+    """Generate a completion; see :func:`stream_generate` for the arguments."""
+    stream = stream_generate(
+        model,
+        tokenizer,
+        messages=messages,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop=stop,
+        seed=seed,
+    )
+    *_, result = stream
+    return result
+
+
+def stream_generate(
+    model: Any,
+    tokenizer: Any,
+    *,
+    messages: list[dict[str, Any]] | None = None,
+    prompt: str | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+) -> Iterator[str | GenerationResult]:
+    """Generate a completion, yielding text deltas and finally the :class:`GenerationResult`.
+
+    Args:
+        model: A causal LM (plain or with DiaBlo layers).
+        tokenizer: Its tokenizer.
+        messages: Chat messages, rendered with the chat template and the assistant generation prompt.
+        prompt: A plain text prompt (instead of ``messages``).
+        max_new_tokens: Most tokens to generate; reaching it ends with ``finish_reason="length"``.
+        temperature: 0 picks the most likely token; above 0 samples from the tempered distribution.
+        top_p: Nucleus sampling: sample only from the smallest set of tokens whose probability reaches it.
+        stop: Strings that end the completion (the text is cut before the first one).
+        seed: Seed of the sampling generator, for repeatable samples.
+
+    Yields:
+        Text deltas (their concatenation equals the final text), then the result.
+    """
+    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 0:
+        detail = f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}"
+        raise ValueError(f"invalid generation settings: {detail}")
+    prompt_ids = build_prompt_ids(tokenizer, messages, prompt)
+    stops = [s for s in stop or [] if s]
+    eos_ids = _eos_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    generator = _generator(device, seed) if temperature > 0 else None
+    completion: list[int] = []
+    emitted, text, finish_reason = "", "", "length"
+    for token in _decode_tokens(model, prompt_ids, max_new_tokens, temperature, top_p, generator):
+        completion.append(token)
+        if token in eos_ids:
+            finish_reason = "stop"
+            break
+        text = tokenizer.decode(completion, skip_special_tokens=True)
+        cut = _first_stop(text, stops)
+        if cut is not None:
+            text, finish_reason = text[:cut], "stop"
+            break
+        delta = _safe_delta(text, emitted, stops)
+        if delta:
+            emitted += delta
+            yield delta
+    if text.startswith(emitted) and len(text) > len(emitted):
+        yield text[len(emitted) :]
+    yield GenerationResult(text, len(prompt_ids), len(completion), finish_reason)
+
+
+@torch.inference_mode()
+def _decode_tokens(
+    model: Any,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> Iterator[int]:
+    """Yield generated token ids one by one, reusing the KV cache between steps."""
+    device = next(model.parameters()).device
+    step_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
+    past = None
+    for _ in range(max_new_tokens):
+        output = model(input_ids=step_ids, past_key_values=past, use_cache=True)
+        past = output.past_key_values
+        logits = output.logits[0, -1].float()  # (V,)
+        token = _pick(logits, temperature, top_p, generator)
+        yield token
+        step_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """Greedy at temperature 0, else sample from the tempered, top-p-filtered distribution."""
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, dim=-1)  # (V,)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)  # (V,), (V,)
+        # Keep a token while the mass before it is below top_p, so the most likely token always stays.
+        outside = sorted_probs.cumsum(0) - sorted_probs >= top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _generator(device: torch.device, seed: int | None) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-sequence ids from the tokenizer and the model's generation config."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos:
+        ids.update(config_eos)
+    return ids
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    """Index where the earliest stop sequence starts in ``text``, if any does."""
+    found = [index for index in (text.find(s) for s in stops) if index >= 0]
+    return min(found) if found else None
+
+
+def _safe_delta(text: str, emitted: str, stops: list[str]) -> str:
+    """New text that can be shown: no partial trailing character, no tail that may begin a stop sequence."""
+    if not text.startswith(emitted):
+        return ""
+    visible = text.rstrip(REPLACEMENT_CHAR)
+    hold = max((_partial_stop_length(visible, stop) for stop in stops), default=0)
+    return visible[len(emitted) : len(visible) - hold]
+
+
+def _partial_stop_length(text: str, stop: str) -> int:
+    """Length of the longest end of ``text`` that is a proper beginning of ``stop``."""
+    for size in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:size]):
+            return size
+    return 0
