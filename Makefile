@@ -20,8 +20,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Migrates, converts the default model once, then runs the API and one worker until Ctrl-C.
 run: $(STAMP)
-	$(BIN)/python -m diablo_core serve-default
+	$(BIN)/diablo serve
+
+# One API or one worker alone, configured by the same DIABLO_* variables (deployments, tests).
+api: $(STAMP)
+	$(BIN)/diablo migrate
+	$(BIN)/python -m uvicorn api.main:app --host $${DIABLO_HOST:-127.0.0.1} --port $${DIABLO_PORT:-8000}
+
+worker: $(STAMP)
+	$(BIN)/python -m celery -A worker.celery_app:app worker --pool solo --concurrency 1 \
+		-Q $${DIABLO_QUEUE_NAME:-diablo} --loglevel INFO
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # None: task results are not stored by Celery; the registry holds every outcome.
     result_backend: str | None = None
+    # The Celery queue that jobs are sent to and workers consume (tests use a unique one per run).
+    queue_name: str = Field(default="diablo", min_length=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     default_model: str = "default"

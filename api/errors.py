@@ -1,0 +1,116 @@
+"""OpenAI-shaped errors: every non-2xx answer is ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("api")
+
+INVALID_REQUEST = "invalid_request_error"
+NOT_FOUND = "not_found_error"
+SERVER_ERROR = "server_error"
+# The first element of a request-validation location names where the value came from, not the field.
+_LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
+
+
+class APIError(HTTPException):
+    """An error answered to the client with ``status`` and the OpenAI error envelope.
+
+    ``extra`` holds fields added beside the four standard ones inside ``error`` (e.g. ``problems``). It is an
+    ``HTTPException`` so that FastAPI lets it through when raised while the request body is read.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = INVALID_REQUEST,
+        code: str | None = None,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.extra = extra or {}
+
+
+def error_body(
+    message: str, type: str, code: str | None = None, param: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The error envelope."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code, **extra}}
+
+
+def not_found(kind: str, object_id: str, code: str = "not_found", param: str | None = None) -> APIError:
+    """A 404 naming the missing object, e.g. ``No fine-tuning job found with id 'ftjob-x'``."""
+    return APIError(404, f"No {kind} found with id '{object_id}'", NOT_FOUND, code, param)
+
+
+def param_from_location(location: Sequence[str | int]) -> str | None:
+    """``("body", "hyperparameters", "n_epochs")`` -> ``"hyperparameters.n_epochs"``."""
+    parts = list(location)
+    if parts and parts[0] in _LOCATION_ROOTS:
+        parts = parts[1:]
+    return ".".join(str(part) for part in parts) or None
+
+
+def _validation_message(error: dict[str, Any], param: str | None) -> str:
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{param}: {message}" if param else message
+
+
+async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+    body = error_body(exc.message, exc.type, exc.code, exc.param, **exc.extra)
+    return JSONResponse(body, status_code=exc.status)
+
+
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else ""
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    if exc.status_code == 404:
+        body = error_body(message or "Not found: no such route", NOT_FOUND, "not_found")
+    elif exc.status_code == 405:
+        message = message or "Method not allowed on this route"
+        body = error_body(message, INVALID_REQUEST, "method_not_allowed")
+    else:
+        kind = SERVER_ERROR if exc.status_code >= 500 else INVALID_REQUEST
+        body = error_body(message or phrase or "HTTP error", kind, phrase.lower().replace(" ", "_") or None)
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return JSONResponse(error_body(f"Invalid JSON body: {detail}", INVALID_REQUEST, "invalid_json"), 400)
+    param = param_from_location(first.get("loc", ()))
+    code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_value"
+    message = "; ".join(_validation_message(e, param_from_location(e.get("loc", ()))) for e in errors[:5])
+    return JSONResponse(error_body(message or "invalid request", INVALID_REQUEST, code, param), 400)
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = error_body("The server had an error while processing your request", SERVER_ERROR, "internal_error")
+    return JSONResponse(body, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error the app answers use the OpenAI envelope."""
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled_error)

@@ -1,0 +1,1 @@
+"""Route modules; ``api.main.ROUTERS`` lists the routers the app includes."""

@@ -1,0 +1,97 @@
+"""``/v1/fine_tuning/jobs``: create, list, retrieve and cancel jobs; list their events and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+
+from api.deps import AfterQuery, CurrentProject, LimitQuery, SessionDep, SettingsDep
+from api.schemas.jobs import (
+    CheckpointPublic,
+    CheckpointsPublic,
+    EventPublic,
+    EventsPublic,
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+)
+from api.services import jobs as service
+from registry.artifacts import list_checkpoints
+from registry.jobs import list_events, list_jobs
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+CheckpointLimit = Annotated[int, Query(ge=1, le=100)]
+IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=256)]
+
+
+def _ends(ids: list[str]) -> tuple[str | None, str | None]:
+    return (ids[0], ids[-1]) if ids else (None, None)
+
+
+@router.post("", response_model=JobPublic)
+def create_job(
+    session: SessionDep,
+    settings: SettingsDep,
+    project: CurrentProject,
+    body: JobCreate,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobPublic:
+    """Create a fine-tuning job and queue it (an Idempotency-Key makes retries return the same job)."""
+    job = service.create_fine_tuning_job(session, settings, project, body, idempotency_key)
+    return service.jobs_public(session, [job])[0]
+
+
+@router.get("", response_model=JobsPublic)
+def list_fine_tuning_jobs(
+    session: SessionDep, project: CurrentProject, after: AfterQuery = None, limit: LimitQuery = 20
+) -> JobsPublic:
+    """List the project's jobs, newest first."""
+    page = list_jobs(session, project_id=project, after=after, limit=limit)
+    data = service.jobs_public(session, page.data)
+    first, last = _ends([job.id for job in data])
+    return JobsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def retrieve_job(session: SessionDep, project: CurrentProject, job_id: str) -> JobPublic:
+    """Retrieve a job with its progress."""
+    return service.jobs_public(session, [service.load_job(session, project, job_id)])[0]
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> JobPublic:
+    """Cancel a job; a running job stops within one training step (its status shows when it has)."""
+    return service.jobs_public(session, [service.cancel_job(session, project, job_id)])[0]
+
+
+@router.get("/{job_id}/events", response_model=EventsPublic)
+def list_job_events(
+    session: SessionDep,
+    project: CurrentProject,
+    job_id: str,
+    after: AfterQuery = None,
+    limit: LimitQuery = 20,
+) -> EventsPublic:
+    """List a job's status messages and step metrics, newest first."""
+    service.load_job(session, project, job_id)
+    page = list_events(session, job_id, after=after, limit=limit)
+    data = [EventPublic.from_row(event) for event in page.data]
+    first, last = _ends([event.id for event in data])
+    return EventsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+
+
+@router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic)
+def list_job_checkpoints(
+    session: SessionDep,
+    project: CurrentProject,
+    job_id: str,
+    after: AfterQuery = None,
+    limit: CheckpointLimit = 10,
+) -> CheckpointsPublic:
+    """List a job's checkpoints, newest first."""
+    service.load_job(session, project, job_id)
+    page = list_checkpoints(session, job_id, after=after, limit=limit)
+    data = [CheckpointPublic.from_row(checkpoint) for checkpoint in page.data]
+    first, last = _ends([checkpoint.id for checkpoint in data])
+    return CheckpointsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)

@@ -1,0 +1,206 @@
+"""Fine-tuning job bodies: the create request, the job object, its events and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from registry.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
+from registry.models import Checkpoint, Job, JobEvent
+
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+
+
+class SupervisedMethod(BaseModel):
+    hyperparameters: OpenAIHyperparameters | None = None
+
+
+class DiaBloMethod(BaseModel):
+    hyperparameters: DiaBloHyperparameters | None = None
+
+
+class MethodCreate(BaseModel):
+    """``{"type": "diablo"|"supervised", "<type>": {"hyperparameters": {...}}}``; both train DiaBlo."""
+
+    type: Literal["diablo", "supervised"] = "diablo"
+    supervised: SupervisedMethod | None = None
+    diablo: DiaBloMethod | None = None
+
+    def chosen_hyperparameters(self) -> OpenAIHyperparameters | None:
+        """The hyperparameters given under the method's own type."""
+        section = self.diablo if self.type == "diablo" else self.supervised
+        return None if section is None else section.hyperparameters
+
+
+class JobCreate(BaseModel):
+    model: str = Field(min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    hyperparameters: OpenAIHyperparameters | None = None
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    method: MethodCreate | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
+    integrations: list[dict[str, Any]] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, item in (value or {}).items():
+            if len(key) > MAX_METADATA_KEY:
+                raise ValueError(f"keys must be at most {MAX_METADATA_KEY} characters, got {key!r}")
+            if len(item) > MAX_METADATA_VALUE:
+                raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters (key {key!r})")
+        return value
+
+
+class JobError(BaseModel):
+    code: str | None = None
+    message: str = ""
+    param: str | None = None
+
+
+class JobProgress(BaseModel):
+    step: int
+    total_steps: int | None
+    percent: float | None
+
+
+class JobPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    estimated_finish: int | None
+    model: str
+    fine_tuned_model: str | None
+    organization_id: str
+    status: str
+    error: JobError | None
+    hyperparameters: dict[str, Any]
+    method: dict[str, Any] | None
+    training_file: str
+    validation_file: str | None
+    result_files: list[str]
+    trained_tokens: int | None
+    seed: int | None
+    suffix: str | None
+    metadata: dict[str, str] | None
+    integrations: list[Any]
+    progress: JobProgress | None
+
+    @classmethod
+    def from_row(cls, job: Job, latest_metrics: JobEvent | None = None) -> JobPublic:
+        progress = _progress(latest_metrics)
+        return cls(
+            id=job.id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            estimated_finish=job.estimated_finish or _estimate_finish(job, progress, latest_metrics),
+            model=job.model,
+            fine_tuned_model=job.fine_tuned_model,
+            organization_id=job.project_id,
+            status=job.status,
+            error=JobError.model_validate(job.error) if job.error else None,
+            hyperparameters=job.hyperparameters,
+            method=job.method,
+            training_file=job.training_file,
+            validation_file=job.validation_file,
+            result_files=job.result_files,
+            trained_tokens=job.trained_tokens,
+            seed=job.seed,
+            suffix=job.suffix,
+            metadata=job.metadata_,
+            integrations=job.integrations,
+            progress=progress,
+        )
+
+
+def _progress(event: JobEvent | None) -> JobProgress | None:
+    data = (event.data or {}) if event is not None else {}
+    if not isinstance(data.get("step"), int):
+        return None
+    total = data.get("total_steps") if isinstance(data.get("total_steps"), int) else None
+    percent = round(100.0 * data["step"] / total, 1) if total else None
+    return JobProgress(step=data["step"], total_steps=total, percent=percent)
+
+
+def _estimate_finish(job: Job, progress: JobProgress | None, event: JobEvent | None) -> int | None:
+    """Extrapolate the pace so far (started_at to the latest metrics) to the remaining steps."""
+    if job.status != "running" or progress is None or event is None or job.started_at is None:
+        return None
+    if not progress.total_steps or progress.step <= 0:
+        return None
+    elapsed = max(0, event.created_at - job.started_at)
+    return job.started_at + round(elapsed * progress.total_steps / progress.step)
+
+
+class JobsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobPublic]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class EventPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    type: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, event: JobEvent) -> EventPublic:
+        return cls(
+            id=event.id,
+            created_at=event.created_at,
+            level=event.level,
+            message=event.message,
+            type=event.type,
+            data=event.data,
+        )
+
+
+class EventsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EventPublic]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, checkpoint: Checkpoint) -> CheckpointPublic:
+        return cls(
+            id=checkpoint.id,
+            created_at=checkpoint.created_at,
+            fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
+            fine_tuning_job_id=checkpoint.job_id,
+            step_number=checkpoint.step_number,
+            metrics=checkpoint.metrics,
+        )
+
+
+class CheckpointsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CheckpointPublic]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None

@@ -1,0 +1,1 @@
+"""What the routes do, kept out of the handlers: storing uploads, creating jobs, deleting models, probes."""

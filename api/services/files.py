@@ -1,0 +1,139 @@
+"""Uploaded files: streamed to disk, validated as fine-tuning data, renamed into place, recorded.
+
+A file is stored as ``<files_dir>/<file id>.jsonl``; the user's filename is kept only as a label (basename,
+odd characters replaced) and never used as a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import APIError, not_found
+from diablo_core.datasets import DatasetReport, validate_dataset
+from registry.ids import FILE_PREFIX, new_id
+from registry.models import File
+from registry.pagination import Page, paginate
+from registry.settings import Settings
+
+FINE_TUNE = "fine-tune"
+CHUNK_SIZE = 1 << 20
+SHOWN_PROBLEMS = 5
+MAX_FILENAME = 255
+_FILENAME_FORBIDDEN = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def sanitize_filename(name: str | None) -> str:
+    """The basename of ``name`` with characters other than letters, digits, ``._ -`` replaced by ``_``."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = _FILENAME_FORBIDDEN.sub("_", base).strip(" .")
+    return cleaned[:MAX_FILENAME] or "upload.jsonl"
+
+
+def file_too_large(settings: Settings) -> APIError:
+    """The 413 answered for uploads over ``settings.max_upload_bytes``."""
+    message = f"File is too large: the limit is {settings.max_upload_bytes} bytes"
+    return APIError(413, message, code="file_too_large", param="file")
+
+
+def _copy_limited(source: BinaryIO, target: BinaryIO, limit: int, settings: Settings) -> tuple[int, str]:
+    """Copy ``source`` to ``target`` chunk by chunk; returns (bytes, sha256 hex); 413 past ``limit``."""
+    size, digest = 0, hashlib.sha256()
+    while chunk := source.read(CHUNK_SIZE):
+        size += len(chunk)
+        if size > limit:
+            raise file_too_large(settings)
+        digest.update(chunk)
+        target.write(chunk)
+    return size, digest.hexdigest()
+
+
+def invalid_file(report: DatasetReport) -> APIError:
+    """The 400 listing a dataset's first problems (all kept problems under ``error.problems``)."""
+    shown = "; ".join(problem.message for problem in report.problems[:SHOWN_PROBLEMS])
+    more = report.num_problems - min(SHOWN_PROBLEMS, len(report.problems))
+    suffix = f" (and {more} more)" if more > 0 else ""
+    problems = [{"line": p.line, "code": p.code, "message": p.message} for p in report.problems]
+    message = f"Invalid fine-tuning file: {shown}{suffix}"
+    return APIError(400, message, code="invalid_file", param="file", extra={"problems": problems})
+
+
+def store_upload(
+    session: Session, settings: Settings, project: str, upload: BinaryIO, filename: str | None, purpose: str
+) -> File:
+    """Validate and store an uploaded fine-tuning file and record it (committed).
+
+    Raises:
+        APIError: 400 ``invalid_purpose`` or ``invalid_file`` (with ``problems``), 413 ``file_too_large``.
+    """
+    if purpose != FINE_TUNE:
+        message = f"Invalid purpose {purpose!r}: only {FINE_TUNE!r} is supported"
+        raise APIError(400, message, code="invalid_purpose", param="purpose")
+    settings.files_dir.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=settings.files_dir)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(handle, "wb") as target:
+            size, sha256 = _copy_limited(upload, target, settings.max_upload_bytes, settings)
+        report = validate_dataset(temp)
+        if not report.ok:
+            raise invalid_file(report)
+        file_id = new_id(FILE_PREFIX)
+        final = settings.files_dir / f"{file_id}.jsonl"
+        temp.replace(final)
+    finally:
+        temp.unlink(missing_ok=True)
+    row = File(id=file_id, project_id=project, filename=sanitize_filename(filename), purpose=purpose)
+    row.bytes, row.sha256, row.storage_path, row.status = size, sha256, str(final), "processed"
+    try:
+        session.add(row)
+        session.commit()
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    return row
+
+
+def get_file(session: Session, project: str, file_id: str, param: str | None = None) -> File:
+    """The project's file ``file_id``; 404 if there is none."""
+    row = session.get(File, file_id)
+    if row is None or row.project_id != project:
+        raise not_found("file", file_id, param=param)
+    return row
+
+
+def list_files(
+    session: Session, project: str, *, purpose: str | None, after: str | None, limit: int
+) -> Page[File]:
+    """The project's files newest first."""
+    statement = select(File).where(File.project_id == project)
+    if purpose is not None:
+        statement = statement.where(File.purpose == purpose)
+    return paginate(session, statement, File.id, after=after, limit=limit)
+
+
+def delete_file(session: Session, project: str, file_id: str) -> None:
+    """Delete the project's file record and its stored bytes (committed); 404 if there is none."""
+    row = get_file(session, project, file_id)
+    path = Path(row.storage_path)
+    session.delete(row)
+    session.commit()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def count_examples(path: Path) -> int:
+    """Non-blank lines of a stored (already validated) file: its number of examples."""
+    count = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            count += bool(line.strip())
+    return count

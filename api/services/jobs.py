@@ -1,0 +1,194 @@
+"""Fine-tuning jobs: checking a request, resolving its hyperparameters, queueing it, cancelling it.
+
+A job is created in ``validating_files``, its files are checked again, it moves to ``queued`` and the
+transaction commits; only then is the training task sent, so a worker never receives a job it cannot see.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.errors import SERVER_ERROR, APIError, not_found
+from api.schemas.jobs import JobCreate, JobPublic
+from api.services.files import FINE_TUNE, count_examples
+from api.services.idempotency import find_replay, remember, request_hash
+from registry.artifacts import sanitize_suffix
+from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
+from registry.hyperparameters import HyperparameterError, ResolvedHyperparameters, resolve_hyperparameters
+from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
+from registry.models import File, Job, JobEvent
+from registry.queue import enqueue_training
+from registry.settings import Settings
+
+logger = logging.getLogger("api.jobs")
+MAX_SEED = 2**31
+CREATE_ROUTE = "POST /v1/fine_tuning/jobs"
+
+
+def resolve_base_model(name: str, settings: Settings) -> str:
+    """The canonical id of the base model ``name``; 400 for fine-tuned or unknown models."""
+    if is_fine_tuned_name(name):
+        message = f"Model '{name}' is a fine-tuned model; fine-tuning it further is not supported yet"
+        raise APIError(400, message, code="fine_tuned_model_unsupported", param="model")
+    model = find_base_model(name, settings)
+    if model is None:
+        known = ", ".join(m.id for m in list_base_models(settings))
+        message = f"Model '{name}' not found; base models available: {known}"
+        raise APIError(400, message, code="model_not_found", param="model")
+    return model.id
+
+
+def check_file(session: Session, project: str, file_id: str, param: str) -> File:
+    """The project's fine-tuning file ``file_id``; 400 naming ``param`` if it is missing or unusable."""
+    row = session.get(File, file_id)
+    if row is None or row.project_id != project or not Path(row.storage_path).is_file():
+        raise APIError(400, f"File '{file_id}' not found", code="file_not_found", param=param)
+    if row.purpose != FINE_TUNE:
+        message = f"File '{file_id}' has purpose {row.purpose!r}; fine-tuning needs purpose {FINE_TUNE!r}"
+        raise APIError(400, message, code="invalid_file_purpose", param=param)
+    return row
+
+
+def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedHyperparameters:
+    """The request's hyperparameters with "auto" resolved; 400 naming the field if they conflict."""
+    method = body.method
+    try:
+        return resolve_hyperparameters(
+            body.hyperparameters,
+            method.chosen_hyperparameters() if method else None,
+            num_examples=num_examples,
+            checkpoint_every=settings.checkpoint_every,
+            method_type=method.type if method else "diablo",
+        )
+    except HyperparameterError as error:
+        raise APIError(400, str(error), code=error.code, param=error.param) from error
+
+
+def _record_job(session: Session, settings: Settings, project: str, body: JobCreate) -> Job:
+    """Check the request and insert the job in ``validating_files`` (flushed, not committed)."""
+    model = resolve_base_model(body.model, settings)
+    training = check_file(session, project, body.training_file, "training_file")
+    if body.validation_file is not None:
+        check_file(session, project, body.validation_file, "validation_file")
+    resolved = resolve_request(body, settings, count_examples(Path(training.storage_path)))
+    return create_job(
+        session,
+        model=model,
+        training_file=body.training_file,
+        validation_file=body.validation_file,
+        hyperparameters=resolved.openai_view(),
+        method=resolved.method_view(),
+        suffix=sanitize_suffix(body.suffix) or None,
+        seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,
+        metadata=body.metadata,
+        integrations=body.integrations,
+        project_id=project,
+    )
+
+
+def create_fine_tuning_job(
+    session: Session, settings: Settings, project: str, body: JobCreate, idempotency_key: str | None = None
+) -> Job:
+    """Check, record and queue a job (committed), then send it to the workers.
+
+    With an ``idempotency_key`` already used for the same request, the job it created is returned instead.
+
+    Raises:
+        APIError: 400 for bad models, files or hyperparameters; 409 for a reused idempotency key; 503
+            ``enqueue_failed`` when the broker cannot take the job (the job is then marked failed).
+    """
+    key = (project, idempotency_key, CREATE_ROUTE, request_hash(body.model_dump(mode="json")))
+    if idempotency_key and (earlier := find_replay(session, *key)):
+        return load_job(session, project, earlier)
+    job = _record_job(session, settings, project, body)
+    if idempotency_key:
+        remember(session, *key, job.id)
+    _validate_files(session, project, job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent request with the same key committed first
+        if idempotency_key and (earlier := find_replay(session, *key)):
+            return load_job(session, project, earlier)
+        raise
+    if job.status == JobStatus.QUEUED:
+        _enqueue(session, settings, job)
+    return job
+
+
+def _validate_files(session: Session, project: str, job: Job) -> None:
+    """Check the job's files once more and queue it, or fail it if one vanished meanwhile."""
+    try:
+        files = ((job.training_file, "training_file"), (job.validation_file, "validation_file"))
+        for file_id, param in files:
+            if file_id is not None:
+                check_file(session, project, file_id, param)
+    except APIError as error:
+        failure = {"code": error.code, "message": error.message, "param": error.param}
+        transition(session, job, JobStatus.FAILED, failure)
+        return
+    transition(session, job, JobStatus.QUEUED)
+
+
+def _enqueue(session: Session, settings: Settings, job: Job) -> None:
+    """Send the training task; if the broker refuses, fail the job and answer 503."""
+    try:
+        enqueue_training(job.id, settings)
+    except Exception as exc:
+        logger.exception("could not enqueue job %s", job.id)
+        error = {"code": "enqueue_failed", "message": "The job could not be queued", "param": None}
+        try:
+            transition(session, job, JobStatus.FAILED, error)
+            session.commit()
+        except InvalidTransition:
+            session.rollback()  # a cancel or a worker got to the job first; leave it as they left it
+        message = f"The job queue is unavailable; job {job.id} was not started. Try again later."
+        raise APIError(503, message, SERVER_ERROR, "enqueue_failed") from exc
+
+
+def load_job(session: Session, project: str, job_id: str) -> Job:
+    """The project's job ``job_id``; 404 if there is none."""
+    job = get_job(session, job_id, project)
+    if job is None:
+        raise not_found("fine-tuning job", job_id)
+    return job
+
+
+def cancel_job(session: Session, project: str, job_id: str) -> Job:
+    """Cancel a job not yet running, or ask the worker of a running one to stop (committed).
+
+    Raises:
+        APIError: 404 for an unknown job; 409 ``job_not_cancellable`` for a finished one.
+    """
+    job = load_job(session, project, job_id)
+    try:
+        request_cancel(session, job)
+    except InvalidTransition as error:
+        message = f"Job {job_id} is already {error.current}; only unfinished jobs can be cancelled"
+        raise APIError(409, message, code="job_not_cancellable") from error
+    session.commit()
+    return job
+
+
+def latest_metrics(session: Session, job_ids: list[str]) -> dict[str, JobEvent]:
+    """The newest metrics event of each job, in one query."""
+    if not job_ids:
+        return {}
+    newest = (
+        select(func.max(JobEvent.id))
+        .where(JobEvent.job_id.in_(job_ids), JobEvent.type == "metrics")
+        .group_by(JobEvent.job_id)
+    )
+    return {event.job_id: event for event in session.scalars(select(JobEvent).where(JobEvent.id.in_(newest)))}
+
+
+def jobs_public(session: Session, jobs: list[Job]) -> list[JobPublic]:
+    """Job objects with their progress."""
+    metrics = latest_metrics(session, [job.id for job in jobs])
+    return [JobPublic.from_row(job, metrics.get(job.id)) for job in jobs]

@@ -1,0 +1,1 @@
+"""The ``diablo`` command line: run the service (``diablo serve``) and manage the database."""

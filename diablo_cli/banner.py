@@ -1,0 +1,87 @@
+"""What ``diablo serve`` prints once the API answers: where everything is and a curl session to try it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from registry.settings import Settings
+
+EXAMPLE_TRAIN_FILE = Path("examples/arithmetic/train.jsonl")
+EXAMPLE_GENERATOR = Path("examples/arithmetic/generate.py")
+GENERATED_DIR = Path("data/arithmetic")
+# Reads the "id" field of the JSON object on stdin; python3 is present wherever the service runs.
+READ_ID = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+
+
+def mask_password(url: str) -> str:
+    """Return ``url`` with its password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def display_host(host: str) -> str:
+    """The address a client on this machine uses for a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def example_train_file(data_dir: Path) -> tuple[Path, list[str]]:
+    """Pick a training file for the example and the commands (if any) that must create it first."""
+    for candidate in (EXAMPLE_TRAIN_FILE, data_dir / "arithmetic" / "train.jsonl"):
+        if candidate.is_file():
+            return _relative(candidate), []
+    target = GENERATED_DIR / "train.jsonl"
+    return target, [f"{sys.executable} {EXAMPLE_GENERATOR} --out {GENERATED_DIR}"]
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def curl_example(base_url: str, model: str, train_file: Path) -> list[str]:
+    """Shell lines that upload ``train_file``, start a one-epoch job on ``model`` and poll it."""
+    job = f'{{"model": "{model}", "training_file": "\'"$FILE_ID"\'", "hyperparameters": {{"n_epochs": 1}}}}'
+    return [
+        f"FILE_ID=$(curl -s -F purpose=fine-tune -F file=@{train_file} {base_url}/v1/files | {READ_ID})",
+        f"JOB_ID=$(curl -s -H 'Content-Type: application/json' -d '{job}' "
+        f"{base_url}/v1/fine_tuning/jobs | {READ_ID})",
+        f"curl -s {base_url}/v1/fine_tuning/jobs/$JOB_ID",
+        f"curl -s {base_url}/v1/fine_tuning/jobs/$JOB_ID/events",
+    ]
+
+
+def print_banner(console: Console, settings: Settings, base_url: str, workers: int) -> None:
+    """Print the service panel (URLs, data dir, registry, broker) followed by the curl example."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")  # a long path folds onto the next line instead of losing its end
+    grid.add_row("API", base_url)
+    grid.add_row("Docs", f"{base_url}/docs")
+    grid.add_row("Data dir", str(settings.data_dir))
+    grid.add_row("Registry", mask_password(settings.database_url))
+    grid.add_row("Broker", mask_password(settings.broker_url))
+    grid.add_row("Workers", f"{workers} on queue {settings.queue_name!r}")
+    grid.add_row("Model", settings.default_model)
+    console.print(
+        Panel(grid, title="DiaBlo fine-tuning service", subtitle="Ctrl-C stops everything", expand=False)
+    )
+    train_file, prepare = example_train_file(settings.data_dir)
+    console.print("Try it (upload, start a job, poll it):")
+    for line in [*prepare, *curl_example(base_url, settings.default_model, train_file)]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,197 @@
+"""Training checkpoints: adapter, optimizer, scheduler, RNG states and progress, written atomically.
+
+A checkpoint is a directory ``<output_dir>/checkpoints/step-<n>/`` holding
+
+- ``adapter_config.json`` + ``adapter_model.safetensors`` (``save_adapter``: the directory is an adapter),
+- ``optimizer.safetensors`` (per-parameter AdamW tensors) + ``optimizer.json`` (param groups, scalars),
+- ``scheduler.json`` (LambdaLR state), ``rng.safetensors`` (torch CPU and CUDA generator states),
+- ``trainer_state.json`` (step, epoch, position in the epoch, trained tokens, metrics, Python RNG state).
+
+Nothing is pickled. Files are written into a temporary sibling directory that is renamed into place, so a
+crash never leaves a half-written ``step-<n>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from diablo_core.adapter_io import load_adapter, save_adapter
+from diablo_core.errors import ConfigError
+from diablo_core.identity import BaseModelIdentity
+
+STEP_PREFIX = "step-"
+
+
+@dataclass
+class TrainerState:
+    """Where a run stands: enough, with the saved tensors, to continue it exactly.
+
+    Attributes:
+        step: Optimizer steps taken.
+        epoch: Current epoch (0-based).
+        position: Examples of the current epoch's shuffled order already consumed.
+        trained_tokens: Non-padding input tokens processed so far.
+        history: Metrics recorded so far (one dict per evaluation or logged step).
+        fingerprint: Settings that fix the data order and schedule (seed, batch size, example count, total
+            steps); resuming with different ones is refused.
+    """
+
+    step: int
+    epoch: int
+    position: int
+    trained_tokens: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Returns the finished ``step-<n>`` directories under ``root``, oldest step first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+
+def prune_checkpoints(root: Path, keep: int | None) -> None:
+    """Deletes all but the ``keep`` most recent checkpoints (``None`` keeps all)."""
+    if keep is None:
+        return
+    for old in checkpoint_dirs(root)[: max(0, len(checkpoint_dirs(root)) - keep)]:
+        shutil.rmtree(old)
+
+
+def _optimizer_files(optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Splits an optimizer state dict into flat tensors and JSON-ready rest."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Rebuilds an optimizer state dict from ``_optimizer_files`` output."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for index, slots in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(slots)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda.{index}"] = cuda_state
+    return tensors
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], python_state: list[Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    version, internal, gauss = python_state
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def save_checkpoint(
+    root: Path,
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    state: TrainerState,
+    identity: BaseModelIdentity | None = None,
+) -> Path:
+    """Writes ``root/step-<state.step>/`` atomically and returns its path.
+
+    Args:
+        root: The ``checkpoints`` directory of a run.
+        model: Model with DiaBlo applied (its adapter is saved with ``save_adapter``).
+        optimizer: The run's optimizer (AdamW over the adapter blocks).
+        scheduler: The run's learning-rate scheduler.
+        state: Progress of the run at this step.
+        identity: Base model identity recorded in the adapter config.
+
+    Returns:
+        The final checkpoint directory.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{STEP_PREFIX}{state.step}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_adapter(model, tmp, base_model=identity)
+    tensors, meta = _optimizer_files(optimizer)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    _write_json(tmp / "optimizer.json", meta)
+    _write_json(tmp / "scheduler.json", scheduler.state_dict())
+    save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
+    _write_json(tmp / "trainer_state.json", {**asdict(state), "python_rng": random.getstate()})
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    fingerprint: dict[str, Any],
+) -> TrainerState:
+    """Restores adapter, optimizer, scheduler and RNG states from ``path`` and returns the run's progress.
+
+    Args:
+        path: A ``step-<n>`` directory written by ``save_checkpoint``.
+        model: Model with DiaBlo applied with the checkpoint's config.
+        optimizer: Fresh optimizer over the same parameters, in the same order.
+        scheduler: Fresh scheduler of the same kind and length.
+        fingerprint: The resuming run's seed/batch/data/total-steps settings.
+
+    Raises:
+        ConfigError: The checkpoint is missing or belongs to a run with a different fingerprint.
+    """
+    if not (path / "trainer_state.json").is_file():
+        raise ConfigError(
+            f"{path} is not a training checkpoint (no trainer_state.json)", "checkpoint_invalid"
+        )
+    saved = json.loads((path / "trainer_state.json").read_text())
+    python_rng = saved.pop("python_rng")
+    state = TrainerState(**saved)
+    if state.fingerprint != fingerprint:
+        raise ConfigError(
+            f"checkpoint {path} was made with {state.fingerprint}, this run has {fingerprint}",
+            "checkpoint_mismatch",
+        )
+    load_adapter(model, path)
+    meta = json.loads((path / "optimizer.json").read_text())
+    optimizer.load_state_dict(_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta))
+    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+    _restore_rng(load_file(str(path / "rng.safetensors")), python_rng)
+    return state

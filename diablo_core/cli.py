@@ -1,0 +1,196 @@
+"""Command line: ``python -m diablo_core train|generate|merge|validate|serve-default``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from diablo_core.adapter_io import load_adapter
+from diablo_core.base_models import load_base_model
+from diablo_core.cli_progress import RichProgress
+from diablo_core.config import DEFAULT_TARGET_MODULES, DiaBloConfig
+from diablo_core.datasets import read_examples, validate_dataset
+from diablo_core.generation import generate as generate_text
+from diablo_core.model import apply_diablo, trainable_parameters, unload_diablo
+from diablo_core.tokenization import tokenize_examples
+from diablo_core.training import TrainingConfig, train
+
+app = typer.Typer(
+    help="DiaBlo fine-tuning: train, try and export diagonal-block adapters.", no_args_is_help=True
+)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+ModelOpt = Annotated[str, typer.Option(help='"default", a local checkpoint directory or a hub id.')]
+DataDirOpt = Annotated[Path, typer.Option(help="Where the default model is converted and cached.")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1...")]
+
+
+def _check_dataset(path: Path, label: str) -> None:
+    """Prints every problem of a JSONL file with its line number and exits 1 when there is any."""
+    if not path.is_file():
+        err_console.print(f"{label} file {path} does not exist")
+        raise typer.Exit(1)
+    report = validate_dataset(path)
+    if report.ok:
+        return
+    for problem in report.problems:
+        err_console.print(
+            f"{path}:{problem.line}: [{problem.code}] {problem.message}", markup=False, soft_wrap=True
+        )
+    if report.num_problems > len(report.problems):
+        err_console.print(f"... and {report.num_problems - len(report.problems)} more problems")
+    raise typer.Exit(1)
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="JSONL dataset to check.")]) -> None:
+    """Check a JSONL dataset; print line-numbered problems and exit 1 if there are any."""
+    _check_dataset(file, "dataset")
+    report = validate_dataset(file)
+    console.print(f"{file}: OK, {report.num_examples} {report.format} examples")
+
+
+@app.command(name="train")
+def train_command(
+    data: Annotated[Path, typer.Option(help="Training JSONL (chat or prompt/completion).")],
+    output: Annotated[Path, typer.Option(help="Run directory: checkpoints/ and adapter/ go here.")],
+    model: ModelOpt = "default",
+    valid: Annotated[Path | None, typer.Option(help="Validation JSONL.")] = None,
+    num_blocks: Annotated[int, typer.Option(help="DiaBlo N (blocks per layer).")] = 64,
+    targets: Annotated[str, typer.Option(help="Comma-separated target module names.")] = ",".join(
+        DEFAULT_TARGET_MODULES
+    ),
+    dropout: float = 0.05,
+    lr: float = 5e-4,
+    epochs: int = 1,
+    max_steps: Annotated[int | None, typer.Option(help="Steps to train (replaces --epochs).")] = None,
+    batch_size: int = 16,
+    micro_batch_size: int | None = None,
+    max_length: int = 256,
+    warmup_steps: int = 100,
+    scheduler: str = "linear",
+    seed: int = 0,
+    eval_every: int | None = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int | None = None,
+    gradient_checkpointing: bool = False,
+    resume_from: Annotated[Path | None, typer.Option(help="Checkpoint directory to continue from.")] = None,
+    device: DeviceOpt = "cpu",
+    data_dir: DataDirOpt = Path("data"),
+) -> None:
+    """Train a DiaBlo adapter; the adapter is saved to OUTPUT/adapter."""
+    _check_dataset(data, "training")
+    if valid is not None:
+        _check_dataset(valid, "validation")
+    try:
+        config = TrainingConfig(
+            learning_rate=lr, n_epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+            micro_batch_size=micro_batch_size, max_length=max_length, warmup_steps=warmup_steps,
+            scheduler=scheduler, seed=seed, gradient_checkpointing=gradient_checkpointing,
+            eval_every=eval_every, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+            device=device,
+        )  # fmt: skip
+        diablo = DiaBloConfig(
+            num_blocks=num_blocks, target_modules=tuple(targets.split(",")), dropout=dropout
+        )
+    except ValueError as error:
+        err_console.print(f"invalid option: {error}")
+        raise typer.Exit(2) from error
+    loaded = load_base_model(model, data_dir=data_dir, device=device)
+    apply_diablo(loaded.model, diablo)
+    console.print(f"{loaded.identity.name}: {trainable_parameters(loaded.model):,} trainable parameters")
+    train_set = tokenize_examples(read_examples(data), loaded.tokenizer, max_length)
+    valid_set = tokenize_examples(read_examples(valid), loaded.tokenizer, max_length) if valid else None
+    with RichProgress(console) as progress:
+        result = train(
+            loaded.model, loaded.tokenizer, train_set, config,
+            valid_examples=valid_set, output_dir=output, callbacks=[progress], resume_from=resume_from,
+        )  # fmt: skip
+    summary = {
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "eval": result.eval_metrics,
+        "trained_tokens": result.trained_tokens,
+        "train_seconds": round(result.train_seconds, 2),
+        "tokens_per_second": round(result.trained_tokens / max(result.train_seconds, 1e-9), 1),
+        "adapter": str(result.adapter_dir),
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "summary.json").write_text(json.dumps({**summary, "config": config.to_dict()}, indent=2))
+    console.print_json(json.dumps(summary))
+
+
+@app.command(name="generate")
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="Prompt text (a user message with --chat).")],
+    model: ModelOpt = "default",
+    adapter: Annotated[Path | None, typer.Option(help="Adapter directory to apply.")] = None,
+    chat: Annotated[
+        bool, typer.Option(help="Send PROMPT as a user message through the chat template.")
+    ] = False,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    device: DeviceOpt = "cpu",
+    data_dir: DataDirOpt = Path("data"),
+) -> None:
+    """Generate a completion from the base model, or with an adapter."""
+    loaded = load_base_model(model, data_dir=data_dir, device=device)
+    if adapter is not None:
+        load_adapter(loaded.model, adapter)
+    source = {"messages": [{"role": "user", "content": prompt}]} if chat else {"prompt": prompt}
+    result = generate_text(
+        loaded.model,
+        loaded.tokenizer,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        **source,
+    )
+    console.print(result.text, markup=False, highlight=False)
+
+
+@app.command()
+def merge(
+    adapter: Annotated[Path, typer.Option(help="Adapter directory.")],
+    output: Annotated[Path, typer.Option(help="Directory for the merged checkpoint.")],
+    model: ModelOpt = "default",
+    data_dir: DataDirOpt = Path("data"),
+) -> None:
+    """Merge an adapter into its base model and save a plain checkpoint (save_pretrained)."""
+    loaded = load_base_model(model, data_dir=data_dir)
+    load_adapter(loaded.model, adapter)
+    merged = unload_diablo(loaded.model, merge=True)
+    merged.save_pretrained(output)
+    loaded.tokenizer.save_pretrained(output)
+    console.print(f"merged checkpoint written to {output}")
+
+
+@app.command(name="serve-default")
+def serve_default(
+    steps: Annotated[int, typer.Option(help="Training steps for the example adapter.")] = 30,
+    work_dir: Annotated[Path, typer.Option(help="Where data and the adapter go.")] = Path("data/arithmetic"),
+) -> None:
+    """Stand-in until the service exists: runs the arithmetic example end to end (data, train, evaluate)."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "arithmetic"
+    run_dir = work_dir / f"serve-default-{steps}"
+    commands = [
+        [sys.executable, str(example / "generate.py"), "--out", str(work_dir)],
+        [sys.executable, "-m", "diablo_core", "train", "--data", str(work_dir / "train.jsonl"),
+         "--output", str(run_dir), "--lr", "2e-3", "--max-steps", str(steps), "--warmup-steps", "10"],
+        [sys.executable, str(example / "evaluate.py"), "--test", str(work_dir / "test.jsonl"),
+         "--adapter", str(run_dir / "adapter"), "--limit", "20"],
+    ]  # fmt: skip
+    if (run_dir / "adapter" / "adapter_config.json").is_file():
+        commands.pop(1)  # the example adapter of this step count is already trained: only evaluate it
+    for command in commands:
+        console.print("$ " + " ".join(command), markup=False)
+        if subprocess.run(command, check=False).returncode != 0:
+            raise typer.Exit(1)

@@ -1,0 +1,149 @@
+"""The training objective: summed cross-entropy and token accuracy over response tokens only."""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diablo_core.tokenization import IGNORE_INDEX, TokenizedExample, collate
+
+
+def target_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Marks the positions whose next token is learned.
+
+    Args:
+        labels: (B, T) labels aligned with the input ids (``-100`` where no loss is taken).
+
+    Returns:
+        (B, T) bool mask: position ``t`` predicts token ``t + 1``, so it is set where ``labels[:, t+1]`` is
+        learned; the last position predicts nothing.
+    """
+    mask = torch.zeros_like(labels, dtype=torch.bool)  # (B, T)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return mask
+
+
+def count_targets(batch: list[TokenizedExample]) -> int:
+    """Number of learned next-token predictions in a list of examples (the loss normaliser)."""
+    return sum(sum(label != IGNORE_INDEX for label in example.labels[1:]) for example in batch)
+
+
+def _supports_logits_to_keep(model: nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def response_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs the model and returns the logits of the learned positions with their targets.
+
+    Only the learned positions go through the output head (``logits_to_keep`` with a boolean mask, when the
+    model supports it): for short answers after long prompts that skips most of the vocabulary projection.
+
+    Returns:
+        ``(logits, targets)`` of shapes (K, V) and (K,), K = learned positions in the batch.
+    """
+    mask = target_mask(batch["labels"])  # (B, T)
+    targets = batch["labels"][:, 1:][mask[:, :-1]]  # (K,)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    if _supports_logits_to_keep(model):
+        logits = model(**inputs, logits_to_keep=mask).logits  # (K, V)
+    else:
+        logits = model(**inputs).logits[mask]  # (B, T, V) -> (K, V)
+    return logits, targets
+
+
+def response_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over learned tokens and the number predicted correctly (greedy argmax).
+
+    Summing (rather than averaging) lets gradient accumulation divide by the token count of the whole
+    effective batch, so micro-batching does not change the loss.
+
+    Returns:
+        ``(loss_sum, correct)``: a scalar tensor with grad, and a scalar integer tensor.
+    """
+    logits, targets = response_logits(model, batch)  # (K, V), (K,)
+    loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+    correct = (logits.detach().argmax(dim=-1) == targets).sum()
+    return loss_sum, correct
+
+
+def _autocast(device: str) -> AbstractContextManager:
+    """bf16 autocast on CUDA; fp32 elsewhere (the paper trains in fp32 on CPU)."""
+    if device.startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def evaluate_examples(
+    model: nn.Module,
+    examples: list[TokenizedExample],
+    batch_size: int,
+    pad_token_id: int,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Mean response-token loss and accuracy of ``model`` on ``examples`` (eval mode, no grad).
+
+    The model's training mode is restored afterwards.
+
+    Returns:
+        ``{"loss": ..., "accuracy": ..., "tokens": ...}`` averaged over all learned tokens.
+    """
+    was_training = model.training
+    model.eval()
+    loss_total, correct_total, count = 0.0, 0, 0
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(chunk, pad_token_id).items()}
+            loss_sum, correct = response_loss_sum(model, batch)
+            loss_total += float(loss_sum)
+            correct_total += int(correct)
+            count += count_targets(chunk)
+    model.train(was_training)
+    denominator = max(1, count)
+    return {"loss": loss_total / denominator, "accuracy": correct_total / denominator, "tokens": float(count)}
+
+
+@dataclass
+class StepStats:
+    """Loss, accuracy and size of one effective batch."""
+
+    loss: float
+    accuracy: float
+    targets: int
+    tokens: int
+
+
+def accumulate_gradients(
+    model: nn.Module,
+    batch: list[TokenizedExample],
+    micro_batch_size: int,
+    pad_token_id: int,
+    device: str = "cpu",
+) -> StepStats:
+    """Runs forward and backward over ``batch`` in micro-batches, accumulating parameter gradients.
+
+    Each micro-batch's summed loss is divided by the learned-token count of the WHOLE batch, so the
+    accumulated gradient is that of the mean loss over all response tokens, however the batch is split.
+
+    Returns:
+        The batch's mean loss and accuracy, learned-token count and non-padding input-token count.
+    """
+    total_targets = count_targets(batch)
+    denominator = max(1, total_targets)
+    loss_total, correct_total, tokens = 0.0, 0, 0
+    for start in range(0, len(batch), micro_batch_size):
+        tensors = {
+            k: v.to(device) for k, v in collate(batch[start : start + micro_batch_size], pad_token_id).items()
+        }
+        with _autocast(device):
+            loss_sum, correct = response_loss_sum(model, tensors)
+        (loss_sum / denominator).backward()
+        loss_total += float(loss_sum.detach())
+        correct_total += int(correct)
+        tokens += int(tensors["attention_mask"].sum())
+    return StepStats(loss_total / denominator, correct_total / denominator, total_targets, tokens)

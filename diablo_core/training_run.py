@@ -1,0 +1,131 @@
+"""The state of one training call: optimizer, scheduler, data position and timing, one step at a time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from diablo_core.callbacks import CallbackList, TrainingProgress
+from diablo_core.checkpoints import TrainerState, prune_checkpoints, save_checkpoint
+from diablo_core.errors import ConfigError
+from diablo_core.identity import model_identity
+from diablo_core.loss import accumulate_gradients
+from diablo_core.model import diablo_modules
+from diablo_core.schedule import build_scheduler, count_total_steps
+from diablo_core.tokenization import TokenizedExample
+
+if TYPE_CHECKING:
+    from diablo_core.training import TrainingConfig
+
+
+def _pad_token_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ConfigError("the tokenizer has neither a pad token nor an eos token", "tokenizer_no_pad")
+    return int(pad)
+
+
+def _epoch_order(seed: int, epoch: int, count: int) -> list[int]:
+    """The shuffled example order of one epoch.
+
+    A fresh generator per epoch makes the order a pure function of (seed, epoch): a resumed run rebuilds it
+    from the saved epoch and position, so no shuffle-generator state needs saving.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(count, generator=generator).tolist()
+
+
+class TrainingRun:
+    """Everything one call to ``train`` changes as it goes; ``training._loop`` drives it."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, examples: list[TokenizedExample], config: TrainingConfig
+    ):
+        self.model, self.config, self.examples = model, config, examples
+        self.pad_id = _pad_token_id(tokenizer)
+        self.params = [module.blocks for module in diablo_modules(model).values()]
+        if not self.params:
+            raise ConfigError("the model has no DiaBlo layers: call apply_diablo first", "diablo_not_applied")
+        self.total_steps = count_total_steps(
+            len(examples), config.batch_size, config.n_epochs, config.max_steps
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=config.learning_rate,
+            betas=config.adam_betas,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, config.scheduler, config.warmup_steps, self.total_steps
+        )
+        self.state = TrainerState(
+            step=0, epoch=0, position=0, trained_tokens=0, fingerprint=self.fingerprint()
+        )
+        self.identity = model_identity(model)
+        self.train_seconds, self.session_tokens, self.session_steps = 0.0, 0, 0
+        self.last: dict[str, float] = {}
+        self.last_checkpoint: Path | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        keys = ("seed", "batch_size", "learning_rate", "scheduler", "warmup_steps")
+        return {
+            **{k: getattr(self.config, k) for k in keys},
+            "num_examples": len(self.examples),
+            "total_steps": self.total_steps,
+        }
+
+    def next_batch(self) -> list[TokenizedExample]:
+        """The next effective batch of the current epoch's order (moving to the next epoch when exhausted)."""
+        if self.state.position >= len(self.examples):
+            self.state.epoch, self.state.position = self.state.epoch + 1, 0
+        order = _epoch_order(self.config.seed, self.state.epoch, len(self.examples))
+        indices = order[self.state.position : self.state.position + self.config.batch_size]
+        self.state.position += len(indices)
+        return [self.examples[i] for i in indices]
+
+    def optimizer_step(self, batch: list[TokenizedExample]) -> None:
+        started = time.perf_counter()
+        micro = self.config.micro_batch_size or self.config.batch_size
+        stats = accumulate_gradients(self.model, batch, micro, self.pad_id, self.config.device)
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.train_seconds += time.perf_counter() - started
+        self.state.step += 1
+        self.state.trained_tokens += stats.tokens
+        self.session_tokens += stats.tokens
+        self.session_steps += 1
+        self.last = {
+            "step": self.state.step,
+            "loss": stats.loss,
+            "accuracy": stats.accuracy,
+            "learning_rate": lr,
+        }
+
+    def progress(self) -> TrainingProgress:
+        per_step = self.train_seconds / max(1, self.session_steps)
+        return TrainingProgress(
+            step=self.state.step,
+            total_steps=self.total_steps,
+            epoch=self.state.epoch,
+            loss=self.last["loss"],
+            learning_rate=self.last["learning_rate"],
+            tokens_per_second=self.session_tokens / max(self.train_seconds, 1e-9),
+            eta_seconds=per_step * (self.total_steps - self.state.step),
+            trained_tokens=self.state.trained_tokens,
+            accuracy=self.last["accuracy"],
+        )
+
+    def checkpoint(self, root: Path, callbacks: CallbackList, metrics: dict[str, float]) -> None:
+        path = save_checkpoint(root, self.model, self.optimizer, self.scheduler, self.state, self.identity)
+        prune_checkpoints(root, self.config.keep_checkpoints)
+        self.last_checkpoint = path
+        callbacks.on_checkpoint(self.state.step, path, metrics)

@@ -1,0 +1,89 @@
+"""The command line on a tiny Llama checkpoint saved to a temporary directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from diablo_core.adapter_io import load_adapter
+from diablo_core.base_models import load_base_model
+from diablo_core.cli import app
+from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = make_tiny_tokenizer()
+    make_tiny_model(len(tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def write_chat(path: Path, count: int) -> Path:
+    rows = [
+        {"messages": [{"role": "user", "content": f"{i} + 1?"}, {"role": "assistant", "content": str(i + 1)}]}
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def write_bad(path: Path) -> Path:
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    path.write_text(json.dumps(good) + "\n{not json\n" + json.dumps({"prompt": "only a prompt"}) + "\n")
+    return path
+
+
+def test_validate_reports_line_numbers_and_exits_1(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(write_bad(tmp_path / "bad.jsonl"))])
+    assert result.exit_code == 1
+    assert "bad.jsonl:2: [invalid_json]" in result.stderr
+    assert "bad.jsonl:3: [missing_completion]" in result.stderr
+    ok = runner.invoke(app, ["validate", str(write_chat(tmp_path / "good.jsonl", 3))])
+    assert ok.exit_code == 0 and "OK, 3 chat examples" in ok.stdout
+
+
+def test_train_refuses_invalid_data_before_loading_a_model(tmp_path: Path) -> None:
+    bad = write_bad(tmp_path / "bad.jsonl")
+    missing_model = ["--model", str(tmp_path / "no-such-model")]
+    result = runner.invoke(app, ["train", *missing_model, "--data", str(bad), "--output", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "bad.jsonl:2:" in result.stderr
+
+
+def test_train_generate_merge(checkpoint: Path, tmp_path: Path) -> None:
+    data = write_chat(tmp_path / "train.jsonl", 8)
+    run_dir = tmp_path / "run"
+    common = ["--model", str(checkpoint)]
+    options = ["--num-blocks", "8", "--lr", "1e-2", "--max-steps", "3", "--batch-size", "4"]
+    options += ["--warmup-steps", "0"]
+    files = ["--data", str(data), "--valid", str(data), "--output", str(run_dir)]
+    trained = runner.invoke(app, ["train", *common, *files, *options])
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["eval"]["tokens"] > 0
+    adapter = run_dir / "adapter"
+
+    generated = runner.invoke(app, ["generate", *common, "--adapter", str(adapter), "--chat", "1 + 1?"])
+    assert generated.exit_code == 0, generated.output
+    assert "--max-new-tokens" in runner.invoke(app, ["generate", "--help"]).stdout
+
+    merged_dir = tmp_path / "merged"
+    merged = runner.invoke(app, ["merge", *common, "--adapter", str(adapter), "--output", str(merged_dir)])
+    assert merged.exit_code == 0, merged.output
+    plain = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    assert not any("blocks" in name for name, _ in plain.named_parameters())
+    adapted = load_base_model(str(checkpoint)).model
+    load_adapter(adapted, adapter)
+    ids = torch.tensor([[257, 72, 105, 258, 10]])  # (1, T)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, adapted(ids).logits, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(plain(ids).logits, load_base_model(str(checkpoint)).model(ids).logits)

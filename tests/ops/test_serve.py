@@ -1,0 +1,135 @@
+"""``diablo serve`` (what ``make run`` runs) with the embedded defaults: SQLite registry, SQLite broker.
+
+The default model is converted once per session by the same check ``serve`` runs, into a shared folder that
+each test's fresh data dir links to; ``serve`` still runs its check against it before starting workers.
+The last test runs the same command against Postgres and Redis: only the two URLs change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ops.processes import (
+    child_pids,
+    free_port,
+    is_running,
+    kill_group,
+    start_logged,
+    wait_for_text,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DIABLO = Path(sys.executable).parent / "diablo"
+STARTUP_TIMEOUT_S = 300
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, converted_models: Path) -> Path:
+    return link_models(tmp_path / "data", converted_models)
+
+
+def link_models(data_dir: Path, models: Path) -> Path:
+    """Create ``data_dir`` with its ``models`` folder linked to an already converted one; return it."""
+    data_dir.mkdir(parents=True)
+    (data_dir / "models").symlink_to(models, target_is_directory=True)
+    return data_dir
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    """This environment without any DIABLO_* setting but the data dir: every other value is the default."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DIABLO_")}
+    return {**env, "DIABLO_DATA_DIR": str(data_dir)}
+
+
+def test_serve_prints_where_things_are_and_ctrl_c_stops_everything(data_dir: Path, tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "serve.log"
+    serve = start_logged([str(DIABLO), "serve", "--port", str(port)], embedded_env(data_dir), log)
+    try:
+        wait_for_text(log, "Try it", timeout_s=STARTUP_TIMEOUT_S)
+        output = wait_for_text(log, " ready.", timeout_s=STARTUP_TIMEOUT_S)
+        base_url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base_url}/healthz", timeout=10).status_code == 200
+        assert httpx.get(f"{base_url}/readyz", timeout=10).status_code == 200
+        assert f"{base_url}/docs" in output and str(data_dir) in output
+        assert (
+            f"sqlite:///{data_dir}/registry.db" in output and f"sqla+sqlite:///{data_dir}/broker.db" in output
+        )
+        assert "curl -s -F purpose=fine-tune -F file=@" in output and f"{base_url}/v1/files" in output
+        children = child_pids(serve.pid)
+        assert len(children) == 2  # the API and one worker
+        assert all(os.getpgid(pid) == pid for pid in children)
+        os.killpg(serve.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert serve.wait(timeout=60) == 0
+    finally:
+        kill_group(serve)
+    assert not [pid for pid in children if is_running(pid)]
+    assert (data_dir / "registry.db").is_file()
+
+
+def test_serve_exits_nonzero_naming_the_child_that_died(data_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with socket.socket() as taken:
+        # The port is in use, so uvicorn exits right after it starts.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = start_logged([str(DIABLO), "serve", "--port", str(port)], embedded_env(data_dir), log)
+        try:
+            assert serve.wait(timeout=STARTUP_TIMEOUT_S) == 1
+        finally:
+            kill_group(serve)
+    output = log.read_text()
+    assert "api (pid" in output and "exited unexpectedly" in output
+    assert "curl" not in output
+
+
+def test_serve_without_workers_starts_the_api_alone(tmp_path: Path) -> None:
+    port, log, data_dir = free_port(), tmp_path / "serve.log", tmp_path / "data"
+    serve = start_logged(
+        [str(DIABLO), "serve", "--no-worker", "--port", str(port)], embedded_env(data_dir), log
+    )
+    try:
+        output = wait_for_text(log, "Ctrl-C", timeout_s=STARTUP_TIMEOUT_S)
+        assert "0 on queue 'diablo'" in output
+        children = child_pids(serve.pid)
+        assert len(children) == 1
+        assert not (data_dir / "models").exists()  # the API never needs the model
+        os.killpg(serve.pid, signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        kill_group(serve)
+    assert not is_running(children[0])
+
+
+def test_serve_workers_share_one_redis_queue_with_postgres(
+    env: dict[str, str], converted_models: Path, tmp_path: Path
+) -> None:
+    link_models(Path(env["DIABLO_DATA_DIR"]), converted_models)
+    port, log, queue = free_port(), tmp_path / "serve.log", env["DIABLO_QUEUE_NAME"]
+    serve = start_logged([str(DIABLO), "serve", "--workers", "2", "--port", str(port)], env, log)
+    try:
+        for name in ("worker1@", "worker2@"):
+            wait_for_text(log, f"{name}{socket.gethostname()} ready.", timeout_s=STARTUP_TIMEOUT_S)
+        output = log.read_text()
+        assert env["DIABLO_BROKER_URL"] in output and f"2 on queue '{queue}'" in output
+        inspect = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "inspect", "active_queues"]
+        result = subprocess.run(
+            [*inspect, "--json", "--timeout", "10"], env=env, capture_output=True, text=True
+        )
+        replies = json.loads(result.stdout.strip().splitlines()[-1])
+        assert {node.split("@")[0] for node in replies} == {"worker1", "worker2"}
+        assert all([q["name"] for q in queues] == [queue] for queues in replies.values())
+        os.killpg(serve.pid, signal.SIGINT)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        kill_group(serve)

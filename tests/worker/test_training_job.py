@@ -1,0 +1,117 @@
+"""``run_training_job`` end to end on a tiny local model: success, checkpoints, events, idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from diablo_core.base_models import load_base_model
+from registry.artifacts import checkpoint_model_name, get_adapter
+from registry.db import get_sessionmaker, upgrade_database
+from registry.jobs import get_job
+from registry.models import Adapter, Checkpoint, JobEvent
+from registry.settings import Settings
+from tests.worker.conftest import chat_example, jsonl, make_settings, queue_job
+from worker.artifact_store import file_sha256, is_resumable
+from worker.training_job import run_training_job
+
+WORKER = "test-worker:1"
+
+
+def events_of(session: Session, job_id: str) -> list[JobEvent]:
+    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def metrics_of(session: Session, job_id: str) -> list[dict]:
+    return [
+        event.data
+        for event in events_of(session, job_id)
+        if event.type == "metrics" and "train_loss" in event.data
+    ]
+
+
+def test_job_succeeds_and_registers_its_adapter(
+    new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings, tiny_model_dir: Path
+) -> None:
+    job_id = new_job()
+    assert run_training_job(job_id, settings, WORKER) == "succeeded"
+    with sessions() as session:
+        job = get_job(session, job_id)
+        assert (job.status, job.error, job.result_files) == ("succeeded", None, [])
+        assert job.fine_tuned_model == f"ft:{tiny_model_dir}:test:{job_id.split('-')[1]}"
+        assert job.trained_tokens > 0 and job.finished_at is not None
+        adapter = get_adapter(session, job.fine_tuned_model)
+        weights = Path(adapter.storage_path) / "adapter_model.safetensors"
+        assert adapter.sha256 == file_sha256(weights)
+        assert adapter.size_bytes == weights.stat().st_size
+        assert adapter.base_model_fingerprint == load_base_model(str(tiny_model_dir)).identity.content_hash
+        assert adapter.config["num_blocks"] == 4
+        assert Path(adapter.storage_path).parent == settings.adapters_dir
+        messages = [event.message for event in events_of(session, job_id)]
+        assert "Using device cpu" in messages
+        assert messages[-1] == "The job has successfully completed"
+        metrics = metrics_of(session, job_id)
+    # 12 examples, batch 4, 2 epochs: 6 steps, a metrics event for each.
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert {m["total_steps"] for m in metrics} == {6}
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert set(metrics[0]) >= {
+        "learning_rate",
+        "tokens_per_second",
+        "epoch",
+        "eta_seconds",
+        "train_mean_token_accuracy",
+    }
+
+
+def test_checkpoints_at_every_k_steps_and_each_epoch_end(
+    new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = new_job(validation=jsonl([chat_example(i) for i in range(4)]), diablo={"eval_every": 2})
+    run_training_job(job_id, settings, WORKER)
+    with sessions() as session:
+        job = get_job(session, job_id)
+        checkpoints = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all()
+        valid_steps = [e.data["step"] for e in events_of(session, job_id) if "valid_loss" in (e.data or {})]
+    by_step = {c.step_number: c for c in checkpoints}
+    # checkpoint_every=4 gives step 4; epochs of 3 steps end at 3 and 6.
+    assert sorted(by_step) == [3, 4, 6]
+    assert by_step[4].fine_tuned_model_checkpoint == checkpoint_model_name(job.fine_tuned_model, 4)
+    assert is_resumable(Path(by_step[4].storage_path))
+    assert all(Path(c.storage_path, "adapter_model.safetensors").is_file() for c in checkpoints)
+    assert set(by_step[4].metrics) >= {"step", "train_loss", "train_mean_token_accuracy"}
+    assert by_step[4].metrics["valid_loss"] > 0
+    assert valid_steps == [2, 4, 6]
+
+
+def test_second_run_of_a_finished_job_does_nothing(
+    new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = new_job()
+    run_training_job(job_id, settings, WORKER)
+    with sessions() as session:
+        before = [e.id for e in events_of(session, job_id)]
+        adapter = session.scalars(select(Adapter).where(Adapter.job_id == job_id)).one()
+    weights = Path(adapter.storage_path) / "adapter_model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    assert run_training_job(job_id, settings, "another-worker:2") is None
+    with sessions() as session:
+        assert [e.id for e in events_of(session, job_id)] == before
+        assert get_job(session, job_id).attempts == 1
+    assert weights.stat().st_mtime_ns == mtime
+
+
+def test_job_succeeds_on_postgres(postgres_url: str, tmp_path: Path, tiny_model_dir: Path) -> None:
+    upgrade_database(postgres_url)
+    settings = make_settings(tmp_path / "data", postgres_url)
+    sessions = get_sessionmaker(postgres_url)
+    job_id = queue_job(sessions, settings, tiny_model_dir, jsonl([chat_example(i) for i in range(8)]))
+    assert run_training_job(job_id, settings, WORKER) == "succeeded"
+    with sessions() as session:
+        job = get_job(session, job_id)
+        adapter = get_adapter(session, job.fine_tuned_model)
+        assert len(metrics_of(session, job_id)) == 4
+    assert adapter.sha256 == file_sha256(Path(adapter.storage_path) / "adapter_model.safetensors")

@@ -1,0 +1,55 @@
+"""Turn a job's stored hyperparameters into diablo_core configs.
+
+The API resolves every hyperparameter when the job is created (``registry.hyperparameters``) and stores the
+result in ``job.method``; the worker trains with exactly those values, adding only the seed and the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from diablo_core.config import DiaBloConfig
+from diablo_core.training import TrainingConfig
+from registry.hyperparameters import ResolvedHyperparameters, load_resolved
+
+
+class StoredHyperparametersError(ValueError):
+    """A job's stored hyperparameters cannot be read (a job not created through the API's resolution)."""
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything training needs to know about a job besides its data and model."""
+
+    training: TrainingConfig
+    diablo: DiaBloConfig
+
+    @property
+    def max_length(self) -> int:
+        """Token limit per example."""
+        return self.training.max_length
+
+
+def read_resolved(method: dict[str, Any] | None) -> ResolvedHyperparameters:
+    """The resolved hyperparameters stored in ``job.method``.
+
+    Raises:
+        StoredHyperparametersError: If ``method`` does not hold a complete resolved set.
+    """
+    try:
+        return load_resolved(method or {})
+    except (KeyError, TypeError, ValueError) as error:
+        raise StoredHyperparametersError(f"stored hyperparameters are incomplete: {error}") from error
+
+
+def plan_job(method: dict[str, Any] | None, *, seed: int | None, device: str) -> JobPlan:
+    """Build the training and adapter configs of a job from its stored ``method``.
+
+    Raises:
+        StoredHyperparametersError: If the stored values are incomplete.
+        ValueError: If diablo_core refuses a value.
+    """
+    resolved = read_resolved(method)
+    training = TrainingConfig(**resolved.training_config_kwargs(), seed=int(seed or 0), device=device)
+    return JobPlan(training=training, diablo=DiaBloConfig(**resolved.diablo_config_kwargs()))

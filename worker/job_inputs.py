@@ -1,0 +1,87 @@
+"""A job's data: find its uploaded files, re-validate them with the model's tokenizer, tokenize them.
+
+The API validated the files' structure at upload without a tokenizer; only here are token counts known, so
+an example longer than ``max_length`` (or one the chat template cannot render) is found now and fails the
+job as the user's data problem, with line numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from diablo_core.datasets import read_examples, validate_dataset
+from diablo_core.tokenization import TokenizedExample, tokenize_examples
+from registry.models import File
+
+MAX_PROBLEMS_SHOWN = 5
+
+
+class JobDataError(Exception):
+    """A problem with the user's data: the job fails with this code and param, and it is not retried."""
+
+    def __init__(self, code: str, param: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.param, self.message = code, param, message
+
+    def as_error(self) -> dict[str, str]:
+        """The job's ``error`` object."""
+        return {"code": self.code, "param": self.param, "message": self.message}
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Paths of a job's training and (optional) validation files."""
+
+    training: Path
+    validation: Path | None
+
+
+def _error(param: str, message: str) -> JobDataError:
+    return JobDataError(f"invalid_{param}", param, message)
+
+
+def _file_path(session: Session, file_id: str, files_dir: Path, param: str) -> Path:
+    record = session.get(File, file_id)
+    if record is None:
+        raise _error(param, f"{param} {file_id} does not exist (it may have been deleted)")
+    path = Path(record.storage_path)
+    path = path if path.is_absolute() else files_dir / path
+    if not path.is_file():
+        raise _error(param, f"the content of {param} {file_id} is missing from storage")
+    return path
+
+
+def locate_files(
+    session: Session, training_file: str, validation_file: str | None, files_dir: Path
+) -> JobFiles:
+    """Find a job's files on disk.
+
+    Raises:
+        JobDataError: ``invalid_training_file`` / ``invalid_validation_file`` if a file is gone.
+    """
+    training = _file_path(session, training_file, files_dir, "training_file")
+    validation = (
+        _file_path(session, validation_file, files_dir, "validation_file") if validation_file else None
+    )
+    return JobFiles(training=training, validation=validation)
+
+
+def load_examples(path: Path, tokenizer: Any, max_length: int, param: str) -> list[TokenizedExample]:
+    """Validate a file against the tokenizer and ``max_length``, then tokenize it.
+
+    Raises:
+        JobDataError: Code ``invalid_<param>`` naming the first problems with their line numbers.
+    """
+    report = validate_dataset(
+        path, tokenizer=tokenizer, max_length=max_length, max_problems=MAX_PROBLEMS_SHOWN
+    )
+    if not report.ok:
+        shown = "; ".join(problem.message for problem in report.problems)
+        more = report.num_problems - len(report.problems)
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise _error(param, f"{param} has {report.num_problems} problem(s): {shown}{suffix}")
+    return tokenize_examples(read_examples(path), tokenizer, max_length)

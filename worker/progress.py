@@ -1,0 +1,178 @@
+"""The training callback of a job: metrics events, heartbeats, cancellation, checkpoints in the registry.
+
+``on_progress`` runs after every optimizer step. It always reads the job's row (one cheap SELECT) so a
+cancellation is honoured within one step, but it writes only when something is due: a heartbeat every
+``heartbeat_interval_s``, a metrics event every step for runs of up to 200 steps (else about 200 per run).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from diablo_core.callbacks import TrainingProgress
+from registry.artifacts import add_checkpoint, checkpoint_model_name
+from registry.jobs import HeartbeatStatus, JobStatus, add_event, heartbeat
+from registry.models import Job, now_unix
+
+logger = logging.getLogger(__name__)
+MAX_METRICS_EVENTS = 200
+
+
+def metrics_interval(total_steps: int) -> int:
+    """Steps between metrics events: 1 up to 200 steps, then ``total_steps // 200``."""
+    return 1 if total_steps <= MAX_METRICS_EVENTS else max(1, total_steps // MAX_METRICS_EVENTS)
+
+
+def checkpoint_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Rename diablo_core's checkpoint metrics to the API's names."""
+    names = {
+        "step": "step",
+        "loss": "train_loss",
+        "accuracy": "train_mean_token_accuracy",
+        "eval_loss": "valid_loss",
+        "eval_accuracy": "valid_mean_token_accuracy",
+    }
+    return {names[key]: value for key, value in metrics.items() if key in names}
+
+
+class JobReporter:
+    """Reports one job's training to the registry and tells training when to stop.
+
+    Attributes:
+        stop_reason: None while training may go on, else ``"cancelled"`` or ``"lost"`` (the job is no longer
+            running under this worker, so nothing more may be written for it).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        job_id: str,
+        worker_id: str,
+        *,
+        fine_tuned_model: str,
+        heartbeat_interval_s: float,
+        steps_per_epoch: int,
+        snapshot: Callable[[int], Path | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sessions, self.job_id, self.worker_id = sessions, job_id, worker_id
+        self.fine_tuned_model = fine_tuned_model
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.steps_per_epoch = steps_per_epoch
+        self.snapshot = snapshot
+        self.clock = clock
+        self.last_heartbeat = clock()
+        self.stop_reason: str | None = None
+
+    def on_progress(self, progress: TrainingProgress) -> bool:
+        """Record the step (when due), renew the lease, and return True to stop training."""
+        with self.sessions.begin() as session:
+            status = self._check(session)
+            if status != HeartbeatStatus.LOST and self._metrics_due(progress):
+                self._record(session, progress)
+        if not self._note(status) and self._epoch_ends(progress):
+            self._snapshot_epoch(progress)
+        return self.stop_reason is not None
+
+    def poll(self) -> bool:
+        """Check the job (before training starts); True when it must stop: cancelled or no longer ours."""
+        with self.sessions.begin() as session:
+            return self._note(self._check(session))
+
+    def _note(self, status: HeartbeatStatus) -> bool:
+        if status == HeartbeatStatus.LOST:
+            self.stop_reason = "lost"
+        elif status == HeartbeatStatus.CANCEL_REQUESTED:
+            self.stop_reason = "cancelled"
+        return self.stop_reason is not None
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        """Record a validation pass as a metrics event."""
+        if self.stop_reason == "lost":
+            return
+        data = {"step": step, "valid_loss": metrics["loss"], "valid_mean_token_accuracy": metrics["accuracy"]}
+        with self.sessions.begin() as session:
+            add_event(
+                session,
+                self.job_id,
+                "info",
+                f"Step {step}: validation loss={metrics['loss']:.4f}",
+                type="metrics",
+                data=data,
+            )
+
+    def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
+        """Register a checkpoint directory written at ``step``."""
+        if self.stop_reason == "lost":
+            return
+        name = checkpoint_model_name(self.fine_tuned_model, step)
+        with self.sessions.begin() as session:
+            add_checkpoint(
+                session,
+                self.job_id,
+                step,
+                name,
+                storage_path=str(path),
+                metrics=checkpoint_metrics({**metrics, "step": step}),
+            )
+            add_event(session, self.job_id, "info", f"Checkpoint created at step {step}")
+
+    def _check(self, session: Session) -> HeartbeatStatus:
+        """Renew the lease when due; otherwise only read whether the job is still ours and not cancelled."""
+        if self.clock() - self.last_heartbeat >= self.heartbeat_interval_s:
+            self.last_heartbeat = self.clock()
+            return heartbeat(session, self.job_id, self.worker_id)
+        row = session.execute(
+            select(Job.status, Job.worker_id, Job.cancel_requested).where(Job.id == self.job_id)
+        ).one_or_none()
+        if row is None or row.status != JobStatus.RUNNING or row.worker_id != self.worker_id:
+            return HeartbeatStatus.LOST
+        return HeartbeatStatus.CANCEL_REQUESTED if row.cancel_requested else HeartbeatStatus.OK
+
+    @staticmethod
+    def _metrics_due(progress: TrainingProgress) -> bool:
+        every = metrics_interval(progress.total_steps)
+        return progress.step % every == 0 or progress.step in (1, progress.total_steps)
+
+    def _record(self, session: Session, progress: TrainingProgress) -> None:
+        data = metrics_data(progress)
+        message = f"Step {progress.step}/{progress.total_steps}: training loss={progress.loss:.4f}"
+        add_event(session, self.job_id, "info", message, type="metrics", data=data)
+        values = {
+            "trained_tokens": progress.trained_tokens,
+            "estimated_finish": now_unix() + math.ceil(progress.eta_seconds),
+        }
+        session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+    def _epoch_ends(self, progress: TrainingProgress) -> bool:
+        return progress.step % self.steps_per_epoch == 0
+
+    def _snapshot_epoch(self, progress: TrainingProgress) -> None:
+        path = self.snapshot(progress.step)
+        if path is None:
+            return  # training writes a full checkpoint at this step itself
+        metrics = {"loss": progress.loss, "accuracy": progress.accuracy}
+        self.on_checkpoint(progress.step, path, metrics)
+        logger.info("job %s: epoch ends at step %d, adapter snapshot %s", self.job_id, progress.step, path)
+
+
+def metrics_data(progress: TrainingProgress) -> dict[str, Any]:
+    """The data of a step's metrics event."""
+    return {
+        "step": progress.step,
+        "total_steps": progress.total_steps,
+        "train_loss": progress.loss,
+        "train_mean_token_accuracy": progress.accuracy,
+        "learning_rate": progress.learning_rate,
+        "tokens_per_second": progress.tokens_per_second,
+        "epoch": progress.epoch + 1,
+        "eta_seconds": progress.eta_seconds,
+    }

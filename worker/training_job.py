@@ -1,0 +1,290 @@
+"""One fine-tuning job from claim to final status: ``run_training_job``.
+
+The job is claimed atomically, so two workers never train it at once; training reports through
+``worker.progress.JobReporter``; the adapter is published atomically and registered with its sha256. Every
+way out of a claimed job ends in a final status (succeeded, cancelled, failed) written by this worker, or,
+for a database or process failure, hands the job back to ``queued`` and re-raises so that Celery re-delivers
+it: a job is never left ``running`` by a worker that stopped working on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from diablo_core.adapter_io import read_adapter_config, save_adapter
+from diablo_core.base_models import LoadedModel, load_base_model, resolve_model_name
+from diablo_core.errors import ConfigError, ModelLoadError
+from diablo_core.model import apply_diablo
+from diablo_core.tokenization import TokenizedExample
+from diablo_core.training import TrainingResult, train
+from registry.artifacts import fine_tuned_model_name, register_adapter
+from registry.db import get_sessionmaker
+from registry.jobs import InvalidTransition, JobStatus, add_event, claim_job, get_job, transition
+from registry.models import Job
+from registry.settings import Settings
+from worker import artifact_store
+from worker.device import DeviceUnavailable, TrainingDevice, release_device_memory, resolve_device
+from worker.job_config import JobPlan, plan_job
+from worker.job_inputs import JobDataError, load_examples, locate_files
+from worker.progress import JobReporter
+
+logger = logging.getLogger(__name__)
+# Infrastructure failures worth a retry: the job is handed back and the task re-delivered.
+METHOD_PARAM = "method.diablo.hyperparameters"
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
+
+
+@dataclass
+class JobRun:
+    """What one attempt at a job works with."""
+
+    job: Job
+    settings: Settings
+    sessions: sessionmaker[Session]
+    worker_id: str
+    device: TrainingDevice | None = None
+
+    @property
+    def fine_tuned_model(self) -> str:
+        return self.job.fine_tuned_model or fine_tuned_model_name(
+            resolve_model_name(self.job.model), self.job.id, self.job.suffix
+        )
+
+
+def run_training_job(job_id: str, settings: Settings, worker_id: str) -> str | None:
+    """Claim and run a fine-tuning job; a job that is not free (finished, cancelled, held) is left alone.
+
+    Args:
+        job_id: The job to run.
+        settings: Service settings (database, data folders, device, heartbeat and checkpoint spacing).
+        worker_id: Identifies this worker in the job's lease.
+
+    Returns:
+        The job's final status, or None if it was not claimed or was taken away while it ran.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: If the database failed; the job was handed back to ``queued``
+            when possible, and the caller should retry later.
+    """
+    sessions = get_sessionmaker(settings.database_url)
+    with sessions.begin() as session:
+        job = claim_job(session, job_id, worker_id, stale_after_s=settings.heartbeat_timeout_s)
+    if job is None:
+        logger.info("job %s is not free to run (finished, cancelled or held by a live worker)", job_id)
+        return None
+    logger.info("job %s claimed by %s (attempt %d)", job_id, worker_id, job.attempts)
+    return _run_claimed(JobRun(job, settings, sessions, worker_id))
+
+
+def _run_claimed(run: JobRun) -> str | None:
+    settled = False
+    try:
+        status = _train_and_publish(run)
+        settled = True
+    except JobDataError as error:
+        status, settled = _finish(run, JobStatus.FAILED, error.as_error()), True
+    except TRANSIENT_ERRORS:
+        logger.exception("job %s: database failure; handing the job back", run.job.id)
+        raise
+    except Exception as error:
+        logger.exception("job %s failed with an internal error", run.job.id)
+        status, settled = _finish(run, JobStatus.FAILED, _internal_error(error)), True
+    finally:
+        if not settled:
+            _hand_back(run)
+        release_device_memory(run.device)
+    return status
+
+
+def _internal_error(error: Exception) -> dict[str, Any]:
+    if isinstance(error, DeviceUnavailable):
+        return {"code": "internal_error", "param": None, "message": str(error)}
+    message = f"An internal error ({type(error).__name__}) stopped training; the worker logs have details."
+    return {"code": "internal_error", "param": None, "message": message}
+
+
+def _train_and_publish(run: JobRun) -> str | None:
+    run.device = resolve_device(run.settings.device)
+    _event(run, f"Using device {run.device.description}")
+    plan = _plan(run)
+    loaded = _load_model(run, plan)
+    train_set, valid_set = _load_data(run, loaded, plan.max_length)
+    reporter = _reporter(run, loaded, plan, len(train_set))
+    if reporter.poll():
+        return _stopped(run, reporter)
+    result = _train(run, loaded, plan, train_set, valid_set, reporter)
+    if reporter.stop_reason is not None or result.stopped or result.adapter_dir is None:
+        return _stopped(run, reporter)
+    return _publish(run, loaded, result)
+
+
+def _plan(run: JobRun) -> JobPlan:
+    try:
+        return plan_job(run.job.method, seed=run.job.seed, device=run.device.name)
+    except ValueError as error:
+        raise JobDataError("invalid_hyperparameters", "hyperparameters", str(error)) from error
+
+
+def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
+    """Load the base model and apply DiaBlo; a model or target layout that does not exist is the user's."""
+    try:
+        loaded = load_base_model(run.job.model, data_dir=run.settings.data_dir, device=run.device.name)
+    except ModelLoadError as error:
+        raise JobDataError("model_not_found", "model", str(error)) from error
+    try:
+        apply_diablo(loaded.model, plan.diablo)
+    except ConfigError as error:
+        raise JobDataError("invalid_hyperparameters", METHOD_PARAM, str(error)) from error
+    return loaded
+
+
+def _load_data(
+    run: JobRun, loaded: LoadedModel, max_length: int
+) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
+    with run.sessions() as session:
+        files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
+    train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file")
+    if files.validation is None:
+        return train_set, None
+    return train_set, load_examples(files.validation, loaded.tokenizer, max_length, "validation_file")
+
+
+def _reporter(run: JobRun, loaded: LoadedModel, plan: JobPlan, num_examples: int) -> JobReporter:
+    root = artifact_store.checkpoints_dir(run.settings.adapters_dir, run.job.id)
+    every = plan.training.checkpoint_every
+
+    def snapshot(step: int) -> Path | None:
+        if every is not None and step % every == 0:
+            return None  # training writes a full, resumable checkpoint at this step
+        return artifact_store.write_snapshot(
+            root, step, partial(save_adapter, loaded.model, base_model=loaded.identity)
+        )
+
+    return JobReporter(
+        run.sessions,
+        run.job.id,
+        run.worker_id,
+        fine_tuned_model=run.fine_tuned_model,
+        heartbeat_interval_s=run.settings.heartbeat_interval_s,
+        steps_per_epoch=math.ceil(num_examples / plan.training.batch_size),
+        snapshot=snapshot,
+    )
+
+
+def _train(
+    run: JobRun,
+    loaded: LoadedModel,
+    plan: JobPlan,
+    train_set: list[TokenizedExample],
+    valid_set: list[TokenizedExample] | None,
+    reporter: JobReporter,
+) -> TrainingResult:
+    """Train, resuming from the job's latest full checkpoint when an earlier attempt left one."""
+    go = partial(
+        train,
+        loaded.model,
+        loaded.tokenizer,
+        train_set,
+        plan.training,
+        valid_examples=valid_set,
+        output_dir=artifact_store.job_dir(run.settings.adapters_dir, run.job.id),
+        callbacks=[reporter],
+    )
+    resume = artifact_store.latest_resumable_checkpoint(run.settings.adapters_dir, run.job.id)
+    if resume is None:
+        return go(resume_from=None)
+    _event(run, f"Resumed from step {artifact_store.step_of(resume)}")
+    try:
+        return go(resume_from=resume)
+    except ConfigError as error:
+        if error.code != "checkpoint_mismatch":
+            raise
+        _event(run, f"Could not resume from {resume.name} ({error.code}); training from the start", "warn")
+        return go(resume_from=None)
+
+
+def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | None:
+    name = run.fine_tuned_model
+    published = artifact_store.publish_adapter(result.adapter_dir, run.settings.adapters_dir, name)
+    config = read_adapter_config(published.path)
+
+    def record(session: Session, job: Job) -> None:
+        register_adapter(
+            session,
+            name=name,
+            job_id=job.id,
+            project_id=job.project_id,
+            base_model=resolve_model_name(job.model),
+            storage_path=str(published.path),
+            sha256=published.sha256,
+            size_bytes=published.size_bytes,
+            base_model_fingerprint=loaded.identity.content_hash,
+            config=config,
+        )
+        job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, []
+        job.estimated_finish = None
+        add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
+
+    return _finish(run, JobStatus.SUCCEEDED, before=record)
+
+
+def _stopped(run: JobRun, reporter: JobReporter) -> str | None:
+    if reporter.stop_reason == "lost":
+        logger.warning("job %s is no longer running under %s; stopping quietly", run.job.id, run.worker_id)
+        return None
+    return _finish(run, JobStatus.CANCELLED)
+
+
+def _finish(
+    run: JobRun,
+    status: JobStatus,
+    error: dict[str, Any] | None = None,
+    before: Callable[[Session, Job], None] | None = None,
+) -> str | None:
+    """Move the job to ``status`` if it still runs under this worker; return its status (None if lost)."""
+    with run.sessions.begin() as session:
+        job = get_job(session, run.job.id)
+        if job is None or job.status != JobStatus.RUNNING or job.worker_id != run.worker_id:
+            logger.warning("job %s: not ours any more, not marking it %s", run.job.id, status)
+            return None
+        if before is not None:
+            before(session, job)
+            session.flush()
+        try:
+            transition(session, job, status, error)
+        except InvalidTransition:
+            logger.warning("job %s changed status concurrently; leaving it %s", run.job.id, job.status)
+        return job.status
+
+
+def _hand_back(run: JobRun) -> None:
+    """Return an unfinished job to ``queued`` so a re-delivery can claim it at once (best effort).
+
+    A job whose cancellation was requested is cancelled instead.
+    """
+    try:
+        with run.sessions.begin() as session:
+            job = get_job(session, run.job.id)
+            if job is None or job.status != JobStatus.RUNNING or job.worker_id != run.worker_id:
+                return
+            if job.cancel_requested:  # a queued job with a pending cancel would never be claimed again
+                transition(session, job, JobStatus.CANCELLED)
+                return
+            transition(session, job, JobStatus.QUEUED)
+            add_event(session, job.id, "warn", "Training was interrupted; the job will be retried")
+    except Exception:
+        logger.exception("job %s: could not hand it back; it is claimable when its lease expires", run.job.id)
+
+
+def _event(run: JobRun, message: str, level: str = "info") -> None:
+    with run.sessions.begin() as session:
+        add_event(session, run.job.id, level, message)
