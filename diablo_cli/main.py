@@ -5,13 +5,19 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from diablo_cli import files_cmd, jobs_cmd, models_cmd
 from diablo_cli.banner import mask_password
+from diablo_cli.chat_cmd import chat
 from diablo_cli.serve import serve
 from registry.db import upgrade_database
 from registry.settings import get_settings
 
 app = typer.Typer(help="DiaBlo fine-tuning service.", no_args_is_help=True)
 app.command()(serve)
+app.add_typer(files_cmd.app, name="files")
+app.add_typer(jobs_cmd.app, name="jobs")
+app.add_typer(models_cmd.app, name="models")
+app.command()(chat)
 console = Console()
 
 

@@ -1,0 +1,80 @@
+"""What the API commands share: the connection options, the consoles, and failures turned into exit codes.
+
+Exit codes: 0 success; 1 an API error (or, when watching, a job that failed or was cancelled); 2 bad input
+(usage errors, and requests the API refused as invalid: 400, 413, 422); 3 the API could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from diablo_cli.client import DEFAULT_BASE_URL, APIConnectionError, APIRequestError, DiabloClient
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+BAD_INPUT_STATUSES = frozenset({400, 413, 422})
+# Output that is not a terminal (a pipe, a log file) gets long lines: 80 columns would fold ids.
+LOG_WIDTH = 200
+
+BaseUrlOption = Annotated[
+    str, typer.Option("--base-url", envvar="DIABLO_BASE_URL", help="The API's address.", show_default=True)
+]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="DIABLO_API_KEY", help="Sent as 'Authorization: Bearer'.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON object instead of a summary.")]
+
+
+def stdout_console() -> Console:
+    """A console on stdout (looked up now, so that test runners that swap it are honoured)."""
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else LOG_WIDTH, highlight=False)
+
+
+def stderr_console() -> Console:
+    """A console on stderr, for details and errors that must stay out of captured stdout."""
+    return Console(file=sys.stderr, width=None if sys.stderr.isatty() else LOG_WIDTH, highlight=False)
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout, plain (no markup), so that ``jq`` can read it."""
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def error_exit_code(error: APIRequestError) -> int:
+    """2 for requests refused as invalid, 1 for every other API error."""
+    return EXIT_BAD_INPUT if error.status in BAD_INPUT_STATUSES else EXIT_FAILED
+
+
+def report_api_error(error: APIRequestError, console: Console) -> None:
+    """Print an API error on ``console``; dataset problems one per line, each with its line number."""
+    code = f" [{error.code}]" if error.code else ""
+    console.print(f"[red]error[/red] (HTTP {error.status}){escape(code)}: {escape(error.message)}")
+    for problem in error.problems:
+        message = str(problem.get("message", ""))
+        prefix = f"line {problem.get('line')}:"
+        console.print(message if message.startswith(prefix) else f"{prefix} {message}", markup=False)
+
+
+@contextmanager
+def connect(base_url: str = DEFAULT_BASE_URL, api_key: str | None = None) -> Iterator[DiabloClient]:
+    """A client of the API; API and connection failures end the command with their exit code."""
+    err = stderr_console()
+    try:
+        with DiabloClient(base_url, api_key) as client:
+            yield client
+    except APIRequestError as error:
+        report_api_error(error, err)
+        raise typer.Exit(error_exit_code(error)) from error
+    except APIConnectionError as error:
+        err.print(f"[red]error[/red]: {escape(str(error))}")
+        raise typer.Exit(EXIT_UNREACHABLE) from error

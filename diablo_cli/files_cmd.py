@@ -1,0 +1,96 @@
+"""``diablo files upload|list|delete``: the fine-tuning files of the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from diablo_cli.client import DEFAULT_BASE_URL
+from diablo_cli.connection import (
+    ApiKeyOption,
+    BaseUrlOption,
+    JsonOption,
+    connect,
+    print_json,
+    stderr_console,
+    stdout_console,
+)
+
+app = typer.Typer(help="Upload, list and delete fine-tuning files.", no_args_is_help=True)
+
+ExistingFile = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A JSONL file of examples.")
+]
+
+
+def format_time(unix_seconds: int | None) -> str:
+    """``2026-01-02 03:04`` in local time, or ``-``."""
+    if unix_seconds is None:
+        return "-"
+    return dt.datetime.fromtimestamp(unix_seconds).strftime("%Y-%m-%d %H:%M")
+
+
+@app.command()
+def upload(
+    path: ExistingFile,
+    purpose: Annotated[str, typer.Option(help="The file's purpose.")] = "fine-tune",
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Upload and validate a file; prints only its id on stdout (details go to stderr)."""
+    with connect(base_url, api_key) as client:
+        uploaded = client.upload_file(path, purpose)
+    if json_output:
+        print_json(uploaded)
+        return
+    details = f"Uploaded {path.name}: {uploaded['bytes']} bytes, {uploaded['status']}"
+    stderr_console().print(details, markup=False)
+    typer.echo(uploaded["id"])
+
+
+def files_table(files: list[dict[str, Any]]) -> Table:
+    """The files as a table, newest first."""
+    table = Table("id", "filename", "bytes", "created", "status", box=None)
+    for item in files:
+        created = format_time(item.get("created_at"))
+        table.add_row(item["id"], item["filename"], str(item["bytes"]), created, item["status"])
+    return table
+
+
+@app.command("list")
+def list_files(
+    purpose: Annotated[str | None, typer.Option(help="Only files of this purpose.")] = None,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List the uploaded files, newest first."""
+    with connect(base_url, api_key) as client:
+        page = client.list_files(purpose)
+    if json_output:
+        print_json(page)
+    elif not page["data"]:
+        stderr_console().print("No files.")
+    else:
+        stdout_console().print(files_table(page["data"]))
+
+
+@app.command()
+def delete(
+    file_id: Annotated[str, typer.Argument(help="The id of the file, e.g. file-0123…")],
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete a file and its stored bytes."""
+    with connect(base_url, api_key) as client:
+        deleted = client.delete_file(file_id)
+    if json_output:
+        print_json(deleted)
+    else:
+        stdout_console().print(f"Deleted {deleted['id']}")

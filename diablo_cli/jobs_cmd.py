@@ -1,0 +1,209 @@
+"""``diablo jobs create|list|get|cancel|watch``: fine-tuning jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from diablo_cli.client import DEFAULT_BASE_URL, DiabloClient
+from diablo_cli.connection import (
+    EXIT_FAILED,
+    ApiKeyOption,
+    BaseUrlOption,
+    JsonOption,
+    connect,
+    print_json,
+    stderr_console,
+    stdout_console,
+)
+from diablo_cli.files_cmd import format_time
+from diablo_cli.job_watch import POLL_INTERVAL_S, watch_job
+
+app = typer.Typer(help="Create, follow and cancel fine-tuning jobs.", no_args_is_help=True)
+
+JobId = Annotated[str, typer.Argument(help="The id of the job, e.g. ftjob-0123…")]
+IntervalOption = Annotated[float, typer.Option(min=0.05, help="Seconds between polls while watching.")]
+EXIT_INTERRUPTED = 130
+HYPER_HELP = "Left to the API when omitted."
+NEpochs = Annotated[int | None, typer.Option("--n-epochs", min=1, help=HYPER_HELP)]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", min=1, help=HYPER_HELP)]
+Multiplier = Annotated[float | None, typer.Option("--learning-rate-multiplier", min=0.0, help=HYPER_HELP)]
+NumBlocks = Annotated[int | None, typer.Option("--num-blocks", min=1, help=HYPER_HELP)]
+LearningRate = Annotated[float | None, typer.Option("--learning-rate", min=0.0, help=HYPER_HELP)]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help=HYPER_HELP)]
+WarmupSteps = Annotated[int | None, typer.Option("--warmup-steps", min=0, help=HYPER_HELP)]
+TargetModules = Annotated[
+    str | None, typer.Option("--target-modules", help="Comma list of module names, e.g. q_proj,v_proj.")
+]
+
+
+def split_modules(value: str | None) -> list[str] | None:
+    """``"q_proj, v_proj"`` -> ``["q_proj", "v_proj"]``."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        message = f"expected comma-separated module names, got {value!r}"
+        raise typer.BadParameter(message, param_hint="--target-modules")
+    return names
+
+
+def job_body(
+    model: str, training_file: str, options: dict[str, Any], hyperparameters: dict[str, Any]
+) -> dict[str, Any]:
+    """The create request: given fields only, hyperparameters under ``method.diablo``."""
+    body = {"model": model, "training_file": training_file}
+    body |= {key: value for key, value in options.items() if value is not None}
+    chosen = {key: value for key, value in hyperparameters.items() if value is not None}
+    if chosen:
+        body["method"] = {"type": "diablo", "diablo": {"hyperparameters": chosen}}
+    return body
+
+
+def follow(client: DiabloClient, job_id: str, console: Console, interval: float) -> None:
+    """Watch a job to its end; exit 1 unless it succeeded (130 on Ctrl-C, the job goes on)."""
+    try:
+        job = watch_job(client, job_id, console, interval)
+    except KeyboardInterrupt:
+        console.print(f"Stopped watching; job {job_id} goes on (`diablo jobs watch {job_id}`).")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if job["status"] != "succeeded":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def create(
+    training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
+    validation_file: Annotated[str | None, typer.Option(help="The id of a validation file.")] = None,
+    model: Annotated[str, typer.Option(help="The base model.")] = "default",
+    n_epochs: NEpochs = None,
+    batch_size: BatchSize = None,
+    learning_rate_multiplier: Multiplier = None,
+    suffix: Annotated[str | None, typer.Option(help="Up to 64 characters in the model name.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Random seed (random when omitted).")] = None,
+    num_blocks: NumBlocks = None,
+    learning_rate: LearningRate = None,
+    max_steps: MaxSteps = None,
+    warmup_steps: WarmupSteps = None,
+    target_modules: TargetModules = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
+    interval: IntervalOption = POLL_INTERVAL_S,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Create a fine-tuning job; prints only its id on stdout (with --watch, progress goes to stderr)."""
+    hyperparameters = {
+        "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
+        "num_blocks": num_blocks, "learning_rate": learning_rate, "max_steps": max_steps,
+        "warmup_steps": warmup_steps, "target_modules": split_modules(target_modules),
+    }  # fmt: skip
+    options = {"validation_file": validation_file, "suffix": suffix, "seed": seed}
+    err = stderr_console()
+    with connect(base_url, api_key) as client:
+        job = client.create_job(job_body(model, training_file, options, hyperparameters))
+        if json_output:
+            print_json(job)
+        else:
+            err.print(f"Created {job['id']}: {job['status']}, model {escape(job['model'])}")
+            typer.echo(job["id"])
+        if watch:
+            follow(client, job["id"], err, interval)
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    """The jobs as a table, newest first."""
+    table = Table("id", "status", "model", "fine-tuned model", "created", "progress", box=None)
+    for job in jobs:
+        progress = job.get("progress") or {}
+        step = f"{progress['step']}/{progress.get('total_steps') or '?'}" if progress else "-"
+        created = format_time(job["created_at"])
+        fine_tuned = job.get("fine_tuned_model") or "-"
+        table.add_row(job["id"], job["status"], job["model"], fine_tuned, created, step)
+    return table
+
+
+@app.command("list")
+def list_jobs(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="The most jobs to list.")] = 20,
+    after: Annotated[str | None, typer.Option(help="List jobs older than this job id.")] = None,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List fine-tuning jobs, newest first."""
+    with connect(base_url, api_key) as client:
+        page = client.list_jobs(limit, after)
+    if json_output:
+        print_json(page)
+    elif not page["data"]:
+        stderr_console().print("No jobs.")
+    else:
+        stdout_console().print(jobs_table(page["data"]))
+
+
+def job_details(job: dict[str, Any]) -> Table:
+    """One job as a two-column table of its main fields."""
+    table = Table(show_header=False, box=None)
+    error = job.get("error") or {}
+    progress = job.get("progress") or {}
+    rows = {
+        "id": job["id"], "status": job["status"], "model": job["model"],
+        "fine-tuned model": job.get("fine_tuned_model"), "training file": job["training_file"],
+        "validation file": job.get("validation_file"), "hyperparameters": job.get("hyperparameters"),
+        "progress": f"{progress['step']}/{progress.get('total_steps')}" if progress else None,
+        "trained tokens": job.get("trained_tokens"), "created": format_time(job["created_at"]),
+        "finished": format_time(job.get("finished_at")),
+        "error": f"{error.get('code')}: {error.get('message')}" if error else None,
+    }  # fmt: skip
+    for name, value in rows.items():
+        table.add_row(name, escape("-" if value is None else str(value)))
+    return table
+
+
+@app.command()
+def get(
+    job_id: JobId,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a job."""
+    with connect(base_url, api_key) as client:
+        job = client.get_job(job_id)
+    if json_output:
+        print_json(job)
+    else:
+        stdout_console().print(job_details(job))
+
+
+@app.command()
+def cancel(
+    job_id: JobId,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Cancel a job (a running one stops within one training step)."""
+    with connect(base_url, api_key) as client:
+        job = client.cancel_job(job_id)
+    if json_output:
+        print_json(job)
+    else:
+        stdout_console().print(f"{job['id']}: {job['status']}")
+
+
+@app.command()
+def watch(
+    job_id: JobId,
+    interval: IntervalOption = POLL_INTERVAL_S,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Follow a job until it ends: progress, loss, learning rate, tokens/s, ETA and status changes."""
+    with connect(base_url, api_key) as client:
+        follow(client, job_id, stdout_console(), interval)

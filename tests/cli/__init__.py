@@ -1,0 +1,1 @@
+"""Tests of the ``diablo`` command line against a real API server."""
