@@ -10,12 +10,15 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("api")
 
 INVALID_REQUEST = "invalid_request_error"
 NOT_FOUND = "not_found_error"
+AUTHENTICATION_ERROR = "authentication_error"
+RATE_LIMIT = "rate_limit_exceeded"
 SERVER_ERROR = "server_error"
 # The first element of a request-validation location names where the value came from, not the field.
 _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
@@ -102,6 +105,15 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     return JSONResponse(error_body(message or "invalid request", INVALID_REQUEST, code, param), 400)
 
 
+async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+    # The database refused a value from the request (a NUL character in an id, a string too long for its
+    # column): the request is at fault, and the SQL stays in the logs.
+    logger.info("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+    message = f"A value in the request cannot be stored or looked up: {reason}"
+    return JSONResponse(error_body(message, INVALID_REQUEST, "invalid_value"), 400)
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = error_body("The server had an error while processing your request", SERVER_ERROR, "internal_error")
@@ -113,4 +125,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unhandled_error)

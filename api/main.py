@@ -13,13 +13,26 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import files, health, jobs, models
+from api.metrics import ServiceMetrics
+from api.middleware import RequestContext
+from api.routes import dashboard, files, health, inference, jobs, metrics, models
+from api.services.inference import inference_lifespan
 from api.upload_limit import UploadSizeLimit
 from registry.db import upgrade_database
+from registry.logging_setup import configure_logging
 from registry.settings import Settings, get_settings
+from registry.sweeper import periodic_sweeps
 
 # Every router the app serves; new route modules add theirs here.
-ROUTERS: list[APIRouter] = [health.router, files.router, jobs.router, models.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    files.router,
+    jobs.router,
+    models.router,
+    dashboard.router,
+    metrics.router,
+    inference.router,
+]
 FILES_PATH = "/v1/files"
 
 
@@ -32,8 +45,11 @@ def prepare_storage(settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    configure_logging(app.state.settings.log_format)
     await asyncio.to_thread(prepare_storage, app.state.settings)
-    yield
+    # Recovers jobs of dead workers and lost queue messages while the API runs (registry.sweeper).
+    async with periodic_sweeps(app.state.settings), inference_lifespan(app):
+        yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,8 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(UploadSizeLimit, path=FILES_PATH, max_bytes=settings.max_upload_bytes)
+    app.state.metrics = ServiceMetrics(settings)
+    # Added last, so it runs first: even a refused upload gets a request id, a log line and a timing.
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
     for router in ROUTERS:
         app.include_router(router)
+    dashboard.mount_dashboard(app)
     return app
 
 

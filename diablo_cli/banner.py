@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from diablo_cli.dev_key import DEV_KEY_FILE
 from registry.settings import Settings
 
 EXAMPLE_TRAIN_FILE = Path("examples/arithmetic/train.jsonl")
@@ -54,25 +55,42 @@ def _relative(path: Path) -> Path:
         return path
 
 
-def curl_example(base_url: str, model: str, train_file: Path) -> list[str]:
-    """Shell lines that upload ``train_file``, start a one-epoch job on ``model`` and poll it."""
+def curl_example(base_url: str, model: str, train_file: Path, api_key: str | None = None) -> list[str]:
+    """Shell lines that upload ``train_file``, start a one-epoch job on ``model`` and poll it.
+
+    With ``api_key``, every request carries it as ``Authorization: Bearer``.
+    """
     job = f'{{"model": "{model}", "training_file": "\'"$FILE_ID"\'", "hyperparameters": {{"n_epochs": 1}}}}'
+    auth = f"-H 'Authorization: Bearer {api_key}' " if api_key else ""
     return [
-        f"FILE_ID=$(curl -s -F purpose=fine-tune -F file=@{train_file} {base_url}/v1/files | {READ_ID})",
-        f"JOB_ID=$(curl -s -H 'Content-Type: application/json' -d '{job}' "
+        f"FILE_ID=$(curl -s -F purpose=fine-tune -F file=@{train_file} {auth}"
+        f"{base_url}/v1/files | {READ_ID})",
+        f"JOB_ID=$(curl -s -H 'Content-Type: application/json' {auth}-d '{job}' "
         f"{base_url}/v1/fine_tuning/jobs | {READ_ID})",
-        f"curl -s {base_url}/v1/fine_tuning/jobs/$JOB_ID",
-        f"curl -s {base_url}/v1/fine_tuning/jobs/$JOB_ID/events",
+        f"curl -s {auth}{base_url}/v1/fine_tuning/jobs/$JOB_ID",
+        f"curl -s {auth}{base_url}/v1/fine_tuning/jobs/$JOB_ID/events",
     ]
 
 
-def print_banner(console: Console, settings: Settings, base_url: str, workers: int) -> None:
-    """Print the service panel (URLs, data dir, registry, broker) followed by the curl example."""
+def api_key_row(settings: Settings, api_key: str | None) -> str:
+    """What the banner says about authentication: the development key, or how to get a key."""
+    if settings.auth == "off":
+        return "not needed (DIABLO_AUTH=off: for local use only)"
+    if api_key is None:
+        return "create one with: diablo keys create --project NAME"
+    return f"{api_key}  (project 'default', saved in {settings.data_dir / DEV_KEY_FILE})"
+
+
+def print_banner(
+    console: Console, settings: Settings, base_url: str, workers: int, api_key: str | None = None
+) -> None:
+    """Print the service panel (URLs, API key, data dir, registry, broker) followed by the curl example."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")  # a long path folds onto the next line instead of losing its end
     grid.add_row("API", base_url)
     grid.add_row("Docs", f"{base_url}/docs")
+    grid.add_row("API key", api_key_row(settings, api_key))
     grid.add_row("Data dir", str(settings.data_dir))
     grid.add_row("Registry", mask_password(settings.database_url))
     grid.add_row("Broker", mask_password(settings.broker_url))
@@ -83,5 +101,5 @@ def print_banner(console: Console, settings: Settings, base_url: str, workers: i
     )
     train_file, prepare = example_train_file(settings.data_dir)
     console.print("Try it (upload, start a job, poll it):")
-    for line in [*prepare, *curl_example(base_url, settings.default_model, train_file)]:
+    for line in [*prepare, *curl_example(base_url, settings.default_model, train_file, api_key)]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from diablo_cli.client import DEFAULT_BASE_URL, APIConnectionError, APIRequestError, DiabloClient
+from diablo_cli.dev_key import local_dev_key
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,7 +31,12 @@ BaseUrlOption = Annotated[
     str, typer.Option("--base-url", envvar="DIABLO_BASE_URL", help="The API's address.", show_default=True)
 ]
 ApiKeyOption = Annotated[
-    str | None, typer.Option("--api-key", envvar="DIABLO_API_KEY", help="Sent as 'Authorization: Bearer'.")
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="DIABLO_API_KEY",
+        help="Sent as 'Authorization: Bearer' (default: the key `diablo serve` saved in DIABLO_DATA_DIR).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON object instead of a summary.")]
 
@@ -59,6 +65,12 @@ def report_api_error(error: APIRequestError, console: Console) -> None:
     """Print an API error on ``console``; dataset problems one per line, each with its line number."""
     code = f" [{error.code}]" if error.code else ""
     console.print(f"[red]error[/red] (HTTP {error.status}){escape(code)}: {escape(error.message)}")
+    if error.status == 401:
+        console.print(
+            "Pass --api-key or set DIABLO_API_KEY; an admin creates keys with "
+            "`diablo keys create --project NAME`.",
+            markup=False,
+        )
     for problem in error.problems:
         message = str(problem.get("message", ""))
         prefix = f"line {problem.get('line')}:"
@@ -67,10 +79,14 @@ def report_api_error(error: APIRequestError, console: Console) -> None:
 
 @contextmanager
 def connect(base_url: str = DEFAULT_BASE_URL, api_key: str | None = None) -> Iterator[DiabloClient]:
-    """A client of the API; API and connection failures end the command with their exit code."""
+    """A client of the API; API and connection failures end the command with their exit code.
+
+    Without ``api_key``, the development key of a local ``diablo serve`` (``<data_dir>/dev-api-key``) is
+    sent if that file is readable.
+    """
     err = stderr_console()
     try:
-        with DiabloClient(base_url, api_key) as client:
+        with DiabloClient(base_url, api_key or local_dev_key()) as client:
             yield client
     except APIRequestError as error:
         report_api_error(error, err)

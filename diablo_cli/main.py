@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from diablo_cli import files_cmd, jobs_cmd, models_cmd
+from diablo_cli import files_cmd, jobs_cmd, keys_cmd, models_cmd
 from diablo_cli.banner import mask_password
 from diablo_cli.chat_cmd import chat
 from diablo_cli.serve import serve
@@ -17,6 +17,7 @@ app.command()(serve)
 app.add_typer(files_cmd.app, name="files")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(keys_cmd.app, name="keys")
 app.command()(chat)
 console = Console()
 

@@ -1,4 +1,5 @@
-"""``diablo serve``: migrate, prepare the default model, run the API and the workers until Ctrl-C."""
+"""``diablo serve``: migrate, make sure a development API key exists, prepare the default model, run the API
+and the workers until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 
 from diablo_cli.banner import display_host, mask_password, print_banner
+from diablo_cli.dev_key import ensure_dev_key
 from diablo_cli.supervisor import Child, first_exited, start_child, stop_children, wait_for_stop
 from registry.db import upgrade_database
 from registry.settings import Settings, get_settings
@@ -119,7 +121,12 @@ def install_signal_handlers() -> tuple[threading.Event, threading.Event]:
 
 
 def supervise(
-    children: list[Child], settings: Settings, grace_s: float, stop: threading.Event, force: threading.Event
+    children: list[Child],
+    settings: Settings,
+    grace_s: float,
+    stop: threading.Event,
+    force: threading.Event,
+    api_key: str | None = None,
 ) -> int:
     """Run until ``stop`` is set or a child dies, then stop every child; return the exit code."""
     base_url = f"http://{display_host(settings.host)}:{settings.port}"
@@ -127,7 +134,7 @@ def supervise(
     try:
         exited = wait_healthy(base_url, children, stop)
         if exited is None and not stop.is_set():
-            print_banner(console, settings, base_url, len(children) - 1)
+            print_banner(console, settings, base_url, len(children) - 1, api_key)
             exited = wait_for_stop(children, stop)
     except TimeoutError as error:
         err_console.print(f"{error}; stopping.")
@@ -161,8 +168,9 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"Migrating {mask_password(settings.database_url)}", highlight=False)
     upgrade_database(settings.database_url)
+    api_key = ensure_dev_key(settings)
     if not no_worker and workers > 0:
         ensure_model(settings)
     stop, force = install_signal_handlers()
     children = start_services(settings, 0 if no_worker else workers)
-    raise typer.Exit(supervise(children, settings, grace, stop, force))
+    raise typer.Exit(supervise(children, settings, grace, stop, force, api_key))

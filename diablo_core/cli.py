@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -16,10 +18,11 @@ from diablo_core.base_models import load_base_model
 from diablo_core.cli_progress import RichProgress
 from diablo_core.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.datasets import read_examples, validate_dataset
+from diablo_core.errors import DiaBloError
 from diablo_core.generation import generate as generate_text
 from diablo_core.model import apply_diablo, trainable_parameters, unload_diablo
 from diablo_core.tokenization import tokenize_examples
-from diablo_core.training import TrainingConfig, train
+from diablo_core.training import TrainingConfig, TrainingResult, train
 
 app = typer.Typer(
     help="DiaBlo fine-tuning: train, try and export diagonal-block adapters.", no_args_is_help=True
@@ -30,6 +33,16 @@ err_console = Console(stderr=True, soft_wrap=True)
 ModelOpt = Annotated[str, typer.Option(help='"default", a local checkpoint directory or a hub id.')]
 DataDirOpt = Annotated[Path, typer.Option(help="Where the default model is converted and cached.")]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1...")]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turns a DiaBloError (bad model name, adapter mismatch...) into a one-line message and exit code 1."""
+    try:
+        yield
+    except DiaBloError as error:
+        err_console.print(f"error [{error.code}]: {error.message}", markup=False)
+        raise typer.Exit(1) from error
 
 
 def _check_dataset(path: Path, label: str) -> None:
@@ -82,6 +95,9 @@ def train_command(
     keep_checkpoints: int | None = None,
     gradient_checkpointing: bool = False,
     resume_from: Annotated[Path | None, typer.Option(help="Checkpoint directory to continue from.")] = None,
+    init_adapter: Annotated[
+        Path | None, typer.Option(help="Start from this adapter's blocks (its N, targets and dropout apply).")
+    ] = None,
     device: DeviceOpt = "cpu",
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
@@ -103,18 +119,28 @@ def train_command(
     except ValueError as error:
         err_console.print(f"invalid option: {error}")
         raise typer.Exit(2) from error
-    loaded = load_base_model(model, data_dir=data_dir, device=device)
-    apply_diablo(loaded.model, diablo)
-    console.print(f"{loaded.identity.name}: {trainable_parameters(loaded.model):,} trainable parameters")
-    train_set = tokenize_examples(read_examples(data), loaded.tokenizer, max_length)
-    valid_set = tokenize_examples(read_examples(valid), loaded.tokenizer, max_length) if valid else None
-    with RichProgress(console) as progress:
-        result = train(
-            loaded.model, loaded.tokenizer, train_set, config,
-            valid_examples=valid_set, output_dir=output, callbacks=[progress], resume_from=resume_from,
-        )  # fmt: skip
+    with _user_errors():
+        loaded = load_base_model(model, data_dir=data_dir, device=device)
+        if init_adapter is not None:
+            load_adapter(loaded.model, init_adapter)
+        else:
+            apply_diablo(loaded.model, diablo)
+        console.print(f"{loaded.identity.name}: {trainable_parameters(loaded.model):,} trainable parameters")
+        train_set = tokenize_examples(read_examples(data), loaded.tokenizer, max_length)
+        valid_set = tokenize_examples(read_examples(valid), loaded.tokenizer, max_length) if valid else None
+        with RichProgress(console) as progress:
+            result = train(
+                loaded.model, loaded.tokenizer, train_set, config,
+                valid_examples=valid_set, output_dir=output, callbacks=[progress], resume_from=resume_from,
+            )  # fmt: skip
+    _write_summary(output, result, config)
+
+
+def _write_summary(output: Path, result: TrainingResult, config: TrainingConfig) -> None:
+    """Prints the run's outcome and keeps it, with the config, in OUTPUT/summary.json."""
     summary = {
         "steps": result.steps,
+        "stopped": result.stopped,
         "train_loss": result.train_loss,
         "eval": result.eval_metrics,
         "trained_tokens": result.trained_tokens,
@@ -142,9 +168,10 @@ def generate_command(
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Generate a completion from the base model, or with an adapter."""
-    loaded = load_base_model(model, data_dir=data_dir, device=device)
-    if adapter is not None:
-        load_adapter(loaded.model, adapter)
+    with _user_errors():
+        loaded = load_base_model(model, data_dir=data_dir, device=device)
+        if adapter is not None:
+            load_adapter(loaded.model, adapter)
     source = {"messages": [{"role": "user", "content": prompt}]} if chat else {"prompt": prompt}
     result = generate_text(
         loaded.model,
@@ -165,8 +192,9 @@ def merge(
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Merge an adapter into its base model and save a plain checkpoint (save_pretrained)."""
-    loaded = load_base_model(model, data_dir=data_dir)
-    load_adapter(loaded.model, adapter)
+    with _user_errors():
+        loaded = load_base_model(model, data_dir=data_dir)
+        load_adapter(loaded.model, adapter)
     merged = unload_diablo(loaded.model, merge=True)
     merged.save_pretrained(output)
     loaded.tokenizer.save_pretrained(output)

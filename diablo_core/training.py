@@ -223,7 +223,7 @@ def _loop(
     config, model = run.config, run.model
     was_training = model.training
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _set_checkpointing(model, True)
     model.to(config.device).train()
     stopped, eval_metrics = False, None
     try:
@@ -239,10 +239,21 @@ def _loop(
             eval_metrics = _evaluate(run, valid, hooks)
     finally:
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_disable()
+            _set_checkpointing(model, False)
         model.train(was_training)
     adapter_dir = None if stopped else _save_final(run, output_dir)
     return _result(run, stopped, eval_metrics, adapter_dir)
+
+
+def _set_checkpointing(model: nn.Module, enable: bool) -> None:
+    """Turns non-reentrant activation checkpointing on or off.
+
+    Reentrant checkpoints would leave the adapter gradients at None behind a frozen embedding.
+    """
+    if enable:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.activation_checkpointing_disable()
 
 
 def _prefixed(metrics: dict[str, float] | None) -> dict[str, float]:

@@ -19,8 +19,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Arbitrary constant shared by every process that migrates the same Postgres database.
 MIGRATION_LOCK_ID = 0x0D1AB10
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The API runs sync handlers on anyio's thread pool (40 threads): one pooled connection per thread, so a burst
+# of requests waits for a thread, never for a connection. Connections open on demand; idle ones stay open.
+POOL_SIZE = 10
+POOL_MAX_OVERFLOW = 30
 
 _engines: dict[str, Engine] = {}
+_sessionmakers: dict[Engine, sessionmaker[Session]] = {}
 _engines_lock = threading.Lock()
 
 
@@ -54,20 +59,23 @@ def create_db_engine(url: str) -> Engine:
     """Create an engine with the options this service needs.
 
     SQLite: the parent folder is created, connections may cross threads, and every connection runs in WAL
-    mode with a busy timeout and foreign keys enforced. Postgres: psycopg 3 with pre-ping.
+    mode with a busy timeout and foreign keys enforced. Postgres: psycopg 3 with pre-ping. Both pool up to
+    ``POOL_SIZE + POOL_MAX_OVERFLOW`` connections.
 
     Args:
         url: A SQLAlchemy URL; ``postgresql://`` is rewritten to ``postgresql+psycopg://``.
     """
     url = normalize_url(url)
     path = sqlite_path(url)
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_MAX_OVERFLOW}
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if path is not None:
+        return create_engine(url, pool_pre_ping=True, **pool)
+    if path is None:
+        pool = {}  # in-memory SQLite keeps one connection per thread (SingletonThreadPool)
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    )
+    connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    engine = create_engine(url, connect_args=connect_args, **pool)
     event.listen(engine, "connect", _configure_sqlite)
     return engine
 
@@ -91,11 +99,16 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _sessionmakers.clear()
 
 
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
-    """Return a session factory bound to ``get_engine(url)``; objects stay readable after commit."""
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    """Return the session factory bound to ``get_engine(url)``; objects stay readable after commit."""
+    engine = get_engine(url)
+    factory = _sessionmakers.get(engine)
+    if factory is None:  # made once per engine: a sessionmaker builds a Session subclass
+        factory = _sessionmakers.setdefault(engine, sessionmaker(bind=engine, expire_on_commit=False))
+    return factory
 
 
 @contextlib.contextmanager

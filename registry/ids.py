@@ -16,6 +16,7 @@ FILE_PREFIX = "file-"
 JOB_PREFIX = "ftjob-"
 EVENT_PREFIX = "ftevent-"
 CHECKPOINT_PREFIX = "ftckpt-"
+API_KEY_PREFIX = "key-"
 
 _TIME_DIGITS = 14
 _RANDOM_BYTES = 5

@@ -1,8 +1,8 @@
-"""Tables of the registry: uploaded files, fine-tuning jobs, their events and checkpoints, adapters.
+"""Tables of the registry: uploaded files, fine-tuning jobs, their events and checkpoints, adapters, API keys.
 
 Times are unix seconds (``BigInteger``), the unit the API reports. Ids come from ``registry.ids.new_id`` and
 sort by creation time; adapters are keyed by their fine-tuned model name. ``project_id`` scopes files, jobs,
-adapters and idempotency keys to the project that owns them ("default" until projects exist).
+adapters, idempotency keys and API keys to the project that owns them (a name; "default" when auth is off).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from registry.ids import CHECKPOINT_PREFIX, EVENT_PREFIX, FILE_PREFIX, JOB_PREFIX, new_id
+from registry.ids import API_KEY_PREFIX, CHECKPOINT_PREFIX, EVENT_PREFIX, FILE_PREFIX, JOB_PREFIX, new_id
 
 DEFAULT_PROJECT = "default"
 
@@ -159,3 +159,18 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer, default=200)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
+
+
+class ApiKey(Base):
+    """An API key of a project: only the sha256 of its secret is stored, and a short prefix to show."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id(API_KEY_PREFIX))
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(256), default=None)
+    prefix: Mapped[str] = mapped_column(String(32), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger, default=None)

@@ -33,11 +33,32 @@ class Settings(BaseSettings):
     default_model: str = "default"
     device: str = "auto"
     max_upload_bytes: int = Field(default=512 * MIB, gt=0)
+    # Per-file limits: examples are counted at upload, tokens by the worker (it has the tokenizer).
+    max_examples_per_file: int = Field(default=100_000, gt=0)
+    max_tokens_per_file: int = Field(default=50_000_000, gt=0)
+    # Jobs a project may have validating, queued or running at once; one more is answered 429.
+    max_concurrent_jobs_per_project: int = Field(default=4, gt=0)
     checkpoint_every: int = Field(default=50, ge=0)
-    auth: Literal["on", "off"] = "off"
+    # "on": every /v1 request needs an API key of a project. "off" is for local use only: every request
+    # then belongs to the project "default".
+    auth: Literal["on", "off"] = "on"
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     # A running job whose heartbeat is older than this may be claimed by another worker.
     heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+    # How often the API looks for jobs whose worker died or whose queue message was lost (0: never).
+    sweep_interval_s: float = Field(default=30.0, ge=0)
+    # API and worker logs: one JSON object per line ("json") or plain lines for people ("text").
+    log_format: Literal["json", "text"] = "json"
+    # Inference: False makes a control-plane-only API that answers inference routes with 503.
+    inference_enabled: bool = True
+    # Load the served model (default_model) when the API starts instead of on the first request.
+    preload_model: bool = False
+    max_tokens_limit: int = Field(default=2048, ge=1)
+    inference_max_batch: int = Field(default=8, ge=1)
+    adapter_cache_count: int = Field(default=16, ge=1)
+    adapter_cache_bytes: int = Field(default=512 * MIB, gt=0)
+    # A fine-tuned model merged into the weights at start: only it is served, with zero overhead.
+    merged_adapter: str | None = None
 
     @field_validator("data_dir")
     @classmethod

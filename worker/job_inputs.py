@@ -70,11 +70,14 @@ def locate_files(
     return JobFiles(training=training, validation=validation)
 
 
-def load_examples(path: Path, tokenizer: Any, max_length: int, param: str) -> list[TokenizedExample]:
-    """Validate a file against the tokenizer and ``max_length``, then tokenize it.
+def load_examples(
+    path: Path, tokenizer: Any, max_length: int, param: str, max_tokens: int | None = None
+) -> list[TokenizedExample]:
+    """Validate a file against the tokenizer, ``max_length`` and ``max_tokens``, then tokenize it.
 
     Raises:
-        JobDataError: Code ``invalid_<param>`` naming the first problems with their line numbers.
+        JobDataError: Code ``invalid_<param>`` naming the first problems with their line numbers, or
+            ``file_too_many_tokens`` when the file holds more than ``max_tokens`` tokens.
     """
     report = validate_dataset(
         path, tokenizer=tokenizer, max_length=max_length, max_problems=MAX_PROBLEMS_SHOWN
@@ -84,4 +87,10 @@ def load_examples(path: Path, tokenizer: Any, max_length: int, param: str) -> li
         more = report.num_problems - len(report.problems)
         suffix = f" (and {more} more)" if more > 0 else ""
         raise _error(param, f"{param} has {report.num_problems} problem(s): {shown}{suffix}")
+    if max_tokens is not None and (report.num_tokens or 0) > max_tokens:
+        message = (
+            f"{param} has {report.num_tokens} tokens; the limit is {max_tokens} tokens per file "
+            "(DIABLO_MAX_TOKENS_PER_FILE): split it or sample from it"
+        )
+        raise JobDataError("file_too_many_tokens", param, message)
     return tokenize_examples(read_examples(path), tokenizer, max_length)

@@ -7,6 +7,7 @@ import socket
 
 from celery import Task
 
+from registry.logging_setup import log_context
 from registry.queue import TRAIN_TASK
 from registry.settings import get_settings
 from worker.celery_app import app
@@ -25,9 +26,10 @@ def worker_id(hostname: str | None) -> str:
 def train_job(self: Task, job_id: str) -> str | None:
     """Run fine-tuning job ``job_id``; returns its final status (None when it was not this worker's)."""
     settings = get_settings()
-    try:
-        return run_training_job(job_id, settings, worker_id(self.request.hostname))
-    except TRANSIENT_ERRORS as error:
-        # The job was handed back to "queued" if the database allowed it; otherwise its lease must expire
-        # before a retry can claim it, so the retry waits that long.
-        raise self.retry(exc=error, countdown=settings.heartbeat_timeout_s) from error
+    with log_context(job_id=job_id):  # every log line about this job carries its id
+        try:
+            return run_training_job(job_id, settings, worker_id(self.request.hostname))
+        except TRANSIENT_ERRORS as error:
+            # The job was handed back to "queued" if the database allowed it; otherwise its lease must expire
+            # before a retry can claim it, so the retry waits that long.
+            raise self.retry(exc=error, countdown=settings.heartbeat_timeout_s) from error

@@ -27,6 +27,7 @@ from diablo_core.model import apply_diablo
 from diablo_core.tokenization import TokenizedExample
 from diablo_core.training import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
+from registry.base_models import load_source
 from registry.db import get_sessionmaker
 from registry.jobs import InvalidTransition, JobStatus, add_event, claim_job, get_job, transition
 from registry.models import Job
@@ -134,10 +135,18 @@ def _plan(run: JobRun) -> JobPlan:
         raise JobDataError("invalid_hyperparameters", "hyperparameters", str(error)) from error
 
 
+def _model_source(run: JobRun) -> str:
+    """What ``load_base_model`` takes for the job's model: a local base model's directory, else the name."""
+    try:
+        return load_source(run.job.model, run.settings)
+    except LookupError:
+        return run.job.model
+
+
 def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
     """Load the base model and apply DiaBlo; a model or target layout that does not exist is the user's."""
     try:
-        loaded = load_base_model(run.job.model, data_dir=run.settings.data_dir, device=run.device.name)
+        loaded = load_base_model(_model_source(run), data_dir=run.settings.data_dir, device=run.device.name)
     except ModelLoadError as error:
         raise JobDataError("model_not_found", "model", str(error)) from error
     try:
@@ -152,10 +161,11 @@ def _load_data(
 ) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
-    train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file")
+    limit = run.settings.max_tokens_per_file
+    train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file", limit)
     if files.validation is None:
         return train_set, None
-    return train_set, load_examples(files.validation, loaded.tokenizer, max_length, "validation_file")
+    return train_set, load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit)
 
 
 def _reporter(run: JobRun, loaded: LoadedModel, plan: JobPlan, num_examples: int) -> JobReporter:

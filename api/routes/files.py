@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi import File as FileParam
 from fastapi.responses import FileResponse
 
-from api.deps import AfterQuery, CurrentProject, SessionDep, SettingsDep
+from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, SessionDep, SettingsDep
 from api.errors import not_found
 from api.schemas.files import FileDeleted, FilePublic, FilesPublic
 from api.services import files as service
@@ -25,9 +25,10 @@ def upload_file(
     project: CurrentProject,
     file: Annotated[UploadFile, FileParam(description="A JSONL file of training examples")],
     purpose: Annotated[str, Form(description='Must be "fine-tune"')],
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> FilePublic:
     """Upload and validate a JSONL fine-tuning file."""
-    row = service.store_upload(session, settings, project, file.file, file.filename, purpose)
+    row = service.store_upload(session, settings, project, file.file, file.filename, purpose, idempotency_key)
     return FilePublic.from_row(row)
 
 

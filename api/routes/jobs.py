@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 
-from api.deps import AfterQuery, CurrentProject, LimitQuery, SessionDep, SettingsDep
+from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, LimitQuery, SessionDep, SettingsDep
 from api.schemas.jobs import (
     CheckpointPublic,
     CheckpointsPublic,
@@ -22,7 +22,6 @@ from registry.jobs import list_events, list_jobs
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 CheckpointLimit = Annotated[int, Query(ge=1, le=100)]
-IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=256)]
 
 
 def _ends(ids: list[str]) -> tuple[str | None, str | None]:
@@ -60,9 +59,12 @@ def retrieve_job(session: SessionDep, project: CurrentProject, job_id: str) -> J
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> JobPublic:
+def cancel_job(
+    session: SessionDep, project: CurrentProject, job_id: str, idempotency_key: IdempotencyKeyHeader = None
+) -> JobPublic:
     """Cancel a job; a running job stops within one training step (its status shows when it has)."""
-    return service.jobs_public(session, [service.cancel_job(session, project, job_id)])[0]
+    job = service.cancel_job(session, project, job_id, idempotency_key)
+    return service.jobs_public(session, [job])[0]
 
 
 @router.get("/{job_id}/events", response_model=EventsPublic)

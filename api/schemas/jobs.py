@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
 from registry.models import Checkpoint, Job, JobEvent
@@ -12,18 +12,26 @@ from registry.models import Checkpoint, Job, JobEvent
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
+# Request bodies refuse fields they do not know (as OpenAI does), so a misspelt option fails loudly.
+FORBID_EXTRA = ConfigDict(extra="forbid")
 
 
 class SupervisedMethod(BaseModel):
+    model_config = FORBID_EXTRA
+
     hyperparameters: OpenAIHyperparameters | None = None
 
 
 class DiaBloMethod(BaseModel):
+    model_config = FORBID_EXTRA
+
     hyperparameters: DiaBloHyperparameters | None = None
 
 
 class MethodCreate(BaseModel):
     """``{"type": "diablo"|"supervised", "<type>": {"hyperparameters": {...}}}``; both train DiaBlo."""
+
+    model_config = FORBID_EXTRA
 
     type: Literal["diablo", "supervised"] = "diablo"
     supervised: SupervisedMethod | None = None
@@ -36,6 +44,8 @@ class MethodCreate(BaseModel):
 
 
 class JobCreate(BaseModel):
+    model_config = FORBID_EXTRA
+
     model: str = Field(min_length=1, max_length=256)
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)

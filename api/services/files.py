@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
+from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
 from diablo_core.datasets import DatasetReport, validate_dataset
 from registry.ids import FILE_PREFIX, new_id
 from registry.models import File
@@ -25,6 +26,7 @@ from registry.pagination import Page, paginate
 from registry.settings import Settings
 
 FINE_TUNE = "fine-tune"
+UPLOAD_ROUTE = "POST /v1/files"
 CHUNK_SIZE = 1 << 20
 SHOWN_PROBLEMS = 5
 MAX_FILENAME = 255
@@ -66,46 +68,91 @@ def invalid_file(report: DatasetReport) -> APIError:
     return APIError(400, message, code="invalid_file", param="file", extra={"problems": problems})
 
 
-def store_upload(
-    session: Session, settings: Settings, project: str, upload: BinaryIO, filename: str | None, purpose: str
-) -> File:
-    """Validate and store an uploaded fine-tuning file and record it (committed).
-
-    Raises:
-        APIError: 400 ``invalid_purpose`` or ``invalid_file`` (with ``problems``), 413 ``file_too_large``.
-    """
+def check_purpose(purpose: str) -> None:
+    """400 ``invalid_purpose`` unless ``purpose`` is ``"fine-tune"``."""
     if purpose != FINE_TUNE:
         message = f"Invalid purpose {purpose!r}: only {FINE_TUNE!r} is supported"
         raise APIError(400, message, code="invalid_purpose", param="purpose")
+
+
+def check_dataset(path: Path, settings: Settings) -> None:
+    """400 ``too_many_examples`` past ``settings.max_examples_per_file``, ``invalid_file`` for bad data."""
+    report = validate_dataset(path)
+    if report.num_examples > settings.max_examples_per_file:
+        message = (
+            f"File has {report.num_examples} examples; the limit is {settings.max_examples_per_file} "
+            "per file: split it or sample from it"
+        )
+        raise APIError(400, message, code="too_many_examples", param="file")
+    if not report.ok:
+        raise invalid_file(report)
+
+
+def store_upload(
+    session: Session,
+    settings: Settings,
+    project: str,
+    upload: BinaryIO,
+    filename: str | None,
+    purpose: str,
+    idempotency_key: str | None = None,
+) -> File:
+    """Validate and store an uploaded fine-tuning file and record it (committed).
+
+    With an ``idempotency_key`` used before for the same bytes, filename and purpose, the file recorded then
+    is returned and nothing new is stored.
+
+    Raises:
+        APIError: 400 ``invalid_purpose``, ``too_many_examples`` or ``invalid_file`` (with ``problems``);
+            409 ``idempotency_key_reused``; 413 ``file_too_large``.
+    """
+    check_purpose(purpose)
+    label = sanitize_filename(filename)
     settings.files_dir.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=settings.files_dir)
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as target:
             size, sha256 = _copy_limited(upload, target, settings.max_upload_bytes, settings)
-        report = validate_dataset(temp)
-        if not report.ok:
-            raise invalid_file(report)
+        body = {"sha256": sha256, "filename": label, "purpose": purpose}
+        request = IdempotentRequest.of(project, idempotency_key, UPLOAD_ROUTE, body)
+        if earlier := replayed_id(session, request):
+            return get_file(session, project, earlier)
+        check_dataset(temp, settings)
         file_id = new_id(FILE_PREFIX)
         final = settings.files_dir / f"{file_id}.jsonl"
         temp.replace(final)
     finally:
         temp.unlink(missing_ok=True)
-    row = File(id=file_id, project_id=project, filename=sanitize_filename(filename), purpose=purpose)
+    row = File(id=file_id, project_id=project, filename=label, purpose=purpose)
     row.bytes, row.sha256, row.storage_path, row.status = size, sha256, str(final), "processed"
+    return _record(session, request, row, final)
+
+
+def _record(session: Session, request: IdempotentRequest | None, row: File, stored: Path) -> File:
+    """Commit ``row``; its stored bytes are removed unless it is the file the request answers with."""
+    session.add(row)
     try:
-        session.add(row)
-        session.commit()
+        earlier = commit_once(session, request, row.id)
     except BaseException:
-        final.unlink(missing_ok=True)
+        stored.unlink(missing_ok=True)
         raise
-    return row
+    if earlier is None:
+        return row
+    stored.unlink(missing_ok=True)  # a concurrent request with the same key stored the file first
+    return get_file(session, row.project_id, earlier)
+
+
+def find_file(session: Session, project: str, file_id: str) -> File | None:
+    """The project's file ``file_id``, or None: another project's file is as absent as an unknown one."""
+    row = session.get(File, file_id)
+    return row if row is not None and row.project_id == project else None
 
 
 def get_file(session: Session, project: str, file_id: str, param: str | None = None) -> File:
     """The project's file ``file_id``; 404 if there is none."""
-    row = session.get(File, file_id)
-    if row is None or row.project_id != project:
+    row = find_file(session, project, file_id)
+    if row is None:
         raise not_found("file", file_id, param=param)
     return row
 

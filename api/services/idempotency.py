@@ -1,16 +1,18 @@
-"""``Idempotency-Key`` on creating POSTs: a retried request gets the object the first one created.
+"""``Idempotency-Key`` on POST routes: a retried request gets the object the first one created or changed.
 
-The key is stored in the same transaction as the object it created, so of two concurrent requests with one
-key exactly one commits; the other finds the key and answers with the winner's object. The same key with a
-different body (or on another route) is a 409.
+A key belongs to a project. It is stored in the same transaction as the object its request created, so of
+two concurrent requests with one key exactly one commits; the other finds the key and answers with the
+winner's object. The same key with a different body (or on another route) is a 409.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
@@ -22,6 +24,21 @@ HEADER = "Idempotency-Key"
 def request_hash(body: Any) -> str:
     """A stable digest of a JSON-ready request body."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    """One POST under an idempotency key: whose it is, the key, the route, and the digest of its body."""
+
+    project: str
+    key: str
+    route: str
+    digest: str
+
+    @classmethod
+    def of(cls, project: str, key: str | None, route: str, body: Any) -> IdempotentRequest | None:
+        """The request under ``key``, or None when the client sent no key."""
+        return cls(project, key, route, request_hash(body)) if key else None
 
 
 def find_replay(session: Session, project: str, key: str, route: str, digest: str) -> str | None:
@@ -44,3 +61,34 @@ def remember(session: Session, project: str, key: str, route: str, digest: str, 
     row = IdempotencyKey(project_id=project, key=key, route=route, request_hash=digest)
     row.response = {"id": object_id}
     session.add(row)
+
+
+def replayed_id(session: Session, request: IdempotentRequest | None) -> str | None:
+    """The id answered earlier for ``request``, or None (also when there is no key); 409 on reuse."""
+    if request is None:
+        return None
+    return find_replay(session, request.project, request.key, request.route, request.digest)
+
+
+def commit_once(session: Session, request: IdempotentRequest | None, object_id: str) -> str | None:
+    """Commit the caller's changes together with ``request``'s key.
+
+    Returns:
+        None when this request committed; the winner's object id when a concurrent request with the same
+        key committed first (this request's changes are then rolled back).
+
+    Raises:
+        APIError: 409 when the winner's request had another body.
+        IntegrityError: When the commit failed for a reason other than the key.
+    """
+    if request is not None:
+        remember(session, request.project, request.key, request.route, request.digest, object_id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        earlier = replayed_id(session, request)
+        if earlier is None:
+            raise
+        return earlier
+    return None

@@ -11,13 +11,12 @@ import secrets
 from pathlib import Path
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import SERVER_ERROR, APIError, not_found
+from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
-from api.services.files import FINE_TUNE, count_examples
-from api.services.idempotency import find_replay, remember, request_hash
+from api.services.files import FINE_TUNE, count_examples, find_file
+from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
 from registry.hyperparameters import HyperparameterError, ResolvedHyperparameters, resolve_hyperparameters
@@ -29,6 +28,8 @@ from registry.settings import Settings
 logger = logging.getLogger("api.jobs")
 MAX_SEED = 2**31
 CREATE_ROUTE = "POST /v1/fine_tuning/jobs"
+CANCEL_ROUTE = "POST /v1/fine_tuning/jobs/{id}/cancel"
+ACTIVE_STATUSES = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 def resolve_base_model(name: str, settings: Settings) -> str:
@@ -46,8 +47,8 @@ def resolve_base_model(name: str, settings: Settings) -> str:
 
 def check_file(session: Session, project: str, file_id: str, param: str) -> File:
     """The project's fine-tuning file ``file_id``; 400 naming ``param`` if it is missing or unusable."""
-    row = session.get(File, file_id)
-    if row is None or row.project_id != project or not Path(row.storage_path).is_file():
+    row = find_file(session, project, file_id)
+    if row is None or not Path(row.storage_path).is_file():
         raise APIError(400, f"File '{file_id}' not found", code="file_not_found", param=param)
     if row.purpose != FINE_TUNE:
         message = f"File '{file_id}' has purpose {row.purpose!r}; fine-tuning needs purpose {FINE_TUNE!r}"
@@ -100,26 +101,34 @@ def create_fine_tuning_job(
     With an ``idempotency_key`` already used for the same request, the job it created is returned instead.
 
     Raises:
-        APIError: 400 for bad models, files or hyperparameters; 409 for a reused idempotency key; 503
-            ``enqueue_failed`` when the broker cannot take the job (the job is then marked failed).
+        APIError: 400 for bad models, files or hyperparameters; 409 for a reused idempotency key; 429
+            ``concurrent_job_limit`` when the project has too many unfinished jobs; 503 ``enqueue_failed``
+            when the broker cannot take the job (the job is then marked failed).
     """
-    key = (project, idempotency_key, CREATE_ROUTE, request_hash(body.model_dump(mode="json")))
-    if idempotency_key and (earlier := find_replay(session, *key)):
+    request = IdempotentRequest.of(project, idempotency_key, CREATE_ROUTE, body.model_dump(mode="json"))
+    if earlier := replayed_id(session, request):
         return load_job(session, project, earlier)
+    check_concurrent_jobs(session, settings, project)
     job = _record_job(session, settings, project, body)
-    if idempotency_key:
-        remember(session, *key, job.id)
     _validate_files(session, project, job)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # a concurrent request with the same key committed first
-        if idempotency_key and (earlier := find_replay(session, *key)):
-            return load_job(session, project, earlier)
-        raise
+    if earlier := commit_once(session, request, job.id):
+        return load_job(session, project, earlier)
     if job.status == JobStatus.QUEUED:
         _enqueue(session, settings, job)
     return job
+
+
+def check_concurrent_jobs(session: Session, settings: Settings, project: str) -> None:
+    """429 ``concurrent_job_limit`` when ``project`` already has the most unfinished jobs it may have."""
+    limit = settings.max_concurrent_jobs_per_project
+    unfinished = select(func.count()).where(Job.project_id == project, Job.status.in_(ACTIVE_STATUSES))
+    count = session.scalar(unfinished) or 0
+    if count >= limit:
+        message = (
+            f"Project {project!r} already has {count} unfinished fine-tuning jobs (the limit is {limit}); "
+            "wait for one to finish or cancel one"
+        )
+        raise APIError(429, message, RATE_LIMIT, "concurrent_job_limit")
 
 
 def _validate_files(session: Session, project: str, job: Job) -> None:
@@ -160,19 +169,26 @@ def load_job(session: Session, project: str, job_id: str) -> Job:
     return job
 
 
-def cancel_job(session: Session, project: str, job_id: str) -> Job:
+def cancel_job(session: Session, project: str, job_id: str, idempotency_key: str | None = None) -> Job:
     """Cancel a job not yet running, or ask the worker of a running one to stop (committed).
 
+    A retry under the same ``idempotency_key`` answers the job as it is now instead of a 409.
+
     Raises:
-        APIError: 404 for an unknown job; 409 ``job_not_cancellable`` for a finished one.
+        APIError: 404 for an unknown job; 409 ``job_not_cancellable`` for a finished one, or for an
+            idempotency key used with another request.
     """
+    request = IdempotentRequest.of(project, idempotency_key, CANCEL_ROUTE, {"job_id": job_id})
     job = load_job(session, project, job_id)
+    if replayed_id(session, request):
+        return job
     try:
         request_cancel(session, job)
     except InvalidTransition as error:
         message = f"Job {job_id} is already {error.current}; only unfinished jobs can be cancelled"
         raise APIError(409, message, code="job_not_cancellable") from error
-    session.commit()
+    if commit_once(session, request, job.id):
+        return load_job(session, project, job_id)
     return job
 
 

@@ -30,8 +30,14 @@ def jsonl(examples: list[dict[str, Any]]) -> bytes:
 
 
 def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
-    """Settings rooted in a test folder; the broker is kombu's in-memory transport unless overridden."""
-    values: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url, "broker_url": "memory://"}
+    """Settings rooted in a test folder; the broker is kombu's in-memory transport and auth is off unless
+    overridden (tests/api/test_auth.py turns it on)."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "broker_url": "memory://",
+        "auth": "off",
+    }
     return Settings(**(values | overrides))
 
 

@@ -37,6 +37,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def cli_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI's DIABLO_DATA_DIR: a fresh folder, so that no development key of a local service leaks in."""
+    path = tmp_path / "cli-data"
+    monkeypatch.setenv("DIABLO_DATA_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def serve_app() -> Iterator[Callable[[FastAPI], str]]:
     """Serve apps with uvicorn in threads; each call returns the app's root URL."""

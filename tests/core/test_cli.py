@@ -71,10 +71,14 @@ def test_train_generate_merge(checkpoint: Path, tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["eval"]["tokens"] > 0
     adapter = run_dir / "adapter"
+    more = ["--init-adapter", str(adapter), "--max-steps", "1", "--output", str(tmp_path / "more")]
+    continued = runner.invoke(app, ["train", *common, "--data", str(data), *more])
+    assert continued.exit_code == 0, continued.output
 
     generated = runner.invoke(app, ["generate", *common, "--adapter", str(adapter), "--chat", "1 + 1?"])
     assert generated.exit_code == 0, generated.output
-    assert "--max-new-tokens" in runner.invoke(app, ["generate", "--help"]).stdout
+    missing = runner.invoke(app, ["generate", *common, "--adapter", str(tmp_path / "none"), "hi"])
+    assert missing.exit_code == 1 and "error [adapter_not_found]" in missing.stderr
 
     merged_dir = tmp_path / "merged"
     merged = runner.invoke(app, ["merge", *common, "--adapter", str(adapter), "--output", str(merged_dir)])

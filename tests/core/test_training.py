@@ -148,7 +148,7 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     for checkpointing in (False, True):
         model = adapted_model().train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         accumulate_gradients(model, toy_examples(4), micro_batch_size=4, pad_token_id=PAD)
         grads.append({k: m.grad for k, m in model.named_parameters() if k.endswith(".blocks")})
     assert all(g is not None and g.abs().sum() > 0 for g in grads[1].values())
@@ -162,7 +162,7 @@ def test_gradient_checkpointing_run_trains_the_blocks(tmp_path: Path) -> None:
     plain, _ = run(tmp_path, "plain", TrainingConfig(max_steps=2, batch_size=4, warmup_steps=0))
     for key, value in blocks_of(plain).items():
         torch.testing.assert_close(blocks_of(checkpointed)[key], value)
-    assert not checkpointed.is_gradient_checkpointing
+    assert not checkpointed.is_activation_checkpointing
 
 
 class Recorder:

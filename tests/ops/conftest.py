@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from diablo_cli.serve import MODEL_CHECK
 from tests.ops.compose_file import compose_service
+from tests.process_helpers import converted_models_dir
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -46,7 +44,4 @@ def env(postgres_url: str, redis_db: int, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def converted_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``models`` folder holding the default model, converted by the check that ``diablo serve`` runs."""
-    data_dir = tmp_path_factory.mktemp("converted")
-    command = [sys.executable, "-c", MODEL_CHECK, str(data_dir), "default"]
-    subprocess.run(command, check=True, capture_output=True, timeout=600)
-    return data_dir / "models"
+    return converted_models_dir(tmp_path_factory)

@@ -18,11 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ops.processes import (
+from tests.process_helpers import (
     child_pids,
+    embedded_env,
     free_port,
     is_running,
     kill_group,
+    link_models,
     start_logged,
     wait_for_text,
 )
@@ -36,19 +38,6 @@ STARTUP_TIMEOUT_S = 300
 @pytest.fixture
 def data_dir(tmp_path: Path, converted_models: Path) -> Path:
     return link_models(tmp_path / "data", converted_models)
-
-
-def link_models(data_dir: Path, models: Path) -> Path:
-    """Create ``data_dir`` with its ``models`` folder linked to an already converted one; return it."""
-    data_dir.mkdir(parents=True)
-    (data_dir / "models").symlink_to(models, target_is_directory=True)
-    return data_dir
-
-
-def embedded_env(data_dir: Path) -> dict[str, str]:
-    """This environment without any DIABLO_* setting but the data dir: every other value is the default."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DIABLO_")}
-    return {**env, "DIABLO_DATA_DIR": str(data_dir)}
 
 
 def test_serve_prints_where_things_are_and_ctrl_c_stops_everything(data_dir: Path, tmp_path: Path) -> None:

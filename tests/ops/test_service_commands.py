@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, inspect
 from diablo_cli.banner import curl_example
 from registry.models import Base
 from tests.ops.compose_file import ROOT, compose_service
-from tests.ops.processes import free_port, kill_group, start_logged, wait_for_http, wait_for_text
+from tests.process_helpers import free_port, kill_group, start_logged, wait_for_http, wait_for_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -74,7 +74,7 @@ def test_api_serves_health_and_the_curl_example_then_stops_on_sigterm(
         base_url = f"http://127.0.0.1:{port}"
         assert wait_for_http(f"{base_url}/healthz", timeout_s=120).status_code == 200
         assert httpx.get(f"{base_url}/readyz", timeout=10).status_code == 200
-        job = run_curl_example(base_url, tmp_path)
+        job = run_curl_example(base_url, tmp_path, env)
         assert job["training_file"].startswith("file-") and job["model"]
         assert job["status"] in ("validating_files", "queued")
         # uvicorn shuts down gracefully, then re-raises the signal it caught.
@@ -85,16 +85,24 @@ def test_api_serves_health_and_the_curl_example_then_stops_on_sigterm(
     assert "Application startup complete" in log and "Application shutdown complete" in log
 
 
-def run_curl_example(base_url: str, tmp_path: Path) -> dict:
+def create_api_key(env: dict[str, str]) -> str:
+    """What an operator runs in the api container (``diablo keys create``); the key is its last line."""
+    command = [str(BIN / "diablo"), "keys", "create", "--project", "default"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    return result.stdout.splitlines()[-1]
+
+
+def run_curl_example(base_url: str, tmp_path: Path, env: dict[str, str]) -> dict:
     """Run the shell lines that ``diablo serve`` prints, on a small arithmetic file; return the job."""
     generator = ROOT / "examples" / "arithmetic" / "generate.py"
     out = tmp_path / "arithmetic"
     subprocess.run([sys.executable, generator, "--out", out, "--train", "20", "--test", "5"], check=True)
-    lines = curl_example(base_url, "default", out / "train.jsonl")
+    api_key = create_api_key(env)
+    lines = curl_example(base_url, "default", out / "train.jsonl", api_key)
     script = (
         "set -euo pipefail\n"
         + "\n".join(lines[:2])
-        + "\ncurl -sf "
+        + f"\ncurl -sf -H 'Authorization: Bearer {api_key}' "
         + f"{base_url}/v1/fine_tuning/jobs/$JOB_ID"
     )
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)

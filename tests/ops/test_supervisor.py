@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from diablo_cli.supervisor import Child, start_child, stop_children, wait_for_stop
-from tests.ops.processes import is_running, wait_for_file
+from tests.process_helpers import is_running, wait_for_file
 
 
 def python_child(name: str, code: str) -> Child:

@@ -13,7 +13,8 @@ from registry.db import create_db_engine, current_revision, downgrade_database, 
 from registry.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys"}
+TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys", "api_keys"}
+HEAD = "0002"
 
 
 def _tables(url: str) -> set[str]:
@@ -28,7 +29,7 @@ def _tables(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade(database_url: str) -> None:
     assert current_revision(database_url) is None
     upgrade_database(database_url)
-    assert current_revision(database_url) == "0001"
+    assert current_revision(database_url) == HEAD
     assert _tables(database_url) == TABLES
     downgrade_database(database_url)
     assert current_revision(database_url) is None
@@ -40,7 +41,7 @@ def test_upgrade_downgrade_upgrade(database_url: str) -> None:
 def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
     upgrade_database(database_url)
     upgrade_database(database_url)
-    assert current_revision(database_url) == "0001"
+    assert current_revision(database_url) == HEAD
 
 
 def test_migrations_match_the_models(migrated_database_url: str) -> None:
@@ -64,7 +65,7 @@ def test_concurrent_upgrades_from_several_processes(database_url: str) -> None:
     ]
     errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], errors
-    assert current_revision(database_url) == "0001"
+    assert current_revision(database_url) == HEAD
     assert _tables(database_url) == TABLES
 
 
@@ -75,4 +76,13 @@ def test_alembic_command_line_uses_the_settings(sqlite_url: str) -> None:
         [str(alembic), "upgrade", "head"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert current_revision(sqlite_url) == "0001"
+    assert current_revision(sqlite_url) == HEAD
+
+
+def test_api_keys_revision_downgrades_alone(database_url: str) -> None:
+    upgrade_database(database_url)
+    downgrade_database(database_url, "0001")
+    assert current_revision(database_url) == "0001"
+    assert _tables(database_url) == TABLES - {"api_keys"}
+    upgrade_database(database_url)
+    assert _tables(database_url) == TABLES

@@ -30,6 +30,7 @@ def test_defaults_keep_everything_under_the_data_dir(tmp_path: Path) -> None:
     assert (settings.host, settings.port, settings.default_model) == ("127.0.0.1", 8000, "default")
     assert settings.files_dir == data_dir / "files"
     assert settings.adapters_dir == data_dir / "adapters"
+    assert settings.auth == "on"
 
 
 def test_urls_follow_a_custom_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -45,13 +46,13 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIABLO_PORT", "9001")
     monkeypatch.setenv("DIABLO_HOST", "0.0.0.0")
     monkeypatch.setenv("DIABLO_DEFAULT_MODEL", "SmolLM2-135M-Instruct")
-    monkeypatch.setenv("DIABLO_AUTH", "on")
+    monkeypatch.setenv("DIABLO_AUTH", "off")
     settings = Settings()
     assert settings.database_url == "postgresql://postgres@db:5432/diablo"
     assert settings.broker_url == "redis://127.0.0.1:6379/0"
     assert (settings.host, settings.port) == ("0.0.0.0", 9001)
     assert settings.default_model == "SmolLM2-135M-Instruct"
-    assert settings.auth == "on"
+    assert settings.auth == "off"
 
 
 @pytest.mark.parametrize(

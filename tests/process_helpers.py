@@ -1,4 +1,5 @@
-"""Helpers for tests that start real processes: free ports, readiness polls, liveness by pid."""
+"""Helpers for tests that start real processes: free ports, readiness polls, liveness by pid, and the
+default model converted once per test session (shared by the ops and end-to-end tests)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+from diablo_cli.serve import MODEL_CHECK
+from registry.base_models import DEFAULT_CHECKPOINT_DIR
 
 
 def free_port() -> int:
@@ -86,3 +92,29 @@ def child_pids(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 children.append(int(stat.parent.name))
     return children
+
+
+def link_models(data_dir: Path, models: Path) -> Path:
+    """Create ``data_dir`` with its ``models`` folder linked to an already converted one; return it."""
+    data_dir.mkdir(parents=True)
+    (data_dir / "models").symlink_to(models, target_is_directory=True)
+    return data_dir
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    """This environment without any DIABLO_* setting but the data dir: every other value is the default."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DIABLO_")}
+    return {**env, "DIABLO_DATA_DIR": str(data_dir)}
+
+
+def converted_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``models`` folder holding the default model, converted by the check that ``diablo serve`` runs.
+
+    The folder lies in the session's base temporary directory, so every fixture that asks for it in one
+    test session shares a single conversion.
+    """
+    data_dir = tmp_path_factory.getbasetemp() / "converted-default-model"
+    if not (data_dir / "models" / DEFAULT_CHECKPOINT_DIR).is_dir():  # the conversion renames it into place
+        command = [sys.executable, "-c", MODEL_CHECK, str(data_dir), "default"]
+        subprocess.run(command, check=True, capture_output=True, timeout=600)
+    return data_dir / "models"

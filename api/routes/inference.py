@@ -1,0 +1,120 @@
+"""``/v1/chat/completions`` and ``/v1/completions``: JSON answers, or server-sent events with ``stream``.
+
+A stream is ``data: <chunk JSON>`` events ending with ``data: [DONE]``. Chat streams open with a
+``{"role": "assistant", "content": ""}`` delta and close with an empty delta carrying ``finish_reason``;
+with ``stream_options.include_usage`` a chunk with empty ``choices`` and the ``usage`` comes last. An
+engine failure after the stream started is sent as an ``{"error": ...}`` event (the openai client raises
+it); a client that disconnects cancels its request in the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sse_starlette import EventSourceResponse
+
+from api.deps import CurrentProject
+from api.errors import SERVER_ERROR, APIError, error_body
+from api.schemas.inference import (
+    CHAT_ID_PREFIX,
+    COMPLETION_ID_PREFIX,
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionCreate,
+    CompletionCreate,
+    TextChoice,
+    TextCompletion,
+    Usage,
+)
+from api.services import inference as service
+from diablo_core.serving import RequestHandle
+from registry.ids import new_id
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+DONE = "[DONE]"
+_STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _usage(handle: RequestHandle) -> Usage:
+    result = handle.result()
+    return Usage.of(result.prompt_tokens, result.completion_tokens)
+
+
+async def _guarded(events: AsyncIterator[str], model: str) -> AsyncIterator[str]:
+    """Passes ``events`` through; a failure becomes one error event (and no ``[DONE]``)."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as error:
+        failure = service.api_error(error, model)
+        if not isinstance(failure, APIError):
+            service.logger.exception("stream failed for model %s", model, exc_info=error)
+            failure = APIError(500, "The server failed while streaming", SERVER_ERROR, "internal_error")
+        yield json.dumps(error_body(failure.message, failure.type, failure.code, failure.param))
+
+
+async def _chat_events(body: ChatCompletionCreate, handle: RequestHandle, deltas: AsyncIterator[str]):
+    chunk = partial(ChatCompletionChunk, id=new_id(CHAT_ID_PREFIX), created=_now(), model=body.model)
+    yield chunk(choices=[ChatChunkChoice(delta={"role": "assistant", "content": ""})]).model_dump_json()
+    async for delta in deltas:
+        yield chunk(choices=[ChatChunkChoice(delta={"content": delta})]).model_dump_json()
+    reason = handle.result().finish_reason
+    yield chunk(choices=[ChatChunkChoice(delta={}, finish_reason=reason)]).model_dump_json()
+    if body.include_usage:
+        yield chunk(choices=[], usage=_usage(handle)).model_dump_json()
+    yield DONE
+
+
+async def _text_events(body: CompletionCreate, handle: RequestHandle, deltas: AsyncIterator[str]):
+    chunk = partial(TextCompletion, id=new_id(COMPLETION_ID_PREFIX), created=_now(), model=body.model)
+    async for delta in deltas:
+        yield chunk(choices=[TextChoice(text=delta)]).model_dump_json()
+    reason = handle.result().finish_reason
+    yield chunk(choices=[TextChoice(text="", finish_reason=reason)]).model_dump_json()
+    if body.include_usage:
+        yield chunk(choices=[], usage=_usage(handle)).model_dump_json()
+    yield DONE
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=_STREAM_RESPONSE)
+async def create_chat_completion(
+    request: Request, body: ChatCompletionCreate, project: CurrentProject
+) -> ChatCompletion | EventSourceResponse:
+    """Create a chat completion with a base or fine-tuned model."""
+    messages = [message.as_template_message() for message in body.messages]
+    handle = await service.start(request.app, project, body, messages=messages)
+    if body.stream:
+        deltas = await service.open_stream(handle, body.model)
+        return EventSourceResponse(_guarded(_chat_events(body, handle, deltas), body.model), sep="\n")
+    result = await service.finish(handle, body.model)
+    message = AssistantMessage(content=result.text)
+    choice = ChatChoice(message=message, finish_reason=result.finish_reason)
+    usage = Usage.of(result.prompt_tokens, result.completion_tokens)
+    return ChatCompletion(model=body.model, choices=[choice], usage=usage)
+
+
+@router.post("/completions", response_model=TextCompletion, responses=_STREAM_RESPONSE)
+async def create_completion(
+    request: Request, body: CompletionCreate, project: CurrentProject
+) -> TextCompletion | EventSourceResponse:
+    """Create a text completion of a prompt with a base or fine-tuned model."""
+    handle = await service.start(request.app, project, body, prompt=body.prompt)
+    if body.stream:
+        deltas = await service.open_stream(handle, body.model)
+        return EventSourceResponse(_guarded(_text_events(body, handle, deltas), body.model), sep="\n")
+    result = await service.finish(handle, body.model)
+    choice = TextChoice(text=result.text, finish_reason=result.finish_reason)
+    usage = Usage.of(result.prompt_tokens, result.completion_tokens)
+    return TextCompletion(model=body.model, choices=[choice], usage=usage)

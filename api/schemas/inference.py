@@ -1,0 +1,197 @@
+"""Inference bodies: chat and text completion requests, their responses and their streamed chunks.
+
+Requests accept the OpenAI fields we do not implement (penalties, ``user``, ``logit_bias``, ...) and ignore
+them; ``n`` must be 1 and log probabilities are refused, since answering them silently wrong would mislead.
+``max_tokens`` is checked against ``settings.max_tokens_limit`` by the service (a setting, not a constant).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from registry.ids import new_id
+
+MAX_STOP_SEQUENCES = 4
+# OpenAI's default for /v1/completions; chat completions default to the server's max_tokens_limit.
+COMPLETION_DEFAULT_MAX_TOKENS = 16
+CHAT_ID_PREFIX = "chatcmpl-"
+COMPLETION_ID_PREFIX = "cmpl-"
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class SamplingParams(BaseModel):
+    """The fields both completion routes share."""
+
+    model_config = ConfigDict(extra="ignore")
+    # The budget when the request sets none (None: the server's max_tokens_limit).
+    default_max_tokens: ClassVar[int | None] = None
+
+    model: str = Field(min_length=1, max_length=512)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    stop: list[str] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("n")
+    @classmethod
+    def _single_choice(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"only n=1 is supported, got {value}")
+        return value
+
+    @property
+    def asked_max_tokens(self) -> int | None:
+        """The token budget the request sets, if any."""
+        return self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def as_template_message(self) -> dict[str, str]:
+        """``{role, content}`` for the chat template (``developer`` is the newer name of ``system``)."""
+        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class ChatCompletionCreate(SamplingParams):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+
+    @property
+    def asked_max_tokens(self) -> int | None:
+        """``max_tokens``, or its newer name ``max_completion_tokens``."""
+        return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("log probabilities are not supported")
+        return value
+
+
+class CompletionCreate(SamplingParams):
+    default_max_tokens: ClassVar[int | None] = COMPLETION_DEFAULT_MAX_TOKENS
+
+    prompt: str
+    logprobs: int | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _single_prompt(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise ValueError(f"exactly one prompt string is supported, got a list of {len(value)}")
+            return value[0]
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: int | None) -> int | None:
+        if value:
+            raise ValueError("log probabilities are not supported")
+        return value
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str = Field(default_factory=lambda: new_id(CHAT_ID_PREFIX))
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    # Only the keys that changed: {"role", "content"} first, then {"content"}, then {} with finish_reason.
+    delta: dict[str, Any]
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class TextChoice(BaseModel):
+    text: str
+    index: int = 0
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class TextCompletion(BaseModel):
+    """A text completion; streamed chunks have this shape too, with ``usage`` only on the usage chunk."""
+
+    id: str = Field(default_factory=lambda: new_id(COMPLETION_ID_PREFIX))
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[TextChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None

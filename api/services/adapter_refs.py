@@ -1,0 +1,104 @@
+"""Which weights a request's ``model`` names: the served base model, or an adapter by its sha256 and path.
+
+Fine-tuned models come from the registry's adapter rows (their sha256 is recorded at publication, and the
+engine checks the file against it). Checkpoint names (``<model>:ckpt-step-<n>``) are servable too; their
+rows record no sha256, so it is computed from the file, memoized by path, size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import APIError, not_found
+from diablo_core.adapter_io import WEIGHTS_FILE
+from diablo_core.serving import AdapterRef
+from registry.artifacts import get_adapter
+from registry.base_models import canonical_model_id, find_base_model
+from registry.db import get_sessionmaker
+from registry.models import Checkpoint, Job
+from registry.settings import Settings
+
+_HASH_CHUNK = 1 << 20
+
+
+def served_model_id(settings: Settings) -> str:
+    """The canonical id of the base model this process serves (``settings.default_model``)."""
+    return canonical_model_id(settings.default_model, settings)
+
+
+def _stored_path(storage_path: str, settings: Settings) -> Path:
+    """A recorded storage path; a relative one lies under ``adapters_dir``."""
+    path = Path(storage_path)
+    return path if path.is_absolute() else settings.adapters_dir / path
+
+
+def _check_base(model_id: str, base_model: str, settings: Settings) -> None:
+    served = served_model_id(settings)
+    if canonical_model_id(base_model, settings) != served:
+        raise APIError(
+            400,
+            f"Model '{model_id}' was trained on base model '{base_model}', but this server serves "
+            f"'{served}'; send it to a server whose DIABLO_DEFAULT_MODEL is '{base_model}'",
+            code="adapter_base_mismatch",
+            param="model",
+        )
+
+
+@lru_cache(maxsize=1024)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's sha256; the size and mtime are part of the cache key, so a rewritten file is re-hashed."""
+    del size, mtime_ns
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checkpoint_ref(
+    session: Session, settings: Settings, project: str | None, name: str
+) -> AdapterRef | None:
+    statement = select(Checkpoint.storage_path, Job.model).join(Job, Job.id == Checkpoint.job_id)
+    statement = statement.where(Checkpoint.fine_tuned_model_checkpoint == name)
+    if project is not None:
+        statement = statement.where(Job.project_id == project)
+    row = session.execute(statement.limit(1)).first()
+    if row is None or row.storage_path is None:
+        return None
+    _check_base(name, row.model, settings)
+    directory = _stored_path(row.storage_path, settings)
+    try:
+        stat = (directory / WEIGHTS_FILE).stat()
+    except OSError:  # pruned after it was recorded
+        return None
+    return AdapterRef(_file_sha256(str(directory / WEIGHTS_FILE), stat.st_size, stat.st_mtime_ns), directory)
+
+
+def adapter_ref(settings: Settings, project: str | None, model_id: str) -> AdapterRef | None:
+    """The adapter ``model_id`` names in ``project`` (any project when None), or None for the served base.
+
+    Raises:
+        APIError: 404 ``model_not_found``; 400 ``adapter_base_mismatch`` for an adapter of another base
+            model; 400 ``model_not_served`` for a base model other than the served one.
+    """
+    with get_sessionmaker(settings.database_url)() as session:
+        adapter = get_adapter(session, model_id, project)
+        if adapter is not None:
+            _check_base(model_id, adapter.base_model, settings)
+            return AdapterRef(adapter.sha256, _stored_path(adapter.storage_path, settings))
+        checkpoint = _checkpoint_ref(session, settings, project, model_id)
+    if checkpoint is not None:
+        return checkpoint
+    base = find_base_model(model_id, settings)
+    if base is None:
+        raise not_found("model", model_id, code="model_not_found", param="model")
+    if base.id != served_model_id(settings):
+        served = served_model_id(settings)
+        message = f"Model '{model_id}' is a base model this server does not serve; it serves '{served}'"
+        raise APIError(400, message, code="model_not_served", param="model")
+    return None

@@ -1,0 +1,246 @@
+"""Inference: the served base model in one engine per process, request models resolved to adapters.
+
+The engine (``app.state.inference``) is created on the first inference request, or at start-up with
+``settings.preload_model``; control-plane routes never create it. The request's ``model`` is resolved from
+the registry on every request, so a fine-tuned model is servable as soon as its job succeeds, unservable as
+soon as it is deleted, and a re-registered one serves its new weights: the engine's cache is keyed by the
+adapter's sha256, never by its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import torch
+from fastapi import FastAPI
+
+from api.errors import SERVER_ERROR, APIError, not_found
+from api.schemas.inference import SamplingParams
+from api.services.adapter_refs import adapter_ref, served_model_id
+from diablo_core.base_models import load_base_model
+from diablo_core.errors import AdapterError, DiaBloError
+from diablo_core.generation import GenerationResult
+from diablo_core.serving import (
+    AdapterRef,
+    EngineClosedError,
+    GenerationRequest,
+    InferenceEngine,
+    RequestHandle,
+)
+from registry.base_models import load_source
+from registry.settings import Settings
+
+logger = logging.getLogger("api.inference")
+STATE_KEY = "inference"
+# Engine AdapterError codes that are the client's to fix (400); the rest mean a bad artifact (500).
+_CLIENT_ADAPTER_CODES = {"adapter_base_mismatch", "adapter_not_served"}
+
+
+def serving_device(setting: str) -> str:
+    """``auto`` is CUDA when available, else CPU; other values (``cpu``, ``cuda:1``) are used as given."""
+    setting = setting.strip().lower()
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+@dataclass
+class InferenceService:
+    """The served base model (``model_id``) inside an :class:`InferenceEngine`."""
+
+    engine: InferenceEngine
+    model_id: str
+
+    @classmethod
+    def load(cls, settings: Settings) -> InferenceService:
+        """Loads ``settings.default_model`` (blocking: seconds to minutes) and starts its engine."""
+        model_id = served_model_id(settings)
+        merged = _merged_adapter(settings)
+        device = serving_device(settings.device)
+        loaded = load_base_model(load_source(model_id, settings), data_dir=settings.data_dir, device=device)
+        engine = InferenceEngine(
+            loaded.model,
+            loaded.tokenizer,
+            identity=loaded.identity,
+            max_batch_size=settings.inference_max_batch,
+            max_adapters=settings.adapter_cache_count,
+            max_adapter_bytes=settings.adapter_cache_bytes,
+            merged_adapter=merged,
+        )
+        logger.info("serving %s on %s (merged adapter: %s)", model_id, device, settings.merged_adapter)
+        return cls(engine, model_id)
+
+    def close(self) -> None:
+        """Stops the engine; requests still running fail with ``engine_closed``."""
+        self.engine.close()
+
+
+def _merged_adapter(settings: Settings) -> AdapterRef | None:
+    """The adapter named by ``settings.merged_adapter`` (any project), or None when unset."""
+    if not settings.merged_adapter:
+        return None
+    merged = adapter_ref(settings, None, settings.merged_adapter)
+    if merged is None:
+        raise LookupError(f"merged_adapter {settings.merged_adapter!r} is a base model, not a fine-tuned one")
+    return merged
+
+
+def _load(settings: Settings) -> InferenceService:
+    try:
+        return InferenceService.load(settings)
+    except (DiaBloError, LookupError, APIError) as error:
+        logger.exception("the served model could not be loaded")
+        detail = error.message if isinstance(error, DiaBloError | APIError) else str(error)
+        message = f"The served model could not be loaded: {detail}"
+        raise APIError(503, message, SERVER_ERROR, "model_unavailable") from error
+
+
+async def get_inference(app: FastAPI) -> InferenceService:
+    """The app's inference service, loading the model in a thread on first use (once, under a lock)."""
+    service = getattr(app.state, STATE_KEY, None)
+    if service is not None:
+        return service
+    if getattr(app.state, "inference_lock", None) is None:
+        app.state.inference_lock = asyncio.Lock()
+    async with app.state.inference_lock:
+        service = getattr(app.state, STATE_KEY, None)
+        if service is None:
+            service = await asyncio.to_thread(_load, app.state.settings)
+            setattr(app.state, STATE_KEY, service)
+    return service
+
+
+@asynccontextmanager
+async def inference_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Preloads the model when configured; closes the engine when the app stops."""
+    settings: Settings = app.state.settings
+    if settings.preload_model and settings.inference_enabled:
+        await get_inference(app)
+    try:
+        yield
+    finally:
+        service = getattr(app.state, STATE_KEY, None)
+        if service is not None:
+            setattr(app.state, STATE_KEY, None)
+            await asyncio.to_thread(service.close)
+
+
+def max_new_tokens(body: SamplingParams, settings: Settings) -> int:
+    """The request's token budget; 400 ``invalid_value`` (param ``max_tokens``) above the server's limit."""
+    limit, asked = settings.max_tokens_limit, body.asked_max_tokens
+    if asked is not None and asked > limit:
+        message = f"max_tokens is {asked}, more than this server's limit of {limit}"
+        raise APIError(400, message, code="invalid_value", param="max_tokens")
+    return asked or min(body.default_max_tokens or limit, limit)
+
+
+def api_error(error: Exception, model: str) -> Exception:
+    """The API error for an engine failure (other exceptions are returned unchanged, answered as 500)."""
+    if isinstance(error, APIError):
+        return error
+    if isinstance(error, EngineClosedError):
+        return APIError(503, "The inference engine is shutting down; retry", SERVER_ERROR, "engine_closed")
+    if not isinstance(error, AdapterError):
+        return error
+    if error.code == "adapter_not_found":
+        return not_found("model", model, code="model_not_found", param="model")
+    if error.code in _CLIENT_ADAPTER_CODES:
+        return APIError(400, f"Model '{model}': {error.message}", code=error.code, param="model")
+    logger.error("adapter of model %s is unusable (%s): %s", model, error.code, error.message)
+    message = f"The stored adapter of model '{model}' is unusable ({error.code}): {error.message}"
+    code = "adapter_corrupted" if error.code == "adapter_checksum_mismatch" else "adapter_invalid"
+    return APIError(500, message, SERVER_ERROR, code)
+
+
+def _generation_request(
+    body: SamplingParams,
+    budget: int,
+    adapter: AdapterRef | None,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+) -> GenerationRequest:
+    return GenerationRequest(
+        adapter=adapter,
+        messages=messages,
+        prompt=prompt,
+        max_tokens=budget,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop,
+        seed=body.seed,
+    )
+
+
+async def start(
+    app: FastAPI,
+    project: str,
+    body: SamplingParams,
+    messages: list[dict[str, str]] | None = None,
+    prompt: str | None = None,
+) -> RequestHandle:
+    """Resolves the model, loads the engine if needed and submits the request.
+
+    Raises:
+        APIError: 503 ``inference_disabled``; 400 for ``max_tokens``, the prompt or the model; 404
+            ``model_not_found``.
+    """
+    settings: Settings = app.state.settings
+    if not settings.inference_enabled:
+        message = "Inference is disabled on this server (DIABLO_INFERENCE_ENABLED=false); use a replica"
+        raise APIError(503, message, SERVER_ERROR, "inference_disabled")
+    budget = max_new_tokens(body, settings)
+    adapter = await asyncio.to_thread(adapter_ref, settings, project, body.model)
+    service = await get_inference(app)
+    request = _generation_request(body, budget, adapter, messages, prompt)
+    try:
+        return await asyncio.to_thread(service.engine.submit, request)  # tokenizes: off the event loop
+    except ValueError as error:  # an empty prompt
+        param = "messages" if prompt is None else "prompt"
+        raise APIError(400, str(error), code="invalid_value", param=param) from error
+    except Exception as error:
+        raise api_error(error, body.model) from error
+
+
+async def finish(handle: RequestHandle, model: str) -> GenerationResult:
+    """Awaits the request's result; cancels the request if the caller is cancelled."""
+    try:
+        return await handle.aresult()
+    except asyncio.CancelledError:
+        handle.cancel()
+        raise
+    except Exception as error:
+        raise api_error(error, model) from error
+
+
+async def open_stream(handle: RequestHandle, model: str) -> AsyncIterator[str]:
+    """The request's text deltas, once the first one (or the end) has arrived.
+
+    Waiting for the first delta makes a request that fails before producing text (a corrupted adapter, a
+    base mismatch found on load) an HTTP error rather than an error inside a 200 stream.
+    """
+    deltas = aiter(handle)
+    try:
+        first = await anext(deltas)
+    except StopAsyncIteration:
+        first = None
+    except asyncio.CancelledError:
+        handle.cancel()
+        raise
+    except Exception as error:
+        raise api_error(error, model) from error
+    return _chained(first, deltas, handle)
+
+
+async def _chained(first: str | None, rest: AsyncIterator[str], handle: RequestHandle) -> AsyncIterator[str]:
+    try:
+        if first is not None:
+            yield first
+        async for delta in rest:
+            yield delta
+    finally:
+        if not handle.done:  # the client went away: free the batch row
+            handle.cancel()

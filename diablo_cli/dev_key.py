@@ -1,0 +1,78 @@
+"""The development API key of ``make run``: created on the first start, kept in ``<data_dir>/dev-api-key``.
+
+``diablo serve`` makes sure the local project ``default`` has a key and prints it; the API commands of the
+CLI fall back to this file when neither ``--api-key`` nor ``DIABLO_API_KEY`` is given, so that a local
+service works without copying the key around. The file is readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from registry.api_keys import create_api_key, has_active_key, verify_api_key
+from registry.db import session_scope
+from registry.models import DEFAULT_PROJECT
+from registry.settings import Settings
+
+DEV_KEY_FILE = "dev-api-key"
+DEV_KEY_NAME = "development key (diablo serve)"
+
+
+def dev_key_path(data_dir: Path) -> Path:
+    """Where the development key of the service rooted at ``data_dir`` is kept."""
+    return data_dir / DEV_KEY_FILE
+
+
+def read_dev_key(data_dir: Path) -> str | None:
+    """The key stored in ``<data_dir>/dev-api-key``, or None if there is none or it cannot be read."""
+    try:
+        key = dev_key_path(data_dir).read_text().strip()
+    except OSError:
+        return None
+    return key or None
+
+
+def local_dev_key() -> str | None:
+    """The development key under the data dir the ``DIABLO_*`` variables name now (None if unreadable)."""
+    try:
+        data_dir = Settings().data_dir
+    except ValidationError:  # a setting meant for the server is invalid: no local key, the request decides
+        return None
+    return read_dev_key(data_dir)
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path`` with mode 0600, replacing the file in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secret + "\n")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def ensure_dev_key(settings: Settings) -> str | None:
+    """The development key of project ``default``, created (and saved) if that project has no key yet.
+
+    Returns:
+        The key from ``<data_dir>/dev-api-key`` if it is valid, a new one on the first start, or None when
+        auth is off or the project has other keys that this folder does not hold (they were made by hand).
+    """
+    if settings.auth == "off":
+        return None
+    stored = read_dev_key(settings.data_dir)
+    with session_scope(settings.database_url) as session:
+        if stored is not None and verify_api_key(session, stored) == DEFAULT_PROJECT:
+            return stored
+        if has_active_key(session, DEFAULT_PROJECT):
+            return None
+        _, secret = create_api_key(session, DEFAULT_PROJECT, DEV_KEY_NAME)
+        write_secret(dev_key_path(settings.data_dir), secret)
+    return secret

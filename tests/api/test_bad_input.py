@@ -1,0 +1,226 @@
+"""Hostile and broken input: paths in names, malformed bodies, huge lines, bad bytes, misplaced fields.
+
+Every answer is a 4xx with a code (never a 5xx), nothing is written or removed outside the data folders,
+and no model is ever loaded from a path the caller names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from api.main import create_app
+from registry.artifacts import fine_tuned_model_name
+from registry.models import File
+from registry.settings import Settings
+from tests.api.conftest import CHAT_EXAMPLE, assert_error, create_job, jsonl, make_settings, upload
+from worker.artifact_store import safe_dir_name
+
+JOBS = "/v1/fine_tuning/jobs"
+LABEL = re.compile(r"[A-Za-z0-9._ -]+")
+MIB = 1024 * 1024
+
+
+def tree(folder: Path) -> set[Path]:
+    """Every path under ``folder`` but the SQLite registry's files (they come and go with its journal)."""
+    return {path for path in folder.rglob("*") if not path.name.startswith("registry.db")}
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["../../etc/passwd", "a/b\\c\x00.jsonl", "..", "/abs/path.jsonl", "\u202egnp.jsonl", "x" * 600],
+)
+def test_file_names_are_labels_never_paths(
+    client: TestClient, settings: Settings, db: Session, tmp_path: Path, filename: str
+) -> None:
+    outside = tree(tmp_path) - tree(settings.data_dir)
+    response = upload(client, jsonl([CHAT_EXAMPLE]), filename=filename)
+    assert response.status_code == 200, response.text
+    label = response.json()["filename"]
+    assert LABEL.fullmatch(label) and label not in (".", "..") and len(label) <= 255
+    stored = Path(db.get_one(File, response.json()["id"]).storage_path).resolve()
+    assert stored.parent == settings.files_dir.resolve()
+    assert tree(tmp_path) - tree(settings.data_dir) == outside
+    download = client.get(f"/v1/files/{response.json()['id']}/content")
+    assert download.status_code == 200 and download.content == jsonl([CHAT_EXAMPLE])
+    assert "/" not in download.headers["content-disposition"].split("filename", 1)[1]
+
+
+@pytest.mark.parametrize("suffix", ["../../x", "a\x00b", "ok/ü:x", "..", " "])
+def test_odd_suffixes_never_reach_a_path(client: TestClient, settings: Settings, suffix: str) -> None:
+    response = create_job(client, suffix=suffix)
+    assert response.status_code == 200, response.text
+    job = response.json()
+    name = fine_tuned_model_name(job["model"], job["id"], job["suffix"])
+    assert re.fullmatch(r"[A-Za-z0-9._-]*", name.split(":")[2])
+    directory = (settings.adapters_dir / safe_dir_name(name)).resolve()
+    assert directory.parent == settings.adapters_dir.resolve()
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["..%2F..%2Fsecret", "ft:x:..%2F..%2F..%2Fsecret", "%2E%2E", "a/../../secret", "..\\secret"],
+)
+def test_model_ids_with_traversal_are_404_and_touch_nothing(
+    client: TestClient, settings: Settings, tmp_path: Path, model_id: str
+) -> None:
+    sentinels = [tmp_path / "secret", settings.data_dir / "secret", settings.adapters_dir.parent / "x"]
+    for sentinel in sentinels:
+        sentinel.write_text("keep")
+    before = tree(tmp_path)
+    for method in ("GET", "DELETE"):
+        response = client.request(method, f"/v1/models/{model_id}")
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] in ("model_not_found", "not_found")
+    assert tree(tmp_path) == before
+    assert all(sentinel.read_text() == "keep" for sentinel in sentinels)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/models/ft:x%00"),
+        ("DELETE", "/v1/models/%00"),
+        ("GET", "/v1/files/file-%00"),
+        ("GET", "/v1/files?after=%00&purpose=%00"),
+        ("GET", "/v1/fine_tuning/jobs/ftjob-%00/events"),
+        ("POST", "/v1/fine_tuning/jobs/%00/cancel"),
+    ],
+)
+def test_nul_characters_in_ids_are_client_errors(client: TestClient, method: str, path: str) -> None:
+    # Postgres cannot hold NUL in text (SQLite can): either way the answer is a 4xx, never a 500.
+    response = client.request(method, path)
+    assert response.status_code in (200, 400, 404), response.text
+    if response.status_code != 200:
+        assert response.json()["error"]["code"] in ("invalid_value", "not_found", "model_not_found")
+
+
+def test_a_nul_character_in_a_body_id_is_a_client_error(client: TestClient) -> None:
+    response = create_job(client, training_file="file-\x00")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in ("invalid_value", "file_not_found")
+
+
+def test_a_model_path_is_never_a_base_model(client: TestClient, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "elsewhere" / "tiny"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    for model in (str(checkpoint), "../elsewhere/tiny", f"file://{checkpoint}"):
+        assert_error(create_job(client, model=model), 400, "model_not_found", "model")
+        assert client.get(f"/v1/models/{model}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\n"),  # no boundary
+        ("multipart/form-data; boundary=", b"abc"),
+        ("multipart/form-data; boundary=zz", b"\x00\xff" * 100),
+        (
+            "multipart/form-data; boundary=abc",  # truncated in the middle of the file part
+            b'--abc\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            b'--abc\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{"messages"',
+        ),
+        ("application/json", b'{"file": "x", "purpose": "fine-tune"}'),
+        ("text/plain", b"hello"),
+    ],
+)
+def test_malformed_uploads_are_400(
+    client: TestClient, settings: Settings, content_type: str, body: bytes
+) -> None:
+    response = client.post("/v1/files", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"]
+    assert [p.name for p in settings.files_dir.iterdir()] == []
+
+
+def test_a_text_field_in_place_of_the_file_is_400(client: TestClient) -> None:
+    response = client.post("/v1/files", data={"purpose": "fine-tune", "file": "not a file"})
+    assert_error(response, 400, "invalid_value", "file")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"model": ', b"", b"[1, 2]", b'"text"', b'{"model": "\xff\xfe"}', b"[" * 50_000 + b"]" * 50_000],
+)
+def test_malformed_json_bodies_are_400(client: TestClient, body: bytes) -> None:
+    response = client.post(JOBS, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in (
+        "invalid_json",
+        "invalid_value",
+        "missing_required_parameter",
+        "bad_request",
+    )
+
+
+def test_unknown_request_fields_are_400_naming_them(client: TestClient) -> None:
+    error = assert_error(create_job(client, bogus=1), 400, "invalid_value", "bogus")
+    assert "bogus" in error["message"]
+    method = {"type": "diablo", "diablo": {"hyperparameters": {}, "extra": True}}
+    assert_error(create_job(client, method=method), 400, "invalid_value", "method.diablo.extra")
+
+
+@pytest.fixture
+def roomy_client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    """A client whose upload limit (16 MiB) admits a 5 MB line."""
+    settings = make_settings(tmp_path / "roomy", database_url, max_upload_bytes=16 * MIB)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def long_example(size: int) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": "a" * size}, {"role": "assistant", "content": "b"}]}
+
+
+def test_a_5mb_line_is_accepted_or_refused_but_never_breaks(roomy_client: TestClient) -> None:
+    valid = upload(roomy_client, jsonl([long_example(5 * MIB), CHAT_EXAMPLE]))
+    assert valid.status_code == 200, valid.text
+    assert valid.json()["bytes"] > 5 * MIB
+    garbage = upload(roomy_client, b"x" * (5 * MIB) + b"\n")
+    error = assert_error(garbage, 400, "invalid_file", "file")
+    assert [(p["line"], p["code"]) for p in error["problems"]] == [(1, "invalid_json")]
+
+
+def test_invalid_utf8_names_its_line(client: TestClient) -> None:
+    content = jsonl([CHAT_EXAMPLE]) + b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}\n'
+    error = assert_error(upload(client, content), 400, "invalid_file", "file")
+    assert [(p["line"], p["code"]) for p in error["problems"]] == [(2, "invalid_utf8")]
+    assert "line 2" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("example", "code"),
+    [
+        (
+            {"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]},
+            "unknown_role",
+        ),
+        ({"messages": CHAT_EXAMPLE["messages"], "extra": 1}, "unknown_key"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x", "evil": 1},
+                    {"role": "assistant", "content": "y"},
+                ]
+            },
+            "unknown_key",
+        ),
+    ],
+)
+def test_roles_and_fields_that_do_not_belong_are_refused(client: TestClient, example: Any, code: str) -> None:
+    error = assert_error(upload(client, jsonl([CHAT_EXAMPLE, example])), 400, "invalid_file", "file")
+    assert (error["problems"][0]["line"], error["problems"][0]["code"]) == (2, code)
+
+
+def test_a_file_of_json_that_is_not_an_object_is_refused(client: TestClient) -> None:
+    content = b"[1, 2]\n" + json.dumps("text").encode() + b"\n"
+    error = assert_error(upload(client, content), 400, "invalid_file", "file")
+    assert [p["line"] for p in error["problems"]] == [1, 2]

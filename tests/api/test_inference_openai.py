@@ -1,0 +1,189 @@
+"""Inference through the official ``openai`` client against a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from api.main import create_app
+from diablo_core.adapter_io import WEIGHTS_FILE, save_adapter
+from diablo_core.base_models import load_base_model
+from diablo_core.config import DiaBloConfig
+from diablo_core.model import apply_diablo
+from registry.artifacts import register_adapter
+from registry.base_models import DEFAULT_MODEL_ID
+from registry.db import session_scope
+from registry.settings import Settings
+from tests.api.conftest import make_settings
+from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, link_tiny_model, sha256_of
+from tests.core.tiny import randomize_blocks
+from tests.process_helpers import converted_models_dir, link_models
+
+pytestmark = pytest.mark.integration
+MESSAGES = [{"role": "user", "content": "Say something"}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyServing:
+    return build_tiny_serving(tmp_path_factory.mktemp("tiny-serving"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str, tiny: TinyServing) -> Settings:
+    settings = make_settings(tmp_path / "data", sqlite_url, default_model=TINY_MODEL, device="cpu")
+    link_tiny_model(settings, tiny)
+    return settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread (lifespan included); yields its ``/v1`` URL."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def base_url(app: FastAPI) -> Iterator[str]:
+    with serving(app) as url:
+        yield url
+
+
+@pytest.fixture
+def sdk(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0, timeout=120) as client:
+        yield client
+
+
+def test_chat_streaming_and_models_through_the_sdk(sdk, settings, tiny):
+    tiny.install(settings, "ft:tiny::sdk", "b")
+    expected = tiny.reference("b", messages=MESSAGES, max_new_tokens=16)
+    whole = sdk.chat.completions.create(model="ft:tiny::sdk", messages=MESSAGES, max_tokens=16, temperature=0)
+    assert whole.choices[0].message.content == expected.text
+    assert whole.choices[0].finish_reason == expected.finish_reason
+    assert whole.usage.completion_tokens == expected.completion_tokens
+    stream = sdk.chat.completions.create(
+        model="ft:tiny::sdk",
+        messages=MESSAGES,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected.text
+    assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
+    assert {model.id for model in sdk.models.list()} >= {TINY_MODEL, "ft:tiny::sdk"}
+
+
+def test_text_completion_and_errors_through_the_sdk(sdk, tiny):
+    expected = tiny.reference(None, prompt="Once", max_new_tokens=8)
+    completion = sdk.completions.create(model=TINY_MODEL, prompt="Once", max_tokens=8, temperature=0)
+    assert completion.choices[0].text == expected.text
+    streamed = sdk.completions.create(
+        model=TINY_MODEL, prompt="Once", max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(chunk.choices[0].text for chunk in streamed) == expected.text
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(model="ft:tiny::none", messages=MESSAGES)
+    assert (missing.value.code, missing.value.param) == ("model_not_found", "model")
+    with pytest.raises(openai.BadRequestError) as too_many:
+        sdk.chat.completions.create(model=TINY_MODEL, messages=MESSAGES, max_tokens=10**6)
+    assert too_many.value.param == "max_tokens"
+
+
+def test_a_client_that_disconnects_cancels_its_request(app, base_url):
+    body = {"model": TINY_MODEL, "messages": MESSAGES, "max_tokens": 2000, "temperature": 0, "stream": True}
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", f"{base_url}/chat/completions", json=body) as r,
+    ):
+        assert r.status_code == 200
+        assert next(r.iter_lines()).startswith("data: ")
+    engine = app.state.inference.engine
+    deadline = time.monotonic() + 30
+    while engine._batch.rows and time.monotonic() < deadline:  # the cancelled row leaves at the next step
+        time.sleep(0.01)
+    assert not engine._batch.rows
+    assert engine.stats.decode_tokens < 1000
+
+
+@pytest.fixture(scope="module")
+def real_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return converted_models_dir(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_an_adapter_of_the_real_default_model_serves_text(tmp_path, sqlite_url, real_models):
+    data_dir = link_models(tmp_path / "data", real_models)
+    settings = make_settings(data_dir, sqlite_url, device="cpu")
+    base = load_base_model("default", data_dir=data_dir)
+    adapted = copy.deepcopy(base.model)
+    apply_diablo(adapted, DiaBloConfig(num_blocks=64))
+    randomize_blocks(adapted, seed=3, scale=0.002)
+    directory = save_adapter(adapted, settings.adapters_dir / "real", base_model=base.identity)
+    app = create_app(settings)
+    with serving(app) as url:  # the lifespan migrates the database before the adapter is registered
+        with session_scope(settings.database_url) as session:
+            size = (directory / WEIGHTS_FILE).stat().st_size
+            register_adapter(
+                session,
+                name="ft:smol::real",
+                job_id=None,
+                base_model=DEFAULT_MODEL_ID,
+                storage_path=str(directory),
+                sha256=sha256_of(directory),
+                size_bytes=size,
+            )
+        with openai.OpenAI(base_url=url, api_key="sk-test", max_retries=0, timeout=300) as sdk:
+            answer = sdk.chat.completions.create(
+                model="ft:smol::real", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=12
+            )
+    assert answer.choices[0].message.content.strip()
+    assert answer.usage.prompt_tokens > 5 and 0 < answer.usage.completion_tokens <= 12
+
+
+def test_an_engine_failure_mid_stream_reaches_the_client_as_an_error(app, sdk):
+    stream = sdk.chat.completions.create(
+        model=TINY_MODEL, messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+    )
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.role == "assistant"
+    app.state.inference.engine.close()
+    with pytest.raises(openai.APIError) as failed:
+        for _ in chunks:
+            pass
+    assert "shutting down" in failed.value.message
+    assert failed.value.body["code"] == "engine_closed"

@@ -1,0 +1,117 @@
+"""A tiny local base model and DiaBlo adapters on disk, registered like a job would, for inference tests.
+
+The model is a 2-layer Llama with the byte-level ChatML tokenizer, saved as a local checkpoint that
+``registry.base_models`` lists as ``tiny``. Adapters get random non-zero blocks; the reference answer for
+an adapter is ``diablo_core.generation.generate`` on a copy of the model with the adapter merged.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diablo_core.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
+from diablo_core.base_models import LoadedModel, load_base_model
+from diablo_core.config import DiaBloConfig
+from diablo_core.generation import GenerationResult, generate
+from diablo_core.identity import BaseModelIdentity
+from diablo_core.model import apply_diablo, merge_diablo
+from registry.artifacts import register_adapter
+from registry.db import session_scope
+from registry.settings import Settings
+from tests.core.tiny import randomize_blocks
+from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
+
+TINY_MODEL = "tiny"
+CONFIGS = {
+    "a": DiaBloConfig(num_blocks=4),
+    "b": DiaBloConfig(num_blocks=8, target_modules=("q_proj", "v_proj", "o_proj", "gate_proj")),
+    "c": DiaBloConfig(num_blocks=4, target_modules=("up_proj", "down_proj"), layers=(1,)),
+    "d": DiaBloConfig(num_blocks=16, target_modules=("k_proj", "up_proj")),
+}
+
+
+def save_tiny_model(directory: Path) -> LoadedModel:
+    """Write the tiny checkpoint to ``directory`` and return it loaded as the server will load it."""
+    tokenizer = make_tiny_tokenizer()
+    make_tiny_model(len(tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return load_base_model(str(directory))
+
+
+def sha256_of(directory: Path) -> str:
+    return hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+
+
+def write_adapter(base: LoadedModel, config: DiaBloConfig, directory: Path, seed: int, identity=None) -> Path:
+    """An adapter of ``config`` with random blocks, saved against ``identity`` (default: the base's)."""
+    adapted = copy.deepcopy(base.model)
+    apply_diablo(adapted, config)
+    randomize_blocks(adapted, seed=seed, scale=0.3)
+    save_adapter(adapted, directory, base_model=identity or base.identity)
+    return directory
+
+
+def other_identity() -> BaseModelIdentity:
+    """An identity of weights that are not the tiny model's."""
+    return BaseModelIdentity(name="elsewhere", content_hash="sha256:" + "0" * 64)
+
+
+@dataclass
+class TinyServing:
+    """The tiny model (as loaded) and adapters written once per session, by short name."""
+
+    base: LoadedModel
+    model_dir: Path
+    adapters: dict[str, Path]
+    _references: dict[tuple[Any, ...], GenerationResult]
+
+    def install(self, settings: Settings, name: str, key: str, base_model: str = TINY_MODEL) -> Path:
+        """Copy adapter ``key`` under ``settings.adapters_dir`` and register it as model ``name``."""
+        target = settings.adapters_dir / name.replace(":", "_").replace("/", "_")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.adapters[key], target)
+        with session_scope(settings.database_url) as session:
+            register_adapter(
+                session,
+                name=name,
+                job_id=None,
+                base_model=base_model,
+                storage_path=str(target),
+                sha256=sha256_of(target),
+                size_bytes=(target / WEIGHTS_FILE).stat().st_size,
+            )
+        return target
+
+    def reference(self, key: str | None, **request: Any) -> GenerationResult:
+        """What ``generate`` gives on a copy of the model with adapter ``key`` (None: base) merged."""
+        cache_key = (key, repr(sorted(request.items())))
+        if cache_key not in self._references:
+            model = copy.deepcopy(self.base.model)
+            if key is not None:
+                load_adapter(model, self.adapters[key])
+                merge_diablo(model)
+            self._references[cache_key] = generate(model, self.base.tokenizer, **request)
+        return self._references[cache_key]
+
+
+def build_tiny_serving(root: Path) -> TinyServing:
+    """Save the tiny model under ``root/model`` and adapters a-d (plus ``foreign``, for other weights)."""
+    base = save_tiny_model(root / "model")
+    adapters = {
+        key: write_adapter(base, config, root / key, seed)
+        for seed, (key, config) in enumerate(CONFIGS.items())
+    }
+    adapters["foreign"] = write_adapter(base, CONFIGS["a"], root / "foreign", 9, other_identity())
+    return TinyServing(base, root / "model", adapters, {})
+
+
+def link_tiny_model(settings: Settings, serving: TinyServing) -> None:
+    """Make the tiny checkpoint the local base model ``tiny`` of ``settings.data_dir``."""
+    models = settings.data_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / TINY_MODEL).symlink_to(serving.model_dir, target_is_directory=True)

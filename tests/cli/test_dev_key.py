@@ -1,0 +1,92 @@
+"""The development key of ``make run``: created once, saved 0600, printed in the banner, used by the CLI."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import FastAPI
+from rich.console import Console
+
+from api.main import create_app
+from diablo_cli.banner import curl_example, print_banner
+from diablo_cli.dev_key import DEV_KEY_FILE, ensure_dev_key, read_dev_key, write_secret
+from registry.api_keys import create_api_key, revoke_api_key, verify_api_key
+from registry.db import session_scope, upgrade_database
+from registry.settings import Settings
+from tests.api.conftest import CHAT_EXAMPLE, jsonl, make_settings
+from tests.cli.conftest import Server, diablo
+
+
+def _settings(tmp_path: Path, sqlite_url: str, auth: str = "on") -> Settings:
+    settings = make_settings(tmp_path / "data", sqlite_url, auth=auth)
+    upgrade_database(sqlite_url)
+    return settings
+
+
+def test_the_first_start_creates_a_key_later_starts_reuse_it(tmp_path: Path, sqlite_url: str) -> None:
+    settings = _settings(tmp_path, sqlite_url)
+    key = ensure_dev_key(settings)
+    assert key is not None and read_dev_key(settings.data_dir) == key
+    assert stat.S_IMODE((settings.data_dir / DEV_KEY_FILE).stat().st_mode) == 0o600
+    assert ensure_dev_key(settings) == key
+    with session_scope(sqlite_url) as session:
+        assert verify_api_key(session, key) == "default"
+
+
+def test_a_revoked_development_key_is_replaced(tmp_path: Path, sqlite_url: str) -> None:
+    settings = _settings(tmp_path, sqlite_url)
+    first = ensure_dev_key(settings)
+    with session_scope(sqlite_url) as session:
+        assert first is not None and revoke_api_key(session, first)
+    second = ensure_dev_key(settings)
+    assert second not in (None, first) and read_dev_key(settings.data_dir) == second
+
+
+def test_no_key_is_made_when_auth_is_off_or_the_project_has_keys(tmp_path: Path, sqlite_url: str) -> None:
+    assert ensure_dev_key(_settings(tmp_path, sqlite_url, auth="off")) is None
+    settings = _settings(tmp_path, sqlite_url)
+    with session_scope(sqlite_url) as session:
+        create_api_key(session, "default", "made by hand")
+    assert ensure_dev_key(settings) is None and not (settings.data_dir / DEV_KEY_FILE).exists()
+
+
+def test_write_secret_replaces_the_file_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("old")
+    path.chmod(0o644)
+    write_secret(path, "sk-diablo-new")
+    assert path.read_text() == "sk-diablo-new\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [entry.name for entry in tmp_path.iterdir()] == ["key"]
+
+
+def test_the_banner_shows_the_key_and_its_curl_example_runs_against_an_api_with_auth(
+    tmp_path: Path, sqlite_url: str, serve_app: Callable[[FastAPI], str]
+) -> None:
+    settings = _settings(tmp_path, sqlite_url)
+    key = ensure_dev_key(settings)
+    assert key is not None
+    console = Console(record=True, width=300)
+    print_banner(console, settings, "http://127.0.0.1:8123", workers=1, api_key=key)
+    text = console.export_text()
+    assert key in text and str(settings.data_dir / DEV_KEY_FILE) in text
+    assert text.count(f"-H 'Authorization: Bearer {key}'") == 4
+    base_url = serve_app(create_app(settings))
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(jsonl([CHAT_EXAMPLE] * 4))
+    lines = curl_example(base_url, "default", train, key)
+    script = "set -euo pipefail\n" + "\n".join(lines[:2]) + f"\ncurl -sf -H 'Authorization: Bearer {key}' "
+    script += f"{base_url}/v1/fine_tuning/jobs/$JOB_ID"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["organization_id"] == "default"
+
+
+def test_the_cli_falls_back_to_the_development_key(server: Server, cli_data_dir: Path) -> None:
+    write_secret(cli_data_dir / DEV_KEY_FILE, "sk-diablo-local")
+    assert diablo(server, "files", "list", env={"DIABLO_API_KEY": None}).exit_code == 0
+    assert diablo(server, "files", "list", "--api-key", "sk-diablo-given").exit_code == 0
+    assert server.authorizations == ["Bearer sk-diablo-local", "Bearer sk-diablo-given"]

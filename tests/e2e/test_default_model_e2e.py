@@ -1,0 +1,71 @@
+"""The real default model, fine-tuned through ``diablo serve`` on the embedded defaults.
+
+Nothing is configured but the data dir: the registry and the broker are SQLite files in it, as after
+``make run``. The default model is converted once per session and linked into the fresh data dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry.base_models import DEFAULT_MODEL_ID
+from tests.e2e.conftest import (
+    TERMINAL,
+    api_client,
+    arithmetic_examples,
+    create_job,
+    events,
+    jsonl,
+    new_api_key,
+    upload,
+    wait_for_job,
+)
+from tests.process_helpers import (
+    embedded_env,
+    free_port,
+    kill_group,
+    link_models,
+    start_logged,
+    wait_for_text,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+DIABLO = Path(sys.executable).parent / "diablo"
+STARTUP_TIMEOUT_S = 300.0
+JOB_TIMEOUT_S = 600.0
+SHORT_RUN = {"max_steps": 5, "batch_size": 4, "warmup_steps": 0, "learning_rate": 1e-3}
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-5000:]
+
+
+def test_diablo_serve_fine_tunes_the_default_model(tmp_path: Path, converted_models: Path) -> None:
+    data_dir = link_models(tmp_path / "data", converted_models)
+    port, log = free_port(), tmp_path / "serve.log"
+    env = embedded_env(data_dir) | {"HF_HUB_OFFLINE": "1"}
+    serve = start_logged([str(DIABLO), "serve", "--port", str(port)], env, log)
+    try:
+        wait_for_text(log, "Try it", timeout_s=STARTUP_TIMEOUT_S)  # the banner: the API answers
+        wait_for_text(log, " ready.", timeout_s=STARTUP_TIMEOUT_S)  # the worker consumes
+        key = new_api_key(f"sqlite:///{data_dir / 'registry.db'}")
+        with api_client(f"http://127.0.0.1:{port}", key) as client:
+            file_id = upload(client, jsonl(arithmetic_examples(16)))
+            created = create_job(client, "default", file_id, **SHORT_RUN)
+            job = wait_for_job(client, created["id"], TERMINAL, JOB_TIMEOUT_S, lambda: tail(log))
+            history = events(client, job["id"])
+            models = {model["id"]: model for model in client.get("/v1/models").json()["data"]}
+        os.killpg(serve.pid, signal.SIGINT)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        kill_group(serve)
+    assert (job["status"], job["error"], job["model"]) == ("succeeded", None, DEFAULT_MODEL_ID), tail(log)
+    assert [event["data"]["step"] for event in history if event["type"] == "metrics"] == [1, 2, 3, 4, 5]
+    adapter = models[job["fine_tuned_model"]]
+    assert adapter["base_model"] == DEFAULT_MODEL_ID and adapter["job_id"] == job["id"]
+    assert (data_dir / "registry.db").is_file() and (data_dir / "broker.db").is_file()
