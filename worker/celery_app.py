@@ -2,7 +2,8 @@
 
 Built from the same settings as the API's publishing client (``registry.queue.make_celery``), so both agree
 on the broker and the queue. The database is migrated when a worker starts, and jobs left behind by dead
-workers are recovered once it is ready (``registry.sweeper``).
+workers are recovered once it is ready (``registry.sweeper``). A warm shutdown (SIGTERM) stops the running
+job at its next step with a checkpoint and hands it back to the queue (``worker.shutdown``).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import setup_logging, worker_init, worker_ready
+from celery.signals import setup_logging, worker_init, worker_ready, worker_shutting_down
 
 from registry.db import upgrade_database
 from registry.logging_setup import configure_logging
 from registry.queue import declare_queue, make_celery
 from registry.settings import get_settings
 from registry.sweeper import sweep_once
+from worker.shutdown import request_stop
 
 logger = logging.getLogger(__name__)
 
@@ -43,3 +45,13 @@ def migrate_database(**_: Any) -> None:
 def recover_abandoned_jobs(**_: Any) -> None:
     """Re-queue jobs whose worker died (this one's previous life included) once this worker consumes."""
     sweep_once(get_settings())
+
+
+@worker_shutting_down.connect
+def stop_running_job(**_: Any) -> None:
+    """Make the running job checkpoint and hand itself back at its next step instead of finishing.
+
+    Celery sends this from its signal handler in the main process while the solo pool's task still runs,
+    so the receiver only sets a flag.
+    """
+    request_stop()

@@ -3,6 +3,7 @@
 ``on_progress`` runs after every optimizer step. It always reads the job's row (one cheap SELECT) so a
 cancellation is honoured within one step, but it writes only when something is due: a heartbeat every
 ``heartbeat_interval_s``, a metrics event every step for runs of up to 200 steps (else about 200 per run).
+It also stops training when the worker is shutting down (``worker.shutdown``); a cancel wins over that.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from diablo_core.callbacks import TrainingProgress
 from registry.artifacts import add_checkpoint, checkpoint_model_name
 from registry.jobs import HeartbeatStatus, JobStatus, add_event, heartbeat
 from registry.models import Job, now_unix
+from worker.shutdown import stop_requested
 
 logger = logging.getLogger(__name__)
 MAX_METRICS_EVENTS = 200
@@ -47,8 +49,9 @@ class JobReporter:
     """Reports one job's training to the registry and tells training when to stop.
 
     Attributes:
-        stop_reason: None while training may go on, else ``"cancelled"`` or ``"lost"`` (the job is no longer
-            running under this worker, so nothing more may be written for it).
+        stop_reason: None while training may go on, else ``"cancelled"``, ``"shutdown"`` (this worker is
+            shutting down: the job goes back to the queue) or ``"lost"`` (the job is no longer running under
+            this worker, so nothing more may be written for it).
     """
 
     def __init__(
@@ -62,13 +65,14 @@ class JobReporter:
         steps_per_epoch: int,
         snapshot: Callable[[int], Path | None],
         clock: Callable[[], float] = time.monotonic,
+        shutting_down: Callable[[], bool] = stop_requested,
     ) -> None:
         self.sessions, self.job_id, self.worker_id = sessions, job_id, worker_id
         self.fine_tuned_model = fine_tuned_model
         self.heartbeat_interval_s = heartbeat_interval_s
         self.steps_per_epoch = steps_per_epoch
         self.snapshot = snapshot
-        self.clock = clock
+        self.clock, self.shutting_down = clock, shutting_down
         self.last_heartbeat = clock()
         self.stop_reason: str | None = None
 
@@ -83,7 +87,7 @@ class JobReporter:
         return self.stop_reason is not None
 
     def poll(self) -> bool:
-        """Check the job (before training starts); True when it must stop: cancelled or no longer ours."""
+        """Check the job (before training starts); True when it must stop: cancelled, shutdown or lost."""
         with self.sessions.begin() as session:
             return self._note(self._check(session))
 
@@ -92,6 +96,8 @@ class JobReporter:
             self.stop_reason = "lost"
         elif status == HeartbeatStatus.CANCEL_REQUESTED:
             self.stop_reason = "cancelled"
+        elif self.stop_reason is None and self.shutting_down():
+            self.stop_reason = "shutdown"
         return self.stop_reason is not None
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:

@@ -4,7 +4,8 @@ The job is claimed atomically, so two workers never train it at once; training r
 ``worker.progress.JobReporter``; the adapter is published atomically and registered with its sha256. Every
 way out of a claimed job ends in a final status (succeeded, cancelled, failed) written by this worker, or,
 for a database or process failure, hands the job back to ``queued`` and re-raises so that Celery re-delivers
-it: a job is never left ``running`` by a worker that stopped working on it.
+it: a job is never left ``running`` by a worker that stopped working on it. A worker that is shutting down
+stops at the next step, checkpoints it and hands the job back to ``queued`` (``worker.shutdown``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from worker.device import DeviceUnavailable, TrainingDevice, release_device_memo
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.progress import JobReporter
+from worker.shutdown import hand_back_for_shutdown, stop_requested
 
 logger = logging.getLogger(__name__)
 # Infrastructure failures worth a retry: the job is handed back and the task re-delivered.
@@ -76,6 +78,10 @@ def run_training_job(job_id: str, settings: Settings, worker_id: str) -> str | N
         sqlalchemy.exc.OperationalError: If the database failed; the job was handed back to ``queued``
             when possible, and the caller should retry later.
     """
+    if stop_requested():
+        # The message is acknowledged unclaimed; the job stays queued and the sweeper sends it again.
+        logger.warning("job %s: this worker is shutting down; not claiming it", job_id)
+        return None
     sessions = get_sessionmaker(settings.database_url)
     with sessions.begin() as session:
         job = claim_job(session, job_id, worker_id, stale_after_s=settings.heartbeat_timeout_s)
@@ -121,11 +127,11 @@ def _train_and_publish(run: JobRun) -> str | None:
     train_set, valid_set = _load_data(run, loaded, plan.max_length)
     reporter = _reporter(run, loaded, plan, len(train_set))
     if reporter.poll():
-        return _stopped(run, reporter)
+        return _stopped(run, reporter, None)
     result = _train(run, loaded, plan, train_set, valid_set, reporter)
-    if reporter.stop_reason is not None or result.stopped or result.adapter_dir is None:
-        return _stopped(run, reporter)
-    return _publish(run, loaded, result)
+    # A shutdown asked for at the last step comes too late to stop training: the job is published.
+    finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown")
+    return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
 
 
 def _plan(run: JobRun) -> JobPlan:
@@ -247,10 +253,14 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
     return _finish(run, JobStatus.SUCCEEDED, before=record)
 
 
-def _stopped(run: JobRun, reporter: JobReporter) -> str | None:
+def _stopped(run: JobRun, reporter: JobReporter, result: TrainingResult | None) -> str | None:
     if reporter.stop_reason == "lost":
         logger.warning("job %s is no longer running under %s; stopping quietly", run.job.id, run.worker_id)
         return None
+    if reporter.stop_reason == "shutdown":
+        step = result.steps if result is not None and result.stopped else None
+        logger.info("job %s: worker shutting down; handing the job back at step %s", run.job.id, step)
+        return hand_back_for_shutdown(run.sessions, run.job.id, run.worker_id, step, run.settings)
     return _finish(run, JobStatus.CANCELLED)
 
 
