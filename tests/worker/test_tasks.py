@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from sqlalchemy.exc import OperationalError
 
 from registry.queue import TRAIN_TASK
 from worker import tasks
 from worker.celery_app import app
+from worker.shutdown import clear_stop, request_stop
 
 
 def test_the_task_is_registered_under_its_public_name() -> None:
@@ -46,3 +47,17 @@ def test_other_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_task_returns_the_final_status(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks, "run_training_job", lambda job_id, settings, worker_id: "succeeded")
     assert tasks.train_job.apply(args=["ftjob-3"]).get() == "succeeded"
+
+
+def test_a_message_delivered_during_shutdown_goes_back_to_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(tasks, "run_training_job", lambda job_id, settings, worker_id: calls.append(job_id))
+    request_stop()
+    try:
+        with pytest.raises(Reject) as rejected:
+            tasks.train_job.run("ftjob-4")
+    finally:
+        clear_stop()
+    assert rejected.value.requeue and calls == []
+    tasks.train_job.run("ftjob-5")
+    assert calls == ["ftjob-5"]
