@@ -1,19 +1,45 @@
-"""The models compared by train_throughput.py: the no-adapter floor, DiaBlo (einsum/fused) and PEFT LoRA."""
+"""The models compared by train_throughput.py and the training step they all take.
+
+Variants: the no-adapter floor, DiaBlo N=64 (einsum and fused forward) and PEFT LoRA (matched and r=32).
+Every variant takes the service's step: response-only loss through ``diablo_core.loss.accumulate_gradients``,
+gradient clipping at 1.0, AdamW over the trainable parameters, ``zero_grad``.
+"""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
+from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from diablo_core.base_models import load_base_model
 from diablo_core.config import DEFAULT_TARGET_MODULES, DiaBloConfig
-from diablo_core.model import apply_diablo, diablo_modules, trainable_parameters
+from diablo_core.layer import block_layout
+from diablo_core.loss import accumulate_gradients
+from diablo_core.model import apply_diablo, diablo_modules
+from diablo_core.tokenization import IGNORE_INDEX, TokenizedExample
 
-VARIANTS = ("floor", "diablo", "diablo-fused", "lora-matched", "lora-r32")
+VARIANTS = ("floor", "diablo", "lora-matched", "lora-r32", "diablo-fused")
+OPTIONAL_VARIANTS = ("diablo-dropout", "lora-dropout")  # adapter dropout 0.05, DiaBlo's default
 NUM_BLOCKS = 64
+
+
+@dataclass
+class Variant:
+    """One benchmark contestant: the module the step calls and the optimizer over its trainable parameters."""
+
+    name: str
+    model: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer | None
+
+    @property
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.params)
 
 
 def load_plain(name: str, device: str, dtype: torch.dtype) -> Any:
@@ -32,60 +58,88 @@ def load_plain(name: str, device: str, dtype: torch.dtype) -> Any:
     return load_base_model(name, device=device, dtype=dtype).model
 
 
-def lora_parameter_count(model: Any, rank: int) -> int:
+def _target_linears(model: nn.Module) -> list[nn.Linear]:
+    return [
+        module
+        for path, module in model.named_modules()
+        if isinstance(module, nn.Linear) and path.rpartition(".")[2] in DEFAULT_TARGET_MODULES
+    ]
+
+
+def lora_parameter_count(model: nn.Module, rank: int) -> int:
     """Parameters LoRA of ``rank`` adds on the default targets: ``rank * (in + out)`` per target linear."""
-    total = 0
-    for path, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and path.rpartition(".")[2] in DEFAULT_TARGET_MODULES:
-            total += rank * (module.in_features + module.out_features)
-    return total
+    return sum(rank * (linear.in_features + linear.out_features) for linear in _target_linears(model))
 
 
-def matched_rank(model: Any, target: int) -> int:
+def matched_rank(model: nn.Module, target: int) -> int:
     """The LoRA rank whose parameter count is nearest ``target`` (DiaBlo's count) on the same targets."""
     per_rank = lora_parameter_count(model, 1)
     low = max(1, target // per_rank)
     return min((low, low + 1), key=lambda r: abs(r * per_rank - target))
 
 
-def diablo_count(model: Any) -> int:
-    """DiaBlo N=64 parameter count on the default targets, computed on a throw-away copy-free pass."""
-    from diablo_core.layer import block_layout
-
+def diablo_count(model: nn.Module) -> int:
+    """DiaBlo N=64 parameter count on the default targets of an unadapted model."""
     total = 0
-    for path, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and path.rpartition(".")[2] in DEFAULT_TARGET_MODULES:
-            count, block_in, block_out = block_layout(module.in_features, module.out_features, NUM_BLOCKS)
-            total += count * block_in * block_out
+    for linear in _target_linears(model):
+        count, block_in, block_out = block_layout(linear.in_features, linear.out_features, NUM_BLOCKS)
+        total += count * block_in * block_out
     return total
 
 
-def with_lora(model: Any, rank: int, dropout: float = 0.0) -> Any:
-    """PEFT LoRA of ``rank`` (alpha = 2 * rank) on the DiaBlo default targets."""
+def with_lora(model: nn.Module, rank: int, dropout: float = 0.0) -> Any:
+    """PEFT LoRA of ``rank`` (alpha = 2 * rank) on the DiaBlo default targets; returns the PeftModel."""
     targets = list(DEFAULT_TARGET_MODULES)
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=targets)
     return get_peft_model(model, config)
 
 
-def build_variant(name: str, variant: str, device: str, dtype: torch.dtype) -> tuple[Any, int]:
-    """Returns ``(model ready to train, trainable parameter count)`` for one benchmark variant.
-
-    Adapter dropout is 0 everywhere so that the variants compute the same kind of step (and the fused
-    DiaBlo path is taken).
-    """
-    model = load_plain(name, device, dtype)
+def _adapt(model: nn.Module, variant: str) -> nn.Module:
+    """Adapts ``model`` in place for ``variant`` and returns the module the training step calls."""
     if variant == "floor":
         model.requires_grad_(False)
         model.enable_input_require_grads()  # backward runs through every layer, updating nothing
-        return model, 0
-    if variant in ("diablo", "diablo-fused"):
-        apply_diablo(model, DiaBloConfig(num_blocks=NUM_BLOCKS, dropout=0.0))
+        return model
+    if variant.startswith("diablo"):
+        dropout = DiaBloConfig().dropout if variant == "diablo-dropout" else 0.0
+        apply_diablo(model, DiaBloConfig(num_blocks=NUM_BLOCKS, dropout=dropout))
         for layer in diablo_modules(model).values():
             layer.blocks.data.normal_(std=1e-3)  # non-zero, as after some training
             layer.fused = variant == "diablo-fused"
-        return model, trainable_parameters(model)
-    if variant.startswith("lora"):
+        return model
+    if variant in ("lora-matched", "lora-r32", "lora-dropout"):
         rank = 32 if variant == "lora-r32" else matched_rank(model, diablo_count(model))
-        model = with_lora(model, rank)
-        return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
-    raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+        dropout = DiaBloConfig().dropout if variant == "lora-dropout" else 0.0
+        # PEFT injects the LoRA layers into the model itself; calling it directly (not the PeftModel,
+        # whose **kwargs forward hides ``logits_to_keep``) gives LoRA the same response-only output head.
+        return with_lora(model, rank, dropout).get_base_model()
+    raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS + OPTIONAL_VARIANTS}")
+
+
+def make_variant(base: nn.Module, variant: str, copy_base: bool = True) -> Variant:
+    """Builds ``variant`` from ``base`` (deep-copied unless ``copy_base`` is False), in train mode."""
+    torch.manual_seed(0)  # same random blocks / LoRA init whatever the order of construction
+    model = _adapt(copy.deepcopy(base) if copy_base else base, variant).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = (
+        torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0) if params else None
+    )
+    return Variant(variant, model, params, optimizer)
+
+
+def synthetic_batch(vocab: int, batch: int, seq_len: int, response_len: int) -> list[TokenizedExample]:
+    """``batch`` random rows of ``seq_len`` tokens whose last ``response_len`` tokens are the response."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (batch, seq_len), generator=generator).tolist()  # (B, T)
+    prompt = seq_len - response_len
+    return [TokenizedExample(row, [IGNORE_INDEX] * prompt + row[prompt:]) for row in ids]
+
+
+def train_step(variant: Variant, batch: list[TokenizedExample], device: str) -> None:
+    """One optimizer step of the service's loop (one micro-batch; the floor only runs forward/backward)."""
+    accumulate_gradients(variant.model, batch, len(batch), 0, device)
+    if variant.optimizer is None:
+        return
+    torch.nn.utils.clip_grad_norm_(variant.params, 1.0)
+    variant.optimizer.step()
+    variant.optimizer.zero_grad(set_to_none=True)

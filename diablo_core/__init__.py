@@ -32,6 +32,9 @@ _EXPORTS: dict[str, str] = {
     "generate": "diablo_core.generation",
     "stream_generate": "diablo_core.generation",
     "TrainingConfig": "diablo_core.training",
+    "TrainingResult": "diablo_core.training",
+    "TrainingProgress": "diablo_core.callbacks",
+    "TrainingCallback": "diablo_core.callbacks",
     "train": "diablo_core.training",
     "DiaBloError": "diablo_core.errors",
     "AdapterError": "diablo_core.errors",
@@ -50,7 +53,10 @@ __all__ = [
     "DiaBloLinear",
     "LoadedModel",
     "ModelLoadError",
+    "TrainingCallback",
     "TrainingConfig",
+    "TrainingProgress",
+    "TrainingResult",
     "__version__",
     "apply_diablo",
     "diablo_modules",
@@ -73,6 +79,7 @@ __all__ = [
 if TYPE_CHECKING:
     from diablo_core.adapter_io import load_adapter, save_adapter
     from diablo_core.base_models import LoadedModel, load_base_model
+    from diablo_core.callbacks import TrainingCallback, TrainingProgress
     from diablo_core.config import DiaBloConfig
     from diablo_core.datasets import read_examples, validate_dataset
     from diablo_core.errors import AdapterError, ConfigError, DatasetError, DiaBloError, ModelLoadError
@@ -88,7 +95,7 @@ if TYPE_CHECKING:
         unmerge_diablo,
     )
     from diablo_core.tokenization import tokenize_examples
-    from diablo_core.training import TrainingConfig, train
+    from diablo_core.training import TrainingConfig, TrainingResult, train
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,8 @@
-"""Command line: ``python -m diablo_core train|generate|merge|validate|serve-default``."""
+"""Command line: ``python -m diablo_core train|generate|merge|validate``."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -199,26 +197,3 @@ def merge(
     merged.save_pretrained(output)
     loaded.tokenizer.save_pretrained(output)
     console.print(f"merged checkpoint written to {output}")
-
-
-@app.command(name="serve-default")
-def serve_default(
-    steps: Annotated[int, typer.Option(help="Training steps for the example adapter.")] = 30,
-    work_dir: Annotated[Path, typer.Option(help="Where data and the adapter go.")] = Path("data/arithmetic"),
-) -> None:
-    """Stand-in until the service exists: runs the arithmetic example end to end (data, train, evaluate)."""
-    example = Path(__file__).resolve().parents[1] / "examples" / "arithmetic"
-    run_dir = work_dir / f"serve-default-{steps}"
-    commands = [
-        [sys.executable, str(example / "generate.py"), "--out", str(work_dir)],
-        [sys.executable, "-m", "diablo_core", "train", "--data", str(work_dir / "train.jsonl"),
-         "--output", str(run_dir), "--lr", "2e-3", "--max-steps", str(steps), "--warmup-steps", "10"],
-        [sys.executable, str(example / "evaluate.py"), "--test", str(work_dir / "test.jsonl"),
-         "--adapter", str(run_dir / "adapter"), "--limit", "20"],
-    ]  # fmt: skip
-    if (run_dir / "adapter" / "adapter_config.json").is_file():
-        commands.pop(1)  # the example adapter of this step count is already trained: only evaluate it
-    for command in commands:
-        console.print("$ " + " ".join(command), markup=False)
-        if subprocess.run(command, check=False).returncode != 0:
-            raise typer.Exit(1)
