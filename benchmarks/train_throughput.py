@@ -115,7 +115,7 @@ def _mib(memory: dict[str, float] | None, key: str) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", default="default", help='"default" (SmolLM2-135M) or "tiny" (2 layers)')
+    parser.add_argument("--model", default="default", help="default, tiny or llama-1b")
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds (one step per variant each)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--memory-steps", type=int, default=2, help="steps per memory subprocess (0: skip)")

@@ -42,19 +42,32 @@ class Variant:
         return sum(p.numel() for p in self.params)
 
 
+# Random-weight Llamas, for speed and memory only: "tiny" for tests, "llama-1b" (TinyLlama shape) for GPUs.
+RANDOM_CONFIGS: dict[str, dict[str, int]] = {
+    "tiny": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 256,
+    },
+    "llama-1b": {
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "vocab_size": 32000,
+    },
+}
+
+
 def load_plain(name: str, device: str, dtype: torch.dtype) -> Any:
-    """The base model: ``"default"`` (SmolLM2-135M-Instruct) or ``"tiny"`` (a random 2-layer Llama)."""
-    if name == "tiny":
+    """The base model: ``"default"`` (SmolLM2-135M-Instruct) or a random Llama from ``RANDOM_CONFIGS``."""
+    if name in RANDOM_CONFIGS:
         torch.manual_seed(0)
-        config = LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=256,
-        )
-        return LlamaForCausalLM(config).to(device=device, dtype=dtype)
+        return LlamaForCausalLM(LlamaConfig(**RANDOM_CONFIGS[name])).to(device=device, dtype=dtype)
     return load_base_model(name, device=device, dtype=dtype).model
 
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One prepared run for a lent GPU machine (the device tool): bf16/fp16 correctness against an fp32 reference,
+# then training throughput and peak memory of DiaBlo vs PEFT LoRA vs the floor on a larger (1.1B, random
+# weights) Llama, then a short table. Uses the machine's own python3 (it holds torch, transformers, peft,
+# safetensors); nothing is downloaded. Usage, from the repository root:
+#   bash benchmarks/gpu_check.sh            # writes logs and JSON under ${OUT:-benchmarks/out}
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${OUT:-benchmarks/out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" \
+  || exit 1
+
+echo "== 1. correctness: bf16/fp16 against fp32 =="
+$PY benchmarks/cuda_check.py --device cuda 2>&1 | tee "$OUT/gpu_cuda_check.txt"
+correct=${PIPESTATUS[0]}
+
+echo "== 2. training throughput and memory, llama-1b (random weights), bf16, batch 16 x 512 =="
+$PY benchmarks/train_throughput.py --device cuda --dtype bfloat16 --model llama-1b --batch-size 16 \
+  --seq-len 512 --response-len 256 --rounds 10 --warmup 3 --memory-steps 3 \
+  --variants floor,diablo,diablo-fused,lora-matched,lora-r32 --json "$OUT/gpu_train_throughput.json" \
+  2>&1 | tee "$OUT/gpu_train_throughput.txt"
+throughput=${PIPESTATUS[0]}
+
+echo "== summary =="
+echo "| check | result |"
+echo "| --- | --- |"
+echo "| bf16/fp16 vs fp32 (cuda_check.py) | $([ "$correct" -eq 0 ] && echo pass || echo FAIL) |"
+echo "| throughput run (train_throughput.py) | $([ "$throughput" -eq 0 ] && echo done || echo FAIL) |"
+echo
+grep -E '^\||step time' "$OUT/gpu_train_throughput.txt"
+exit $(( correct || throughput ))
