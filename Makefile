@@ -27,7 +27,8 @@ run: $(STAMP)
 # One API or one worker alone, configured by the same DIABLO_* variables (deployments, tests).
 api: $(STAMP)
 	$(BIN)/diablo migrate
-	$(BIN)/python -m uvicorn api.main:app --host $${DIABLO_HOST:-127.0.0.1} --port $${DIABLO_PORT:-8000}
+	$(BIN)/python -m uvicorn api.main:app --host $${DIABLO_HOST:-127.0.0.1} --port $${DIABLO_PORT:-8000} \
+		--http httptools --loop uvloop --no-access-log
 
 worker: $(STAMP)
 	$(BIN)/python -m celery -A worker.celery_app:app worker --pool solo --concurrency 1 \

@@ -23,6 +23,7 @@ from api.metrics import ServiceMetrics
 from registry.logging_setup import log_context
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()  # ASGI header names are lower-case bytes
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # A request that matched no route is reported under this name instead of its path.
 UNMATCHED_ROUTE = "<unmatched>"
@@ -63,9 +64,8 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        raw = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        request_id = request_id_from(raw)
+        raw = next((value for name, value in scope["headers"] if name == _REQUEST_ID_NAME), b"")
+        request_id = request_id_from(raw.decode("latin-1"))
         status = 500
         started = False
 
@@ -97,6 +97,8 @@ class RequestContext:
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route, method = route_template(scope), scope["method"]
         self.metrics.observe_request(route, method, status, seconds)
+        if not access_logger.isEnabledFor(logging.INFO):
+            return  # no record, no extras built: a deployment may turn the access log off by its level
         path_params = scope.get("path_params") or {}
         access_logger.info(
             "%s %s %d %.1fms",

@@ -5,13 +5,13 @@ unless ``--base-url`` names a running one. Each of ``--clients`` concurrent clie
 ``httpx.AsyncClient`` each) sends ``--submits`` job submissions, then ``--polls`` status reads of the jobs
 submitted back to back (saturation: latency is then about clients / throughput), then ``--polls`` reads
 paced one per ``--interval`` seconds, as polling clients send them (0 skips this phase); every phase stops
-early at ``--max-seconds``. Submissions go through the broker: the SQLite
-broker in the data dir by default, or ``--broker-url`` (e.g. Redis). A started server also reports the CPU
-time it spent per request in each phase (from ``/proc``), and ``--http``/``--loop`` pick uvicorn's HTTP
-parser and event loop (``auto``: httptools and uvloop when installed, as in production).
+early at ``--max-seconds``. Submissions go through the broker: the SQLite broker in the data dir by default,
+or ``--broker-url`` (e.g. Redis). A started server also reports the CPU time it spent per request in each
+phase (from ``/proc``), next to the client's own. uvicorn runs with the options ``diablo serve`` gives it
+(httptools, uvloop, no uvicorn access log) unless ``--server-options`` names others.
 
     .venv/bin/python benchmarks/api_latency.py                       # SQLite registry + SQLite broker
-    .venv/bin/python benchmarks/api_latency.py --http h11 --loop asyncio   # uvicorn's pure-Python paths
+    .venv/bin/python benchmarks/api_latency.py --server-options="--http h11 --loop asyncio"  # pure Python
     .venv/bin/python benchmarks/api_latency.py --database-url postgresql://postgres@127.0.0.1:5432/bench \\
         --broker-url redis://127.0.0.1:6379/0 --json benchmarks/out/api_latency_pg.json
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from diablo_cli.serve import API_SERVER_OPTIONS
 from registry.api_keys import create_api_key
 from registry.db import session_scope
 
@@ -55,6 +57,7 @@ class Phase:
     errors: int = 0
     wall_s: float = 0.0
     server_cpu_s: float = math.nan
+    client_cpu_s: float = math.nan
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.latencies_ms)
@@ -68,6 +71,7 @@ class Phase:
             "max_ms": ordered[-1] if ordered else math.nan,
             "req_per_s": len(ordered) / self.wall_s if self.wall_s else math.nan,
             "server_cpu_ms_per_req": self.server_cpu_s * 1000 / len(ordered) if ordered else math.nan,
+            "client_cpu_ms_per_req": self.client_cpu_s * 1000 / len(ordered) if ordered else math.nan,
         }
 
 
@@ -115,7 +119,7 @@ def api_server(args: argparse.Namespace) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="diablo-bench-") as tmp:
         env, log = server_env(Path(tmp), args), Path(tmp) / "server.log"
         command = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--http", args.http, "--loop", args.loop]
+        command += ["--port", str(port), *args.server_options.split()]
         with open(log, "wb") as output:
             server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
@@ -148,7 +152,10 @@ async def run_phase(
     with 0 it sends the next one as soon as the last is answered (a saturation test).
     """
     phase, deadline = Phase(name), time.monotonic() + args.max_seconds
-    cpu_before = process_cpu_s(args.server_pid)
+    # The client's own full collections (100+ ms on a busy machine) would count as server latency.
+    gc.collect()
+    gc.freeze()
+    cpu_before, client_cpu_before = process_cpu_s(args.server_pid), time.process_time()
 
     async def client(index: int) -> None:
         async with client_for(base_url, args) as http:
@@ -167,6 +174,7 @@ async def run_phase(
     await asyncio.gather(*(client(index) for index in range(args.clients)))
     phase.wall_s = time.monotonic() - began
     phase.server_cpu_s = process_cpu_s(args.server_pid) - cpu_before
+    phase.client_cpu_s = time.process_time() - client_cpu_before
     return phase
 
 
@@ -213,14 +221,14 @@ async def benchmark(base_url: str, args: argparse.Namespace) -> list[Phase]:
 def markdown(results: list[dict[str, Any]], clients: int) -> str:
     lines = [
         f"| phase ({clients} concurrent clients) | requests | errors | p50 ms | p90 ms | p99 ms | max ms "
-        "| req/s | server CPU ms/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| req/s | CPU ms/req: server | client |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results:
         lines.append(
             f"| {row['phase']} | {row['requests']} | {row['errors']} | {row['p50_ms']:.1f} | "
             f"{row['p90_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.1f} | {row['req_per_s']:.0f} | "
-            f"{row['server_cpu_ms_per_req']:.2f} |"
+            f"{row['server_cpu_ms_per_req']:.2f} | {row['client_cpu_ms_per_req']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -247,8 +255,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--polls", type=int, default=40, help="status reads per client")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a paced client's polls")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="time limit of each phase")
-    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn --http")
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="event loop")
+    parser.add_argument(
+        "--server-options", default=" ".join(API_SERVER_OPTIONS), help="uvicorn options of the started API"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     args.queue_name, args.server_pid = f"diablo-bench-{secrets.token_hex(4)}", None

@@ -37,9 +37,15 @@ console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
 
 
+# httptools and uvloop: uvicorn's C HTTP parser and event loop. uvicorn's access log is off: the API
+# writes its own (api.middleware); uvicorn's would be discarded after costing a log record per request.
+API_SERVER_OPTIONS = ("--http", "httptools", "--loop", "uvloop", "--no-access-log")
+
+
 def api_command(host: str, port: int) -> list[str]:
     """The API process: uvicorn serving ``api.main:app``."""
-    return [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", str(port)]
+    return [*command, *API_SERVER_OPTIONS]
 
 
 def worker_command(queue: str, name: str) -> list[str]:

@@ -10,7 +10,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
@@ -192,16 +192,27 @@ def cancel_job(session: Session, project: str, job_id: str, idempotency_key: str
     return job
 
 
+# Per job: ix_job_events_job_id_id read backwards from the job's newest event to its newest metrics event, so
+# the cost does not grow with the job's length (one event per logged step). Ordering by both index columns
+# keeps Postgres on that index when few jobs exist (else it may scan the primary key backwards). Built once:
+# a statement reused with new parameters skips SQLAlchemy's construction and cache-key work.
+_NEWEST_METRICS_ID = (
+    select(JobEvent.id)
+    .where(JobEvent.job_id == Job.id, JobEvent.type == "metrics")
+    .order_by(JobEvent.job_id.desc(), JobEvent.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_LATEST_METRICS = select(JobEvent).where(
+    JobEvent.id.in_(select(_NEWEST_METRICS_ID).where(Job.id.in_(bindparam("job_ids", expanding=True))))
+)
+
+
 def latest_metrics(session: Session, job_ids: list[str]) -> dict[str, JobEvent]:
-    """The newest metrics event of each job, in one query."""
+    """The newest metrics event of each job, in one indexed query."""
     if not job_ids:
         return {}
-    newest = (
-        select(func.max(JobEvent.id))
-        .where(JobEvent.job_id.in_(job_ids), JobEvent.type == "metrics")
-        .group_by(JobEvent.job_id)
-    )
-    return {event.job_id: event for event in session.scalars(select(JobEvent).where(JobEvent.id.in_(newest)))}
+    return {event.job_id: event for event in session.scalars(_LATEST_METRICS, {"job_ids": job_ids})}
 
 
 def jobs_public(session: Session, jobs: list[Job]) -> list[JobPublic]:
