@@ -123,6 +123,7 @@ def checkout(tmp_path: Path, converted_models: Path) -> Iterator[Checkout]:
     port, log = free_port(), tmp_path / "serve.log"
     serve = start_logged([str(DIABLO), "serve", "--port", str(port)], embedded_env(data_dir), log)
     try:
+        wait_for_text(log, "Try it", timeout_s=STARTUP_TIMEOUT_S)  # the banner: the API answers
         wait_for_text(log, " ready.", timeout_s=STARTUP_TIMEOUT_S)  # the worker consumes
         yield Checkout(root, f"http://127.0.0.1:{port}", log)
     finally:
