@@ -141,9 +141,10 @@ def test_upload_train_watch_and_chat(page: Page, service: Service, screenshots: 
     with api_client(service) as client:
         job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
     assert job["status"] == "succeeded", service.output()
-    # The curve was seen growing while the job ran, not only drawn once at the end.
+    # The curve was seen part-drawn while the job ran, not only drawn once at the end (the tiny job can finish
+    # within two of the page's 1 s refreshes on an idle machine, so one mid-run sighting is what is certain).
     growing = [count for count in counts if 0 < count < TOTAL_STEPS]
-    assert len(growing) >= 2 and growing == sorted(growing), counts
+    assert growing and counts == sorted(counts), counts
     page.wait_for_timeout(1500)  # one more refresh after the final status
     check_finished_job(page)
     page.screenshot(path=screenshots / "job.png", full_page=True)
