@@ -110,9 +110,14 @@ def show_events(progress: Progress, task: TaskID, events: list[dict[str, Any]], 
 
 
 def poll_once(client: DiabloClient, job_id: str, progress: Progress, task: TaskID, state: WatchState) -> dict:
-    """Fetch the job, then its newest events, and show what changed; returns the job."""
+    """Fetch the newest events, then the job, and show what changed; returns the job.
+
+    Events come first so the job's status is never older than the events shown: the other way round, a job
+    that finishes between the two requests would print its final status and then the stale one.
+    """
+    events = client.list_events(job_id, limit=EVENTS_PAGE)["data"]
     job = client.get_job(job_id)
-    show_events(progress, task, client.list_events(job_id, limit=EVENTS_PAGE)["data"], state)
+    show_events(progress, task, events, state)
     if job["status"] != state.status:
         state.status = job["status"]
         _print_status(progress, job["status"])

@@ -130,3 +130,52 @@ def test_bar_fields_and_eta() -> None:
     assert job_eta({"status": "running", "estimated_finish": 1000 + 3725}, now=1000) == "1:02:05"
     assert job_eta({"status": "running", "estimated_finish": None}, now=1000) is None
     assert job_eta({"status": "failed", "estimated_finish": 2000}, now=1000) == "-"
+
+
+class FinishingBetweenRequests:
+    """A client whose job moves on with every request: running at the first, succeeded at the second."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        running = {
+            "id": "ev-1",
+            "created_at": 0,
+            "level": "info",
+            "message": "Job started",
+            "data": {"status": "running"},
+        }
+        finished = {
+            "id": "ev-2",
+            "created_at": 1,
+            "level": "info",
+            "message": "Done",
+            "data": {"status": "succeeded"},
+        }
+        self.timeline = [([running], "running"), ([finished, running], "succeeded")]
+
+    def _now(self) -> tuple[list[dict[str, Any]], str]:
+        moment = self.timeline[min(self.requests, len(self.timeline) - 1)]
+        self.requests += 1
+        return moment
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return {"id": job_id, "status": self._now()[1], "estimated_finish": None, "fine_tuned_model": "m"}
+
+    def list_events(self, job_id: str, limit: int) -> dict[str, Any]:
+        return {"data": self._now()[0]}
+
+
+def test_a_job_finishing_between_the_two_requests_never_shows_a_stale_status() -> None:
+    from rich.console import Console
+
+    from diablo_cli.job_watch import watch_job
+
+    console = Console(record=True, width=200)
+    job = watch_job(FinishingBetweenRequests(), "ftjob-x", console, interval=0)  # type: ignore[arg-type]
+    statuses = [
+        line.removeprefix("status: ")
+        for line in console.export_text().splitlines()
+        if line.startswith("status: ")
+    ]
+    assert job["status"] == "succeeded"
+    assert statuses == ["running", "succeeded"]
