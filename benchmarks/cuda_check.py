@@ -4,8 +4,9 @@ Usage: python benchmarks/cuda_check.py [--device cuda|cpu] [--tokens 640]
 
 Cases per layer shape of the default model (576->576, 576->192, 576->1536, 1536->576), each with the einsum
 and the fused path: bf16 base + bf16 blocks, bf16 base + fp32 blocks, fp32 weights under bf16 autocast and,
-on CUDA, fp16 autocast. Then a tiny Llama end to end (bf16 logits and block gradients against fp32), merge,
-and an adapter save/load round trip on the device. ``--device cpu`` runs the same checks with bf16 on CPU.
+on CUDA, fp16 autocast; the fused path with adapter dropout (the same dropped positions in fp32). Then a
+tiny Llama end to end (bf16 logits and block gradients against fp32), merge, and an adapter save/load
+round trip on the device. ``--device cpu`` runs the same checks with bf16 on CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from diablo_core.adapter_io import load_adapter, save_adapter
 from diablo_core.config import DiaBloConfig
+from diablo_core.fused import FusedDroppedDiaBlo, sample_dropped
 from diablo_core.layer import DiaBloLinear
 from diablo_core.model import apply_diablo, diablo_modules, merge_diablo
 
@@ -82,6 +84,28 @@ def check_layers(device: torch.device, tokens: int) -> None:
                 report(f"{in_f}->{out_f} {name} {'fused' if fused else 'einsum'}", errors, limit)
 
 
+def check_dropout(device: torch.device, tokens: int, p: float = 0.05) -> None:
+    """The dropped-position path in bf16 against an fp32 einsum forward with the same explicit mask."""
+    for in_f, out_f in SHAPES:
+        torch.manual_seed(in_f * out_f)
+        layer = DiaBloLinear(nn.Linear(in_f, out_f, bias=False), 64).to(device).train()
+        nn.init.normal_(layer.blocks, std=0.02)
+        x, grad = torch.randn(tokens, in_f, device=device), torch.randn(tokens, out_f, device=device)
+        dropped = sample_dropped(x.numel(), p, device)
+        mask = torch.ones(x.numel(), device=device)
+        mask[dropped] = 0.0
+        xr = x.clone().requires_grad_(True)
+        expected_y = layer.base(xr) + layer.block_update(xr * mask.view_as(x) / (1 - p))
+        expected = (expected_y.detach(), *torch.autograd.grad(expected_y, (xr, layer.blocks), grad))
+        xb = x.bfloat16().requires_grad_(True)
+        weight = layer.base.weight.bfloat16()
+        y = FusedDroppedDiaBlo.apply(xb, weight, None, layer.blocks, dropped, p)
+        gx, gb = torch.autograd.grad(y, (xb, layer.blocks), grad.bfloat16())
+        errors = {"y": relative(y, expected[0]), "dx": relative(gx, expected[1])}
+        errors["dA"] = relative(gb, expected[2])
+        report(f"{in_f}->{out_f} bf16 base, fp32 blocks, dropout {p}", errors, TOLERANCE[torch.bfloat16])
+
+
 def tiny_llama(device: torch.device, dtype: torch.dtype) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -138,6 +162,7 @@ def main() -> None:
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
     )
     check_layers(device, args.tokens)
+    check_dropout(device, args.tokens)
     check_model(device)
     print("FAILED: " + ", ".join(FAILURES) if FAILURES else "all checks passed")
     sys.exit(1 if FAILURES else 0)

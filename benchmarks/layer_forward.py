@@ -1,7 +1,9 @@
 """Times DiaBloLinear forward+backward: the einsum path against the fused (folded-weight) path.
 
 Usage: python benchmarks/layer_forward.py [--tokens 640] [--blocks 64] [--repeats 30] [--device cpu]
-       [--dtype float32|bfloat16] [--threads T]
+       [--dtype float32|bfloat16] [--threads T] [--dropout P]
+
+With ``--dropout`` the einsum path draws a mask and the fused path corrects the dropped entries only.
 
 The default shapes are SmolLM2-135M's adapted layers (q 576->576, k/v 576->192, up 576->1536,
 down 1536->576); ``--tokens`` is tokens per step (batch x length). Reported times are the fastest of
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dropout", type=float, default=0.0, help="adapter dropout of both paths")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -63,13 +66,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        f"device={device} dtype={args.dtype} tokens={args.tokens} N={args.blocks} "
+        f"device={device} dtype={args.dtype} tokens={args.tokens} N={args.blocks} dropout={args.dropout} "
         f"threads={torch.get_num_threads()}"
     )
     totals = {False: 0.0, True: 0.0}
     for in_f, out_f in SHAPES:
         layer = (
-            DiaBloLinear(nn.Linear(in_f, out_f, bias=False), args.blocks)
+            DiaBloLinear(nn.Linear(in_f, out_f, bias=False), args.blocks, dropout=args.dropout)
             .to(device=device, dtype=dtype)
             .train()
         )

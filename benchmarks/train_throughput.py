@@ -7,7 +7,8 @@ of T random tokens whose last R tokens are the response (loss on those only), cl
   so forward and the whole activation backward run, but no parameter gets a gradient and nothing is updated.
 - ``diablo``: DiaBlo N=64 on the default targets, einsum forward; ``diablo-fused``: the folded-weight forward.
 - ``lora-matched``: PEFT LoRA on the same targets at the rank nearest DiaBlo's parameter count; ``lora-r32``.
-- Optional: ``diablo-dropout``, the service default (adapter dropout 0.05, which takes the einsum path), and
+- Optional: ``diablo-dropout``, the service default (adapter dropout 0.05 on the fused path, which corrects
+  only the dropped entries), ``diablo-dropout-einsum`` (the same dropout on the einsum path), and
   ``lora-dropout``, matched LoRA with the same dropout.
 
 Timing is robust to background load: ONE process holds every variant (the base loaded once, deep-copied per
@@ -39,7 +40,12 @@ from benchmarks.train_variants import VARIANTS, load_plain, make_variant, synthe
 from benchmarks.variant_memory import measure_memory
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-VERSUS_LORA = ("diablo/lora-matched", "diablo-fused/lora-matched", "diablo-dropout/lora-dropout")
+VERSUS_LORA = (
+    "diablo/lora-matched",
+    "diablo-fused/lora-matched",
+    "diablo-dropout/lora-dropout",
+    "diablo-dropout-einsum/lora-dropout",
+)
 
 
 def time_variants(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:

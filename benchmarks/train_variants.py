@@ -24,7 +24,8 @@ from diablo_core.model import apply_diablo, diablo_modules
 from diablo_core.tokenization import IGNORE_INDEX, TokenizedExample
 
 VARIANTS = ("floor", "diablo", "lora-matched", "lora-r32", "diablo-fused")
-OPTIONAL_VARIANTS = ("diablo-dropout", "lora-dropout")  # adapter dropout 0.05, DiaBlo's default
+# Adapter dropout 0.05, DiaBlo's default: the fused (dropped-position) path, the einsum path, and LoRA.
+OPTIONAL_VARIANTS = ("diablo-dropout", "diablo-dropout-einsum", "lora-dropout")
 NUM_BLOCKS = 64
 
 
@@ -114,11 +115,11 @@ def _adapt(model: nn.Module, variant: str) -> nn.Module:
         model.enable_input_require_grads()  # backward runs through every layer, updating nothing
         return model
     if variant.startswith("diablo"):
-        dropout = DiaBloConfig().dropout if variant == "diablo-dropout" else 0.0
+        dropout = DiaBloConfig().dropout if variant.startswith("diablo-dropout") else 0.0
         apply_diablo(model, DiaBloConfig(num_blocks=NUM_BLOCKS, dropout=dropout))
         for layer in diablo_modules(model).values():
             layer.blocks.data.normal_(std=1e-3)  # non-zero, as after some training
-            layer.fused = variant == "diablo-fused"
+            layer.fused = variant in ("diablo-fused", "diablo-dropout")
         return model
     if variant in ("lora-matched", "lora-r32", "lora-dropout"):
         rank = 32 if variant == "lora-r32" else matched_rank(model, diablo_count(model))

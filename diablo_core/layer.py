@@ -7,11 +7,14 @@ the block sizes (``ceil(in/N)``, ``ceil(out/N)``) and ``...`` any leading batch 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from diablo_core.fused import FusedDiaBlo, FusedDroppedDiaBlo, dense_update, sample_dropped, to_blocks
+
+# Above this adapter dropout the dropped-position correction touches too many entries to beat the einsum path.
+MAX_FUSED_DROPOUT = 0.25
 
 
 def block_layout(in_features: int, out_features: int, num_blocks: int) -> tuple[int, int, int]:
@@ -30,14 +33,6 @@ def block_layout(in_features: int, out_features: int, num_blocks: int) -> tuple[
     return count, block_in, block_out
 
 
-def _to_blocks(x: Tensor, count: int, size: int) -> Tensor:
-    """Zero-pads the last dimension on the right to ``count * size`` and splits it into blocks."""
-    pad = count * size - x.shape[-1]
-    if pad:
-        x = F.pad(x, (0, pad))  # (..., count * size)
-    return x.reshape(*x.shape[:-1], count, size)  # (..., count, size)
-
-
 def block_update_with(x: Tensor, blocks: Tensor, out_features: int) -> Tensor:
     """The adapter branch ``x · blockdiag(blocks)[:in, :out]`` as one batched matrix product.
 
@@ -50,54 +45,9 @@ def block_update_with(x: Tensor, blocks: Tensor, out_features: int) -> Tensor:
         Tensor of shape ``(..., out)`` in the compute dtype.
     """
     count, block_in, block_out = blocks.shape
-    xb = _to_blocks(x, count, block_in)  # (..., n, bi)
+    xb = to_blocks(x, count, block_in)  # (..., n, bi)
     yb = torch.einsum("...ni,nio->...no", xb, blocks.to(x.dtype))  # (..., n, bo)
     return yb.reshape(*yb.shape[:-2], count * block_out)[..., :out_features]  # (..., out)
-
-
-def dense_update(blocks: Tensor, in_features: int, out_features: int) -> Tensor:
-    """Returns ``blockdiag(blocks)[:in, :out].T`` as a dense ``(out, in)`` tensor (same layout as ``W``)."""
-    count, block_in, block_out = blocks.shape
-    full = blocks.new_zeros(count, block_in, count, block_out)  # (n, bi, n, bo)
-    index = torch.arange(count, device=blocks.device)
-    full[index, :, index, :] = blocks  # block i sits at rows of chunk i and columns of chunk i
-    return full.reshape(count * block_in, count * block_out)[:in_features, :out_features].T  # (out, in)
-
-
-def _effective_weight(weight: Tensor, blocks: Tensor) -> Tensor:
-    """``W + D`` in W's dtype, built on the fly (never stored between steps)."""
-    out_features, in_features = weight.shape
-    count, block_in, block_out = blocks.shape
-    if count * block_in != in_features or count * block_out != out_features:
-        return weight + dense_update(blocks, in_features, out_features).to(weight.dtype)  # (out, in)
-    effective = weight.clone()  # (out, in)
-    # Divisible shapes: add each A_i^T straight into W's diagonal block, touching only in*out/N entries.
-    diagonal = effective.view(count, block_out, count, block_in).diagonal(dim1=0, dim2=2)  # (bo, bi, n)
-    diagonal += blocks.permute(2, 1, 0).to(weight.dtype)  # (bo, bi, n): [p, q, i] = A_i[q, p]
-    return effective
-
-
-class _FusedDiaBlo(torch.autograd.Function):
-    """``y = x (W + D)^T + b`` in one product; backward gives the block gradient as one batched product."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, blocks: Tensor) -> Tensor:
-        ctx.save_for_backward(x, weight, blocks)
-        return F.linear(x, _effective_weight(weight, blocks), bias)  # (..., out)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, Tensor | None]:
-        x, weight, blocks = ctx.saved_tensors
-        count, block_in, block_out = blocks.shape
-        grad_x = grad_blocks = None
-        if ctx.needs_input_grad[0]:
-            effective = _effective_weight(weight, blocks).to(grad_out.dtype)  # (out, in)
-            grad_x = (grad_out @ effective).to(x.dtype)  # (..., in)
-        if ctx.needs_input_grad[3]:
-            xb = _to_blocks(x.to(grad_out.dtype), count, block_in).reshape(-1, count, block_in)  # (M, n, bi)
-            gb = _to_blocks(grad_out, count, block_out).reshape(-1, count, block_out)  # (M, n, bo)
-            grad_blocks = torch.einsum("mni,mno->nio", xb, gb).to(blocks.dtype)  # (n, bi, bo)
-        return grad_x, None, None, grad_blocks
 
 
 class DiaBloLinear(nn.Module):
@@ -113,9 +63,10 @@ class DiaBloLinear(nn.Module):
         blocks: Trainable ``(n, bi, bo)`` parameter, zero-initialised (the layer starts equal to ``base``).
         merged: Whether the update is currently added into ``base.weight``.
         fused: Selects the folded-weight training forward ``x (W + D)^T + b`` (default True); same function
-            as the einsum path. It applies only while training the blocks with adapter dropout 0, because
-            dropout on the adapter input cannot be folded into the frozen product; otherwise (and always at
-            inference) the einsum path runs. Set False to force the einsum path.
+            as the einsum path (see ``diablo_core.fused``). With adapter dropout it folds ``W + D/(1-p)`` and
+            corrects only the dropped entries, drawn as positions rather than a mask. It applies while
+            training the blocks with dropout at most 0.25; otherwise (and always at inference) the einsum
+            path runs. Set False to force the einsum path.
     """
 
     def __init__(
@@ -162,19 +113,26 @@ class DiaBloLinear(nn.Module):
                 raise RuntimeError("a merged DiaBloLinear cannot train its blocks; call unmerge() first")
             return self.base(x)  # (..., out): the update already lives in base.weight
         if self._use_fused():
-            return _FusedDiaBlo.apply(x, self.base.weight, self.base.bias, self.blocks)  # (..., out)
+            weight, bias, p = self.base.weight, self.base.bias, self._dropout_p()
+            if p == 0.0:
+                return FusedDiaBlo.apply(x, weight, bias, self.blocks)  # (..., out)
+            dropped = sample_dropped(x.numel(), p, x.device)  # (K,) flat positions into x
+            return FusedDroppedDiaBlo.apply(x, weight, bias, self.blocks, dropped, p)  # (..., out)
         y = self.base(x)  # (..., out)
         return y + self.block_update(self.dropout(x)).to(y.dtype)  # (..., out)
 
+    def _dropout_p(self) -> float:
+        return self.dropout.p if isinstance(self.dropout, nn.Dropout) else 0.0
+
     def _use_fused(self) -> bool:
-        """Fused only while training the blocks without adapter dropout and with a frozen base.
+        """Fused only while training the blocks with a frozen base and adapter dropout at most 0.25.
 
         Inference keeps the einsum path: at a few tokens per call the weight-sized add costs more than
         the activation-sized branch it replaces.
         """
         training_blocks = self.training and torch.is_grad_enabled() and self.blocks.requires_grad
-        adapter_dropout = isinstance(self.dropout, nn.Dropout) and self.dropout.p > 0
-        return self.fused and training_blocks and not adapter_dropout and not self.base.weight.requires_grad
+        fusable_dropout = self._dropout_p() <= MAX_FUSED_DROPOUT
+        return self.fused and training_blocks and fusable_dropout and not self.base.weight.requires_grad
 
     @torch.no_grad()
     def merge(self) -> None:

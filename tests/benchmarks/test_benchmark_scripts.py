@@ -1,0 +1,47 @@
+"""The benchmark scripts still run: each one end to end on a tiny configuration, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(*args: str, timeout: float = 600) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_train_throughput_compares_every_dropout_variant(tmp_path: Path) -> None:
+    out = tmp_path / "throughput.json"
+    variants = "floor,diablo-fused,diablo-dropout,diablo-dropout-einsum,lora-dropout"
+    stdout = run_script(
+        "benchmarks/train_throughput.py", "--model", "tiny", "--rounds", "1", "--warmup", "0",
+        "--memory-steps", "1", "--batch-size", "2", "--seq-len", "16", "--response-len", "8",
+        "--threads", "1", "--variants", variants, "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())["throughput"]
+    assert set(report["timing"]["rows"]) == set(variants.split(","))
+    assert set(report["memory"]) == set(variants.split(","))
+    assert "diablo-dropout/lora-dropout step time" in stdout
+
+
+def test_cuda_check_passes_in_bf16_on_the_cpu() -> None:
+    stdout = run_script("benchmarks/cuda_check.py", "--device", "cpu", "--tokens", "32")
+    assert "dropout 0.05" in stdout and stdout.rstrip().endswith("all checks passed")
+
+
+def test_layer_forward_times_both_paths_with_dropout() -> None:
+    stdout = run_script("benchmarks/layer_forward.py", "--tokens", "16", "--repeats", "1", "--dropout", ".05")
+    assert "dropout=0.05" in stdout and "fused/einsum" in stdout
