@@ -105,10 +105,14 @@ def sample_dropped(
         raise ValueError(f"p must be in (0, 1), got {p!r}")
     mean = numel * p
     chunk = chunk or int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
+    log_keep = math.log1p(-p)
     parts, last = [], -1
     while last < numel:
-        gaps = torch.empty(chunk, dtype=torch.float64, device=device).geometric_(p)  # (chunk,) values >= 1
-        positions = gaps.to(torch.int64).cumsum(0) + last  # (chunk,)
+        # Inverse transform: floor(log(u) / log(1-p)) + 1 is Geometric(p) for u uniform on (0, 1].
+        # (Faster than Tensor.geometric_, which draws element by element.)
+        uniform = 1.0 - torch.rand(chunk, dtype=torch.float64, device=device)  # (chunk,) in (0, 1]
+        gaps = torch.floor(torch.log(uniform) / log_keep).to(torch.int64) + 1  # (chunk,) values >= 1
+        positions = gaps.cumsum(0) + last  # (chunk,)
         parts.append(positions)
         last = int(positions[-1])
     positions = torch.cat(parts)  # (>= K,)
@@ -128,32 +132,35 @@ class FusedDroppedDiaBlo(torch.autograd.Function):
         y = F.linear(x, effective_weight(weight, blocks * scale), bias)  # (..., out)
         count, block_in, block_out = blocks.shape
         features, block_rows = _dropped_coordinates(dropped, x.shape[-1], count, block_in)
-        values = x.reshape(-1).index_select(0, dropped).to(y.dtype)  # (K,)
-        rows_of_a = _rows_of_blocks(blocks, y.dtype, -scale).index_select(0, features)  # (K, bo)
-        correction = rows_of_a.mul_(values[:, None])  # (K, bo): -s * x[t, j] * A[j//bi, j%bi, :]
-        return _add_at_blocks(y, block_rows, correction, count, block_out)  # (..., out)
+        weights = x.reshape(-1).index_select(0, dropped).to(y.dtype).mul_(-scale)  # (K,): -s * x[t, j]
+        # Block row t*n + c is a bag of its dropped features; embedding_bag sums weight * A row per bag.
+        counts = torch.bincount(block_rows, minlength=y.numel() // y.shape[-1] * count)  # (M*n,)
+        offsets = counts.cumsum(0).sub_(counts)  # (M*n,): where each bag starts
+        rows_of_a = blocks.reshape(count * block_in, block_out).to(y.dtype)  # (n*bi, bo)
+        correction = F.embedding_bag(features, rows_of_a, offsets, mode="sum", per_sample_weights=weights)
+        return _add_blocks(y, correction.to(y.dtype), count, block_out)  # (..., out)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, Tensor | None, None, None]:
         x, weight, blocks, dropped = ctx.saved_tensors
         scale = ctx.scale
         count, block_in, block_out = blocks.shape
-        features, block_rows = _dropped_coordinates(dropped, x.shape[-1], count, block_in)
-        grad_blocked = to_blocks(grad_out, count, block_out).reshape(-1, block_out)  # (M*n, bo)
-        grad_at_dropped = grad_blocked.index_select(0, block_rows)  # (K, bo): what each dropped entry fed
         grad_x = grad_blocks = None
         if ctx.needs_input_grad[0]:
             effective = effective_weight(weight, blocks * scale).to(grad_out.dtype)  # (out, in)
-            grad_x = grad_out @ effective  # (..., in)
+            grad_x = grad_out @ effective  # (..., in): as if nothing were dropped
+            features, block_rows = _dropped_coordinates(dropped, x.shape[-1], count, block_in)
+            grad_blocked = to_blocks(grad_out, count, block_out).reshape(-1, block_out)  # (M*n, bo)
+            grad_at_dropped = grad_blocked.index_select(0, block_rows)  # (K, bo): what each dropped entry fed
             rows_of_a = _rows_of_blocks(blocks, grad_out.dtype, -scale).index_select(0, features)  # (K, bo)
-            dropped_grad = rows_of_a.mul_(grad_at_dropped).sum(-1)  # (K,)
+            dropped_grad = rows_of_a.mul_(grad_at_dropped).sum(-1)  # (K,): minus the adapter's share
             grad_x = grad_x.reshape(-1).index_add_(0, dropped, dropped_grad).view_as(grad_x).to(x.dtype)
         if ctx.needs_input_grad[3]:
-            full = block_gradient(x, grad_out, blocks).mul_(scale)  # (n, bi, bo)
-            values = x.reshape(-1).index_select(0, dropped).to(grad_out.dtype)  # (K,)
-            sparse = grad_at_dropped.mul_(values.mul_(-scale)[:, None])  # (K, bo)
-            full = full.reshape(count * block_in, block_out).index_add_(0, features, sparse)  # (n*bi, bo)
-            grad_blocks = full.view(count, block_in, block_out).to(blocks.dtype)
+            # The block gradient wants the dropped input itself: zeroing K entries of a copy of x is cheaper
+            # than correcting the product afterwards.
+            x_dropped = x.reshape(-1).clone().index_fill_(0, dropped, 0.0).view_as(x)  # (..., in)
+            grad_blocks = block_gradient(x_dropped, grad_out, blocks).mul_(scale)  # (n, bi, bo)
+            grad_blocks = grad_blocks.to(blocks.dtype)
         return grad_x, None, None, grad_blocks, None, None
 
 
@@ -172,12 +179,11 @@ def _rows_of_blocks(blocks: Tensor, dtype: torch.dtype, factor: float) -> Tensor
     return blocks.reshape(count * block_in, block_out).to(dtype) * factor  # (n*bi, bo)
 
 
-def _add_at_blocks(y: Tensor, block_rows: Tensor, values: Tensor, count: int, block_out: int) -> Tensor:
-    """Adds ``values`` (K, bo) to the output blocks ``block_rows`` (indices into ``(M*n, bo)``) of ``y``."""
+def _add_blocks(y: Tensor, blocks_out: Tensor, count: int, block_out: int) -> Tensor:
+    """Adds ``blocks_out`` (M*n, bo), every row's output blocks, to ``y`` (..., out), cropping padding."""
     out_features = y.shape[-1]
     if count * block_out == out_features:
-        y.view(-1, block_out).index_add_(0, block_rows, values)  # (M*n, bo) view of y, in place
+        y.view(-1, block_out).add_(blocks_out)  # (M*n, bo) view of y, in place
         return y
-    padded = to_blocks(y, count, block_out).reshape(-1, block_out)  # (M*n, bo): a padded copy
-    padded.index_add_(0, block_rows, values)
-    return padded.view(*y.shape[:-1], count * block_out)[..., :out_features]  # (..., out)
+    padded = blocks_out.view(*y.shape[:-1], count * block_out)[..., :out_features]  # (..., out)
+    return y.add_(padded)
