@@ -113,10 +113,14 @@ def poll_once(client: DiabloClient, job_id: str, progress: Progress, task: TaskI
     """Fetch the newest events, then the job, and show what changed; returns the job.
 
     Events come first so the job's status is never older than the events shown: the other way round, a job
-    that finishes between the two requests would print its final status and then the stale one.
+    that finishes between the two requests would print its final status and then the stale one. A job seen
+    finished has its events listed once more, since it may have finished after the first list: the watcher
+    stops after this poll, and would otherwise miss the last steps and the final messages (why it failed).
     """
     events = client.list_events(job_id, limit=EVENTS_PAGE)["data"]
     job = client.get_job(job_id)
+    if job["status"] in TERMINAL_STATUSES:
+        events = client.list_events(job_id, limit=EVENTS_PAGE)["data"]
     show_events(progress, task, events, state)
     if job["status"] != state.status:
         state.status = job["status"]

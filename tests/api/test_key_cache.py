@@ -51,7 +51,8 @@ def test_clear_forgets_every_key_and_a_full_cache_starts_over() -> None:
 
 @pytest.fixture
 def auth_settings(tmp_path: Path, database_url: str) -> Settings:
-    return make_settings(tmp_path / "data", database_url, auth="on")
+    # No periodic sweep: its queries, 30 s after start on a slow run, would be counted as the poll's.
+    return make_settings(tmp_path / "data", database_url, auth="on", sweep_interval_s=0)
 
 
 @pytest.fixture

@@ -132,50 +132,74 @@ def test_bar_fields_and_eta() -> None:
     assert job_eta({"status": "failed", "estimated_finish": 2000}, now=1000) == "-"
 
 
-class FinishingBetweenRequests:
-    """A client whose job moves on with every request: running at the first, succeeded at the second."""
+def status_event(event_id: str, status: str, message: str, level: str = "info") -> dict[str, Any]:
+    """A status change event, as ``registry.jobs`` records it."""
+    return {"id": event_id, "created_at": 0, "level": level, "message": message, "data": {"status": status}}
 
-    def __init__(self) -> None:
+
+def metrics_event(step: int) -> dict[str, Any]:
+    """A training step's metrics event, as the worker records it."""
+    return {
+        "id": f"ev-m{step}", "created_at": 0, "level": "info", "type": "metrics",
+        "message": f"Step {step}/{STEPS}", "data": metrics(step),
+    }  # fmt: skip
+
+
+class MovingJob:
+    """A client whose job moves on with every request: request ``i`` sees moment ``i`` (then the last one).
+
+    A moment is the job's events (newest first) and the job itself at that time.
+    """
+
+    def __init__(self, *moments: tuple[list[dict[str, Any]], dict[str, Any]]) -> None:
+        self.moments = moments
         self.requests = 0
-        running = {
-            "id": "ev-1",
-            "created_at": 0,
-            "level": "info",
-            "message": "Job started",
-            "data": {"status": "running"},
-        }
-        finished = {
-            "id": "ev-2",
-            "created_at": 1,
-            "level": "info",
-            "message": "Done",
-            "data": {"status": "succeeded"},
-        }
-        self.timeline = [([running], "running"), ([finished, running], "succeeded")]
 
-    def _now(self) -> tuple[list[dict[str, Any]], str]:
-        moment = self.timeline[min(self.requests, len(self.timeline) - 1)]
+    def _now(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        moment = self.moments[min(self.requests, len(self.moments) - 1)]
         self.requests += 1
         return moment
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return {"id": job_id, "status": self._now()[1], "estimated_finish": None, "fine_tuned_model": "m"}
+        return {"id": job_id, "estimated_finish": None, "fine_tuned_model": "m", **self._now()[1]}
 
     def list_events(self, job_id: str, limit: int) -> dict[str, Any]:
         return {"data": self._now()[0]}
 
 
-def test_a_job_finishing_between_the_two_requests_never_shows_a_stale_status() -> None:
+def watch_moving_job(client: MovingJob) -> tuple[dict[str, Any], str, list[str]]:
+    """Watch the job to its end; returns the job, the console's text and the statuses it printed."""
     from rich.console import Console
 
     from diablo_cli.job_watch import watch_job
 
     console = Console(record=True, width=200)
-    job = watch_job(FinishingBetweenRequests(), "ftjob-x", console, interval=0)  # type: ignore[arg-type]
-    statuses = [
-        line.removeprefix("status: ")
-        for line in console.export_text().splitlines()
-        if line.startswith("status: ")
-    ]
+    job = watch_job(client, "ftjob-x", console, interval=0)  # type: ignore[arg-type]
+    text = console.export_text()
+    statuses = [line.removeprefix("status: ") for line in text.splitlines() if line.startswith("status: ")]
+    return job, text, statuses
+
+
+def test_a_job_finishing_between_the_two_requests_never_shows_a_stale_status() -> None:
+    running = status_event("ev-1", "running", "Job started")
+    finished = status_event("ev-2", "succeeded", "Done")
+    client = MovingJob(([running], {"status": "running"}), ([finished, running], {"status": "succeeded"}))
+    job, _, statuses = watch_moving_job(client)
     assert job["status"] == "succeeded"
     assert statuses == ["running", "succeeded"]
+
+
+def test_a_job_finishing_between_the_two_requests_still_shows_its_last_events() -> None:
+    running = status_event("ev-1", "running", "Fine-tuning job started")
+    failed = status_event("ev-3", "failed", "The job failed: CUDA out of memory", level="error")
+    error = {"code": "training_error", "message": "CUDA out of memory", "param": None}
+    client = MovingJob(
+        ([metrics_event(1), running], {"status": "running"}),
+        ([failed, metrics_event(2), metrics_event(1), running], {"status": "failed", "error": error}),
+    )
+    job, text, statuses = watch_moving_job(client)
+    assert job["status"] == "failed"
+    assert statuses == ["running", "failed"]
+    assert "The job failed: CUDA out of memory" in text  # the event listed after the job was seen failed
+    assert "step 2/4" in text and "loss 0.5000" in text
+    assert "Job failed [training_error]: CUDA out of memory" in text

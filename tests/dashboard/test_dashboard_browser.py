@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ from tests.worker.conftest import chat_example, jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 JOB_TIMEOUT_S = 240.0
+# How long a job is held mid-run: well within the 30 s that the worker waits for the registry's write lock.
+HOLD_S = 15.0
 # 48 training examples, batch size 2, 8 epochs: long enough (a few seconds) to watch, at most 200 steps
 # so that every step has its metrics event.
 TOTAL_STEPS = 192
@@ -56,6 +61,48 @@ def curve_points(page: Page, series: str) -> int:
 def job_status(page: Page) -> str:
     badge = page.locator(".page-head .badge")
     return badge.get_attribute("data-status") if badge.count() else ""
+
+
+@contextmanager
+def held_mid_run(service: Service, job_id: str) -> Iterator[int]:
+    """Hold the job while it runs with part of its steps done; yields how many steps it has recorded.
+
+    The test takes the SQLite registry's write lock once the job has recorded a step and is still running,
+    and keeps it for the block: the job cannot record more steps nor finish (the worker waits for the lock),
+    while the API goes on reading it. So the page is certain to see it mid-run, however fast it trains.
+    """
+    with api_client(service) as client:  # the key is verified (and its use recorded) now, not while held
+        assert client.get("/v1/models").status_code == 200
+    database = sqlite3.connect(service.data_dir / "registry.db", timeout=30, isolation_level=None)
+    steps = (
+        "SELECT count(*) FROM job_events WHERE job_id = ? AND json_extract(data, '$.train_loss') IS NOT NULL"
+    )
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while True:
+            database.execute("BEGIN IMMEDIATE")
+            [status] = database.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            [done] = database.execute(steps, (job_id,)).fetchone()
+            if status == "running" and 0 < done < TOTAL_STEPS:
+                break
+            database.execute("ROLLBACK")
+            assert status in ("queued", "running"), f"job {status} at step {done} before it was held"
+            assert time.monotonic() < deadline, f"job still {status} at step {done}\n{service.output()}"
+            time.sleep(0.02)
+        yield done
+    finally:
+        if database.in_transaction:
+            database.execute("ROLLBACK")
+        database.close()
+
+
+def part_drawn_curve(page: Page) -> int:
+    """Wait until the page draws a training curve of some but not all steps; return its point count."""
+    deadline = time.monotonic() + HOLD_S
+    while not 0 < (count := curve_points(page, "train")) < TOTAL_STEPS:
+        assert time.monotonic() < deadline, f"the curve has {count} points after {HOLD_S} s"
+        page.wait_for_timeout(100)
+    return count
 
 
 def watch_curve(page: Page, service: Service) -> list[int]:
@@ -137,14 +184,16 @@ def chat_side_by_side(page: Page, job: dict[str, Any], screenshots: Path) -> Non
 def test_upload_train_watch_and_chat(page: Page, service: Service, screenshots: Path) -> None:
     show_bad_dataset(page, service, screenshots)
     job_id = start_job(page)
-    counts = watch_curve(page, service)
+    # The curve is drawn while the job runs, not only once at the end. The tiny job can finish within one of
+    # the page's 1 s refreshes, so it is held mid-run until the page has drawn the steps it recorded.
+    with held_mid_run(service, job_id) as done:
+        mid_run = part_drawn_curve(page)
+    assert mid_run <= done
+    counts = [mid_run, *watch_curve(page, service)]
     with api_client(service) as client:
         job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
     assert job["status"] == "succeeded", service.output()
-    # The curve was seen part-drawn while the job ran, not only drawn once at the end (the tiny job can finish
-    # within two of the page's 1 s refreshes on an idle machine, so one mid-run sighting is what is certain).
-    growing = [count for count in counts if 0 < count < TOTAL_STEPS]
-    assert growing and counts == sorted(counts), counts
+    assert counts == sorted(counts), counts
     page.wait_for_timeout(1500)  # one more refresh after the final status
     check_finished_job(page)
     page.screenshot(path=screenshots / "job.png", full_page=True)

@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DIABLO = Path(sys.executable).parent / "diablo"
 STARTUP_TIMEOUT_S = 300
+INSPECT_TIMEOUT_S = 60
 
 
 @pytest.fixture
@@ -107,14 +108,22 @@ def test_serve_workers_share_one_redis_queue_with_postgres(
     port, log, queue = free_port(), tmp_path / "serve.log", env["DIABLO_QUEUE_NAME"]
     serve = start_logged([str(DIABLO), "serve", "--workers", "2", "--port", str(port)], env, log)
     try:
-        for name in ("worker1@", "worker2@"):
-            wait_for_text(log, f"{name}{socket.gethostname()} ready.", timeout_s=STARTUP_TIMEOUT_S)
+        nodes = [f"{name}@{socket.gethostname()}" for name in ("worker1", "worker2")]
+        for node in nodes:
+            wait_for_text(log, f"{node} ready.", timeout_s=STARTUP_TIMEOUT_S)
         output = log.read_text()
         assert env["DIABLO_BROKER_URL"] in output and f"2 on queue '{queue}'" in output
         inspect = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "inspect", "active_queues"]
+        # Addressed to both workers, the command returns once both replied; the timeout only bounds a hang
+        # (a broadcast to all would wait out the whole timeout, and miss a worker slower than that).
         result = subprocess.run(
-            [*inspect, "--json", "--timeout", "10"], env=env, capture_output=True, text=True
+            [*inspect, "--json", "-d", ",".join(nodes), "--timeout", str(INSPECT_TIMEOUT_S)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=INSPECT_TIMEOUT_S + 120,
         )
+        assert result.returncode == 0, result.stdout + result.stderr
         replies = json.loads(result.stdout.strip().splitlines()[-1])
         assert {node.split("@")[0] for node in replies} == {"worker1", "worker2"}
         assert all([q["name"] for q in queues] == [queue] for queues in replies.values())

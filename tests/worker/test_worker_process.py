@@ -21,6 +21,8 @@ from worker.artifact_store import file_sha256
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 JOB_TIMEOUT_S = 120.0
+# Only bounds a hang: the worker imports torch first, which takes 15 s on a loaded 2-core machine.
+STARTUP_TIMEOUT_S = 180.0
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -57,7 +59,7 @@ def run_job_through_worker(settings: Settings, tiny_model_dir: Path, log_path: P
     process = start_worker(worker_env(settings), settings.queue_name, log_path)
     try:
         # The worker migrates the registry when it starts; on an empty database that proves it did.
-        wait_for(lambda: current_revision(settings.database_url), 60, process, log_path)
+        wait_for(lambda: current_revision(settings.database_url), STARTUP_TIMEOUT_S, process, log_path)
         sessions = get_sessionmaker(settings.database_url)
         job_id = queue_job(sessions, settings, tiny_model_dir, jsonl([chat_example(i) for i in range(8)]))
         enqueue_training(job_id, settings)
