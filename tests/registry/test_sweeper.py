@@ -146,7 +146,9 @@ def test_a_broker_failure_leaves_the_job_queued_for_the_next_sweep(
     queue = RecordingQueue(sessions, fail=True)
     assert recover_stale_jobs(sessions, settings, enqueue=queue, now=now) == [job_id]
     assert queue.sent == [(job_id, "queued")] and story(sessions, job_id)[0].status == "queued"
-    later = now + int(TIMEOUT_S) * 5 + 1
+    # Past the queued timeout of the events the first sweep wrote, at real time (up to a minute after `now`
+    # on a loaded host: a margin of one second let a slow run cross the boundary and see no idle job).
+    later = now + int(TIMEOUT_S) * 5 + 60
     assert recover_stale_jobs(sessions, settings, enqueue=queue, now=later) == [job_id]
     assert len(queue.sent) == 2
 
