@@ -27,6 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diablo_core.dropped_kernels import (
+    block_products,
+    draw_positions,
+    kernels_apply,
+    numba_available,
+    subtract_dropped_gradients,
+    subtract_dropped_output,
+)
+
 __all__ = ["FusedDiaBlo", "FusedDroppedDiaBlo", "effective_weight", "sample_dropped", "to_blocks"]
 
 
@@ -63,8 +72,16 @@ def effective_weight(weight: Tensor, blocks: Tensor) -> Tensor:
 def block_gradient(x: Tensor, grad_out: Tensor, blocks: Tensor) -> Tensor:
     """``dL/dA`` of ``x·blockdiag(A)`` given the output gradient: one batched product, ``(n, bi, bo)``."""
     count, block_in, block_out = blocks.shape
-    xb = to_blocks(x.to(grad_out.dtype), count, block_in).reshape(-1, count, block_in)  # (M, n, bi)
+    x = x.to(grad_out.dtype)
+    if kernels_apply(x, grad_out):
+        products = block_products(x.contiguous(), grad_out.contiguous(), count)  # None: einsum is faster
+        if products is not None:
+            return products  # (n, bi, bo)
+    xb = to_blocks(x, count, block_in).reshape(-1, count, block_in)  # (M, n, bi)
     gb = to_blocks(grad_out, count, block_out).reshape(-1, count, block_out)  # (M, n, bo)
+    if block_in > block_out:
+        # The product runs 2-5x faster with the wider block side last (down_proj, k/v: bo < bi).
+        return torch.einsum("mno,mni->noi", gb, xb).transpose(1, 2).contiguous()  # (n, bi, bo)
     return torch.einsum("mni,mno->nio", xb, gb)  # (n, bi, bo)
 
 
@@ -105,6 +122,13 @@ def sample_dropped(
         raise ValueError(f"p must be in (0, 1), got {p!r}")
     mean = numel * p
     chunk = chunk or int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
+    if torch.device(device).type == "cpu" and numba_available():
+        return draw_positions(numel, p, chunk)  # the same walk in one compiled pass
+    return walk_gaps(numel, p, torch.device(device), chunk)
+
+
+def walk_gaps(numel: int, p: float, device: torch.device, chunk: int) -> Tensor:
+    """``sample_dropped`` in tensor ops (any device): returns the sorted int64 positions, ``(K,)``."""
     log_keep = math.log1p(-p)
     parts, last = [], -1
     while last < numel:
@@ -115,8 +139,8 @@ def sample_dropped(
         positions = gaps.cumsum(0) + last  # (chunk,)
         parts.append(positions)
         last = int(positions[-1])
-    positions = torch.cat(parts)  # (>= K,)
-    return positions[positions < numel]  # (K,)
+    positions = torch.cat(parts)  # (>= K,) sorted
+    return positions[: int(torch.searchsorted(positions, numel))]  # (K,): those below numel
 
 
 class FusedDroppedDiaBlo(torch.autograd.Function):
@@ -130,6 +154,9 @@ class FusedDroppedDiaBlo(torch.autograd.Function):
         ctx.save_for_backward(x, weight, blocks, dropped)
         ctx.scale = scale
         y = F.linear(x, effective_weight(weight, blocks * scale), bias)  # (..., out)
+        if kernels_apply(dropped, x, y, blocks):
+            subtract_dropped_output(y, x.contiguous(), dropped, blocks, scale)  # one pass over P, in place
+            return y
         count, block_in, block_out = blocks.shape
         features, block_rows = _dropped_coordinates(dropped, x.shape[-1], count, block_in)
         weights = x.reshape(-1).index_select(0, dropped).to(y.dtype).mul_(-scale)  # (K,): -s * x[t, j]
@@ -144,9 +171,16 @@ class FusedDroppedDiaBlo(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, Tensor | None, None, None]:
         x, weight, blocks, dropped = ctx.saved_tensors
         scale = ctx.scale
+        want_x, want_blocks = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        if kernels_apply(dropped, x, grad_out, blocks):
+            return (
+                *_kernel_gradients(x, weight, blocks, dropped, scale, grad_out, want_x, want_blocks),
+                None,
+                None,
+            )
         count, block_in, block_out = blocks.shape
         grad_x = grad_blocks = None
-        if ctx.needs_input_grad[0]:
+        if want_x:
             effective = effective_weight(weight, blocks * scale).to(grad_out.dtype)  # (out, in)
             grad_x = grad_out @ effective  # (..., in): as if nothing were dropped
             features, block_rows = _dropped_coordinates(dropped, x.shape[-1], count, block_in)
@@ -155,13 +189,34 @@ class FusedDroppedDiaBlo(torch.autograd.Function):
             rows_of_a = _rows_of_blocks(blocks, grad_out.dtype, -scale).index_select(0, features)  # (K, bo)
             dropped_grad = rows_of_a.mul_(grad_at_dropped).sum(-1)  # (K,): minus the adapter's share
             grad_x = grad_x.reshape(-1).index_add_(0, dropped, dropped_grad).view_as(grad_x).to(x.dtype)
-        if ctx.needs_input_grad[3]:
+        if want_blocks:
             # The block gradient wants the dropped input itself: zeroing K entries of a copy of x is cheaper
             # than correcting the product afterwards.
             x_dropped = x.reshape(-1).clone().index_fill_(0, dropped, 0.0).view_as(x)  # (..., in)
             grad_blocks = block_gradient(x_dropped, grad_out, blocks).mul_(scale)  # (n, bi, bo)
             grad_blocks = grad_blocks.to(blocks.dtype)
         return grad_x, None, None, grad_blocks, None, None
+
+
+def _kernel_gradients(
+    x: Tensor,
+    weight: Tensor,
+    blocks: Tensor,
+    dropped: Tensor,
+    scale: float,
+    grad_out: Tensor,
+    want_x: bool,
+    want_blocks: bool,
+) -> tuple[Tensor | None, None, None, Tensor | None]:
+    """Backward on the CPU kernels: the undropped gradients from dense products, then one correcting pass."""
+    grad_out, x = grad_out.contiguous(), x.contiguous()
+    grad_x = grad_blocks = None
+    if want_x:
+        grad_x = grad_out @ effective_weight(weight, blocks * scale).to(grad_out.dtype)  # (..., in)
+    if want_blocks:
+        grad_blocks = block_gradient(x, grad_out, blocks).mul_(scale).contiguous()  # (n, bi, bo)
+    subtract_dropped_gradients(grad_x, grad_blocks, x, grad_out, dropped, blocks, scale)
+    return grad_x, None, None, grad_blocks
 
 
 def _dropped_coordinates(

@@ -6,12 +6,25 @@ import pytest
 import torch
 from torch import nn
 
+from diablo_core import dropped_kernels
+from diablo_core import fused as fused_module
 from diablo_core.config import DiaBloConfig
-from diablo_core.fused import FusedDroppedDiaBlo, sample_dropped
+from diablo_core.fused import FusedDroppedDiaBlo, sample_dropped, walk_gaps
 from diablo_core.layer import DiaBloLinear
 from diablo_core.model import apply_diablo, diablo_modules
 from tests.core.test_layer import SHAPES, make_layer, relative_error
 from tests.core.tiny import randomize_blocks, tiny_llama, token_batch
+
+
+@pytest.fixture(params=["kernels", "tensor ops"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on the compiled CPU kernels and again on the tensor-op path (what CUDA and bf16 take)."""
+    if request.param == "tensor ops":
+        monkeypatch.setattr(fused_module, "kernels_apply", lambda *tensors: False)
+        monkeypatch.setattr(fused_module, "numba_available", lambda: False)
+    else:
+        assert dropped_kernels.numba_available()
+    return request.param
 
 
 def masked_reference(layer: DiaBloLinear, x: torch.Tensor, dropped: torch.Tensor, p: float) -> torch.Tensor:
@@ -21,7 +34,7 @@ def masked_reference(layer: DiaBloLinear, x: torch.Tensor, dropped: torch.Tensor
     return layer.base(x) + layer.block_update(x * mask.view_as(x) / (1.0 - p))
 
 
-def test_dropped_positions_are_sorted_distinct_in_range_and_a_fraction_p() -> None:
+def test_dropped_positions_are_sorted_distinct_in_range_and_a_fraction_p(path: str) -> None:
     torch.manual_seed(0)
     numel, p = 2_000_000, 0.05
     dropped = sample_dropped(numel, p)
@@ -31,7 +44,7 @@ def test_dropped_positions_are_sorted_distinct_in_range_and_a_fraction_p() -> No
     assert abs(len(dropped) / numel - p) < 1e-3  # six standard deviations: 6 * sqrt(p(1-p)/numel) = 9e-4
 
 
-def test_every_position_is_dropped_independently_with_probability_p() -> None:
+def test_every_position_is_dropped_independently_with_probability_p(path: str) -> None:
     torch.manual_seed(1)
     draws, numel, p = 6_000, 6, 0.3
     masks = torch.zeros(draws, numel)
@@ -44,11 +57,30 @@ def test_every_position_is_dropped_independently_with_probability_p() -> None:
     assert abs(masks.sum(1).var().item() - numel * p * (1 - p)) < 0.15  # binomial spread
 
 
-def test_small_chunks_still_reach_the_end() -> None:
+def test_small_chunks_still_reach_the_end(path: str) -> None:
     torch.manual_seed(2)
     dropped = sample_dropped(10_000, 0.05, chunk=3)  # thousands of top-up rounds
     assert bool((dropped[1:] > dropped[:-1]).all()) and int(dropped[-1]) < 10_000
     assert 0.04 < len(dropped) / 10_000 < 0.06 and int(dropped[-1]) > 9_000
+
+
+@pytest.mark.parametrize(("numel", "p", "chunk"), [(590_000, 0.05, None), (10_000, 0.05, 3), (7, 0.5, None)])
+def test_compiled_walk_draws_what_the_tensor_ops_draw(numel: int, p: float, chunk: int | None) -> None:
+    torch.manual_seed(3)
+    compiled = sample_dropped(numel, p, chunk=chunk)
+    after_compiled = torch.rand(4)
+    torch.manual_seed(3)
+    default_chunk = int(numel * p + 6.0 * (numel * p * (1 - p)) ** 0.5 + 16)
+    reference = walk_gaps(numel, p, torch.device("cpu"), chunk or default_chunk)
+    assert torch.equal(compiled, reference)
+    assert torch.equal(torch.rand(4), after_compiled)  # the same uniforms consumed: the RNG state agrees
+
+
+def test_cpu_float_training_takes_the_compiled_kernels() -> None:
+    x, blocks, dropped = torch.randn(4, 8), torch.zeros(2, 4, 4), torch.tensor([1, 9])
+    assert dropped_kernels.kernels_apply(dropped, x, blocks)
+    assert not dropped_kernels.kernels_apply(dropped, x.bfloat16(), blocks.bfloat16())  # numpy has no bf16
+    assert not dropped_kernels.kernels_apply(dropped, x, blocks.double())
 
 
 @pytest.mark.parametrize("p", [0.0, 1.0, -0.1])
@@ -60,7 +92,7 @@ def test_sampling_refuses_p_outside_the_open_unit_interval(p: float) -> None:
 @pytest.mark.parametrize(("in_f", "out_f", "n"), SHAPES)
 @pytest.mark.parametrize("leading", [(7,), (2, 5)])
 def test_fused_dropped_equals_masked_einsum_with_gradients(
-    in_f: int, out_f: int, n: int, leading: tuple[int, ...]
+    in_f: int, out_f: int, n: int, leading: tuple[int, ...], path: str
 ) -> None:
     layer, p = make_layer(in_f, out_f, n).train(), 0.2
     x, target = torch.randn(*leading, in_f), torch.randn(*leading, out_f)
@@ -84,7 +116,7 @@ def test_fused_dropped_equals_masked_einsum_with_gradients(
 
 
 @pytest.mark.parametrize(("in_f", "out_f", "n"), [(10, 7, 3), (8, 12, 4)])
-def test_fused_dropped_passes_gradcheck(in_f: int, out_f: int, n: int) -> None:
+def test_fused_dropped_passes_gradcheck(in_f: int, out_f: int, n: int, path: str) -> None:
     layer = make_layer(in_f, out_f, n).double()
     x = torch.randn(3, in_f, dtype=torch.double, requires_grad=True)
     blocks = layer.blocks.detach().clone().requires_grad_(True)
