@@ -1,4 +1,4 @@
-"""Times DiaBloLinear forward+backward: the einsum path against the fused (folded-weight) path.
+"""Times DiaBloLinear forward+backward: the einsum path, the fused (folded-weight) path and the floor.
 
 Usage: python benchmarks/layer_forward.py [--tokens 640] [--blocks 64] [--repeats 30] [--device cpu]
        [--dtype float32|bfloat16] [--threads T] [--dropout P]
@@ -28,27 +28,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step_seconds(layer: DiaBloLinear, x: torch.Tensor, grad: torch.Tensor, fused: bool) -> float:
-    """Seconds of one forward + backward (input and block gradients, as inside a decoder)."""
-    layer.fused = fused
+PATHS = ("floor", "einsum", "fused")
+
+
+def step_seconds(layer: DiaBloLinear, x: torch.Tensor, grad: torch.Tensor, path: str) -> float:
+    """Seconds of one forward + backward (input and block gradients, as inside a decoder).
+
+    ``floor`` is the frozen linear alone (forward and input gradient): what no adapter can undercut.
+    """
+    layer.fused = path == "fused"
     sync(x.device)
     start = time.perf_counter()
-    layer(x).backward(grad)
+    output = layer.base(x) if path == "floor" else layer(x)
+    output.backward(grad)
     sync(x.device)
     layer.blocks.grad = x.grad = None
     return time.perf_counter() - start
 
 
-def time_paths(layer: DiaBloLinear, x: torch.Tensor, repeats: int) -> dict[bool, float]:
-    """Fastest step of each path; the paths alternate so that load from other processes hits both alike."""
+def time_paths(layer: DiaBloLinear, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Fastest step of each path; the paths alternate so that load from other processes hits all alike."""
     grad = torch.randn(*x.shape[:-1], layer.out_features, device=x.device, dtype=x.dtype)
-    samples: dict[bool, list[float]] = {False: [], True: []}
+    samples: dict[str, list[float]] = {path: [] for path in PATHS}
     for step in range(repeats + 3):
-        for fused in (False, True):
-            seconds = step_seconds(layer, x, grad, fused)
+        for path in PATHS:
+            seconds = step_seconds(layer, x, grad, path)
             if step >= 3:  # warm-up steps are not counted
-                samples[fused].append(seconds)
-    return {fused: min(values) for fused, values in samples.items()}
+                samples[path].append(seconds)
+    return {path: min(values) for path, values in samples.items()}
 
 
 def main() -> None:
@@ -69,7 +76,7 @@ def main() -> None:
         f"device={device} dtype={args.dtype} tokens={args.tokens} N={args.blocks} dropout={args.dropout} "
         f"threads={torch.get_num_threads()}"
     )
-    totals = {False: 0.0, True: 0.0}
+    totals = dict.fromkeys(PATHS, 0.0)
     for in_f, out_f in SHAPES:
         layer = (
             DiaBloLinear(nn.Linear(in_f, out_f, bias=False), args.blocks, dropout=args.dropout)
@@ -79,15 +86,17 @@ def main() -> None:
         nn.init.normal_(layer.blocks, std=0.02)
         x = torch.randn(args.tokens, in_f, device=device, dtype=dtype, requires_grad=True)
         timings = time_paths(layer, x, args.repeats)
-        for fused in (False, True):
-            totals[fused] += timings[fused]
+        for path in PATHS:
+            totals[path] += timings[path]
         print(
-            f"{in_f:>5} -> {out_f:<5} einsum {timings[False] * 1e3:7.3f} ms   "
-            f"fused {timings[True] * 1e3:7.3f} ms   fused/einsum {timings[True] / timings[False]:.2f}"
+            f"{in_f:>5} -> {out_f:<5} floor {timings['floor'] * 1e3:7.3f} ms   "
+            f"einsum {timings['einsum'] * 1e3:7.3f} ms   fused {timings['fused'] * 1e3:7.3f} ms   "
+            f"fused/einsum {timings['fused'] / timings['einsum']:.2f}"
         )
     print(
-        f"sum of one layer of each shape: einsum {totals[False] * 1e3:.3f} ms, "
-        f"fused {totals[True] * 1e3:.3f} ms, fused/einsum {totals[True] / totals[False]:.2f}"
+        f"sum of one layer of each shape: floor {totals['floor'] * 1e3:.3f} ms, "
+        f"einsum {totals['einsum'] * 1e3:.3f} ms, fused {totals['fused'] * 1e3:.3f} ms, "
+        f"fused/einsum {totals['fused'] / totals['einsum']:.2f}"
     )
 
 

@@ -192,17 +192,19 @@ def _gradient_kernel(x, grad_out, dropped, blocks, scale, grad_x, grad_blocks, w
             row_start = row * in_features
         feature = position - row_start
         block = block_of[feature]
-        block_row = feature - block * block_in
         first = block * block_out
-        value = scale * x[row, feature]
-        fed = 0.0
-        for o in range(min(block_out, out_features - first)):
-            g = grad_out[row, first + o]
-            fed += g * blocks[block, block_row, o]
-            if want_blocks:
-                grad_blocks[block, block_row, o] -= value * g
+        width = min(block_out, out_features - first)  # the last block may be cropped
+        g_row, a_row = grad_out[row], blocks[block, feature - block * block_in]  # (out,), (bo,)
         if want_x:
+            fed = 0.0
+            for o in range(width):
+                fed += g_row[first + o] * a_row[o]
             grad_x[row, feature] -= scale * fed
+        if want_blocks:
+            value = scale * x[row, feature]
+            grad_row = grad_blocks[block, feature - block * block_in]  # (bo,)
+            for o in range(width):
+                grad_row[o] -= value * g_row[first + o]
 
 
 @_compiled

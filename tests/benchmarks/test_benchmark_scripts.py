@@ -42,6 +42,10 @@ def test_cuda_check_passes_in_bf16_on_the_cpu() -> None:
     assert "dropout 0.05" in stdout and stdout.rstrip().endswith("all checks passed")
 
 
-def test_layer_forward_times_both_paths_with_dropout() -> None:
+def test_layer_forward_times_both_paths_and_the_floor_with_dropout() -> None:
     stdout = run_script("benchmarks/layer_forward.py", "--tokens", "16", "--repeats", "1", "--dropout", ".05")
-    assert "dropout=0.05" in stdout and "fused/einsum" in stdout
+    assert (
+        "dropout=0.05" in stdout
+        and "fused/einsum" in stdout
+        and "sum of one layer of each shape: floor" in stdout
+    )
