@@ -14,6 +14,9 @@ them, 5% at the default). ``P`` is drawn directly as the gaps between successes 
 (geometric variates), which costs ``p·numel`` random numbers instead of ``numel``, and backward keeps only
 ``x`` (shared by q/k/v, which see the same input) and the int64 positions.
 
+On the CPU (float32/64) the drawing, both corrections and most block gradients run in compiled kernels
+(``diablo_core.dropped_kernels``); CUDA, bf16/fp16 and hosts without numba use the tensor ops here.
+
 Shapes: ``M`` rows (all leading dimensions flattened), ``in``/``out`` features, ``n`` blocks of ``bi x bo``,
 ``K`` dropped positions.
 """
@@ -70,7 +73,11 @@ def effective_weight(weight: Tensor, blocks: Tensor) -> Tensor:
 
 
 def block_gradient(x: Tensor, grad_out: Tensor, blocks: Tensor) -> Tensor:
-    """``dL/dA`` of ``x·blockdiag(A)`` given the output gradient: one batched product, ``(n, bi, bo)``."""
+    """``dL/dA`` of ``x·blockdiag(A)`` given the output gradient, ``(n, bi, bo)``.
+
+    One pass of a compiled kernel over the rows where it is faster (CPU float32/64, divisible shapes with
+    ``bi >= bo``), otherwise one batched product.
+    """
     count, block_in, block_out = blocks.shape
     x = x.to(grad_out.dtype)
     if kernels_apply(x, grad_out):
