@@ -127,11 +127,16 @@ def sample_dropped(
     """
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p!r}")
-    mean = numel * p
-    chunk = chunk or int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
+    chunk = chunk or default_chunk(numel, p)
     if torch.device(device).type == "cpu" and numba_available():
         return draw_positions(numel, p, chunk)  # the same walk in one compiled pass
     return walk_gaps(numel, p, torch.device(device), chunk)
+
+
+def default_chunk(numel: int, p: float) -> int:
+    """Draws per chunk: the mean count of positions plus six standard deviations (nearly always enough)."""
+    mean = numel * p
+    return int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
 
 
 def walk_gaps(numel: int, p: float, device: torch.device, chunk: int) -> Tensor:
@@ -179,17 +184,19 @@ class FusedDroppedDiaBlo(torch.autograd.Function):
         x, weight, blocks, dropped = ctx.saved_tensors
         scale = ctx.scale
         want_x, want_blocks = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
-        if kernels_apply(dropped, x, grad_out, blocks):
-            return (
-                *_kernel_gradients(x, weight, blocks, dropped, scale, grad_out, want_x, want_blocks),
-                None,
-                None,
-            )
-        count, block_in, block_out = blocks.shape
         grad_x = grad_blocks = None
         if want_x:
             effective = effective_weight(weight, blocks * scale).to(grad_out.dtype)  # (out, in)
             grad_x = grad_out @ effective  # (..., in): as if nothing were dropped
+        if kernels_apply(dropped, x, grad_out, blocks):
+            grad_out, x = grad_out.contiguous(), x.contiguous()
+            if want_blocks:
+                grad_blocks = block_gradient(x, grad_out, blocks).mul_(scale).contiguous()  # (n, bi, bo)
+            # One pass over P takes the dropped entries' share out of both gradients, in place.
+            subtract_dropped_gradients(grad_x, grad_blocks, x, grad_out, dropped, blocks, scale)
+            return grad_x, None, None, grad_blocks, None, None
+        count, block_in, block_out = blocks.shape
+        if want_x:
             features, block_rows = _dropped_coordinates(dropped, x.shape[-1], count, block_in)
             grad_blocked = to_blocks(grad_out, count, block_out).reshape(-1, block_out)  # (M*n, bo)
             grad_at_dropped = grad_blocked.index_select(0, block_rows)  # (K, bo): what each dropped entry fed
@@ -203,27 +210,6 @@ class FusedDroppedDiaBlo(torch.autograd.Function):
             grad_blocks = block_gradient(x_dropped, grad_out, blocks).mul_(scale)  # (n, bi, bo)
             grad_blocks = grad_blocks.to(blocks.dtype)
         return grad_x, None, None, grad_blocks, None, None
-
-
-def _kernel_gradients(
-    x: Tensor,
-    weight: Tensor,
-    blocks: Tensor,
-    dropped: Tensor,
-    scale: float,
-    grad_out: Tensor,
-    want_x: bool,
-    want_blocks: bool,
-) -> tuple[Tensor | None, None, None, Tensor | None]:
-    """Backward on the CPU kernels: the undropped gradients from dense products, then one correcting pass."""
-    grad_out, x = grad_out.contiguous(), x.contiguous()
-    grad_x = grad_blocks = None
-    if want_x:
-        grad_x = grad_out @ effective_weight(weight, blocks * scale).to(grad_out.dtype)  # (..., in)
-    if want_blocks:
-        grad_blocks = block_gradient(x, grad_out, blocks).mul_(scale).contiguous()  # (n, bi, bo)
-    subtract_dropped_gradients(grad_x, grad_blocks, x, grad_out, dropped, blocks, scale)
-    return grad_x, None, None, grad_blocks
 
 
 def _dropped_coordinates(

@@ -9,7 +9,7 @@ from torch import nn
 from diablo_core import dropped_kernels
 from diablo_core import fused as fused_module
 from diablo_core.config import DiaBloConfig
-from diablo_core.fused import FusedDroppedDiaBlo, sample_dropped, walk_gaps
+from diablo_core.fused import FusedDroppedDiaBlo, default_chunk, sample_dropped, walk_gaps
 from diablo_core.layer import DiaBloLinear
 from diablo_core.model import apply_diablo, diablo_modules
 from tests.core.test_layer import SHAPES, make_layer, relative_error
@@ -70,8 +70,7 @@ def test_compiled_walk_draws_what_the_tensor_ops_draw(numel: int, p: float, chun
     compiled = sample_dropped(numel, p, chunk=chunk)
     after_compiled = torch.rand(4)
     torch.manual_seed(3)
-    default_chunk = int(numel * p + 6.0 * (numel * p * (1 - p)) ** 0.5 + 16)
-    reference = walk_gaps(numel, p, torch.device("cpu"), chunk or default_chunk)
+    reference = walk_gaps(numel, p, torch.device("cpu"), chunk or default_chunk(numel, p))
     assert torch.equal(compiled, reference)
     assert torch.equal(torch.rand(4), after_compiled)  # the same uniforms consumed: the RNG state agrees
 
