@@ -1,0 +1,33 @@
+"""The dependency directions of docs/architecture.md hold: import-linter's contracts in pyproject.toml, and
+at run time every registry module imports without torch or transformers."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def test_import_linter_contracts_are_kept() -> None:
+    done = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
+
+
+def test_every_registry_module_imports_without_torch() -> None:
+    modules = [f"registry.{info.name}" for info in pkgutil.iter_modules(registry.__path__)]
+    code = (
+        f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'diablo_core') if m in sys.modules)\n"
+        "sys.exit(', '.join(heavy) or None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
