@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.artifacts import checkpoint_model_name
 from registry.jobs import get_job, request_cancel
 from registry.models import Adapter, Checkpoint, Job, JobEvent
 from registry.settings import Settings
@@ -196,11 +197,12 @@ def test_an_interrupted_job_resumes_from_its_latest_checkpoint(
     assert run_training_job(job_id, settings, "test-worker:2") == "succeeded"
     job = job_row(sessions, job_id)
     assert job.attempts == 2
-    assert "Resumed from step 4" in messages(sessions, job_id)
+    resumed = f"Resuming from step 4 (checkpoint {checkpoint_model_name(job.fine_tuned_model, 4)})"
+    assert resumed in messages(sessions, job_id)
     assert metric_steps(sessions, job_id) == [1, 2, 3, 4, 5, 6]
     events = messages(sessions, job_id)
     step_five = next(i for i, message in enumerate(events) if message.startswith("Step 5/6"))
-    assert events.index("Resumed from step 4") < step_five
+    assert events.index(resumed) < step_five
     state = json.loads((settings.adapters_dir / job_id / "checkpoints/step-4/trainer_state.json").read_text())
     assert state["step"] == 4
 
