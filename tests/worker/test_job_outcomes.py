@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -15,7 +17,7 @@ from registry.jobs import get_job, request_cancel
 from registry.models import Adapter, Checkpoint, Job, JobEvent
 from registry.settings import Settings
 from tests.worker.conftest import chat_example, jsonl
-from worker import training_job
+from worker import artifact_store, training_job
 from worker.training_job import run_training_job
 
 WORKER = "test-worker:1"
@@ -33,6 +35,17 @@ def on_step(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], None]) -> N
         return real_train(*args, callbacks=[Hook(), *callbacks], **kwargs)
 
     monkeypatch.setattr(training_job, "train", train)
+
+
+def files_under(root: Path) -> dict[str, str]:
+    """Every file under ``root`` by relative path, with the sha256 of its bytes."""
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def job_row(sessions: sessionmaker[Session], job_id: str) -> Job:
@@ -146,15 +159,18 @@ def test_a_job_cancelled_while_queued_is_not_run(
     assert (job.status, job.attempts) == ("cancelled", 0)
 
 
-def test_a_worker_that_loses_its_job_stops_without_writing(
+def test_a_worker_that_loses_its_job_writes_no_rows_and_no_files(
     new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings, monkeypatch
 ) -> None:
     job_id = new_job()
+    folder = artifact_store.job_dir(settings.adapters_dir, job_id)
+    before: dict[str, dict[str, str]] = {}
 
     def taken_over(step: int) -> None:
         if step == 2:  # another worker claimed the job after this one's lease looked stale
             with sessions.begin() as session:
                 session.execute(update(Job).where(Job.id == job_id).values(worker_id="other:9"))
+            before["files"] = files_under(settings.adapters_dir)
 
     on_step(monkeypatch, taken_over)
     assert run_training_job(job_id, settings, WORKER) is None
@@ -162,6 +178,9 @@ def test_a_worker_that_loses_its_job_stops_without_writing(
     assert (job.status, job.worker_id, job.error) == ("running", "other:9", None)
     with sessions() as session:
         assert session.scalars(select(Checkpoint)).all() == []
+    # No stop checkpoint, no pruning, no final adapter: the folder is as the new owner saw it.
+    assert files_under(settings.adapters_dir) == before["files"]
+    assert not (folder / "checkpoints" / "step-2").exists()
 
 
 def test_a_database_failure_hands_the_job_back_and_re_raises(
