@@ -32,9 +32,8 @@ def stall_until_lease_would_expire(
     settings: Settings, sessions: sessionmaker[Session], job_id: str
 ) -> list[str]:
     """Block this phase past the lease timeout (no optimizer step meanwhile), then run a sweep."""
-    with sessions() as session:
-        claimed_at = session.scalar(select(Job.started_at).where(Job.id == job_id))
-    while now_unix() <= claimed_at + TIMEOUT_S + 1:  # whole seconds: heartbeat_at has 1 s resolution
+    entered = now_unix()  # no heartbeat of this worker can be newer than now, but the lease thread's
+    while now_unix() <= entered + TIMEOUT_S + 1:  # whole seconds: heartbeat_at has 1 s resolution
         time.sleep(0.1)
     sent: list[str] = []
     return recover_stale_jobs(sessions, settings, enqueue=lambda job, _: sent.append(job)) + sent
