@@ -7,8 +7,10 @@ A checkpoint is a directory ``<output_dir>/checkpoints/step-<n>/`` holding
 - ``scheduler.json`` (LambdaLR state), ``rng.safetensors`` (torch CPU and CUDA generator states),
 - ``trainer_state.json`` (step, epoch, position in the epoch, trained tokens, metrics, Python RNG state).
 
-Nothing is pickled. Files are written into a temporary sibling directory that is renamed into place, so a
-crash never leaves a half-written ``step-<n>``.
+Nothing is pickled. Files are written into a temporary sibling directory (a name unique per host, process
+and call, so workers sharing a folder never collide) that is renamed into place, so a crash never leaves a
+half-written ``step-<n>``. The rename and the pruning of old checkpoints go through a ``Fence``: whoever runs
+training (a worker holding a job's lease) decides whether it may still make anything visible.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
+import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,30 @@ from diablo_core.errors import ConfigError
 from diablo_core.identity import BaseModelIdentity
 
 STEP_PREFIX = "step-"
+# fence(staging, place): run ``place`` (which makes ``staging`` visible) only if the caller may still write;
+# True when it ran. The worker checks its job's lease in the same database transaction.
+Fence = Callable[[Path, Callable[[], None]], bool]
+
+
+def unfenced(staging: Path, place: Callable[[], None]) -> bool:
+    """The fence of a run that nobody else can take over (the CLI): always place."""
+    place()
+    return True
+
+
+def staging_dir(parent: Path, name: str, tag: str = "") -> Path:
+    """A temporary sibling for ``parent/name``, unique per host, process and call (``tag`` adds context)."""
+    unique = f"{socket.gethostname()}-{os.getpid()}-{tag}{'-' if tag else ''}{secrets.token_hex(4)}"
+    return parent / f".tmp-{name}-{unique}"
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Put ``staging`` at ``final``; an old ``final`` is moved aside first, so the swap is two renames."""
+    if final.exists():
+        retired = staging_dir(final.parent, final.name, "old")
+        os.replace(final, retired)
+        shutil.rmtree(retired, ignore_errors=True)
+    os.replace(staging, final)
 
 
 @dataclass
@@ -126,8 +155,11 @@ def save_checkpoint(
     scheduler: LRScheduler,
     state: TrainerState,
     identity: BaseModelIdentity | None = None,
-) -> Path:
-    """Writes ``root/step-<state.step>/`` atomically and returns its path.
+    *,
+    keep: int | None = None,
+    fence: Fence = unfenced,
+) -> Path | None:
+    """Writes ``root/step-<state.step>/`` atomically, prunes to ``keep``, and returns its path.
 
     Args:
         root: The ``checkpoints`` directory of a run.
@@ -136,26 +168,44 @@ def save_checkpoint(
         scheduler: The run's learning-rate scheduler.
         state: Progress of the run at this step.
         identity: Base model identity recorded in the adapter config.
+        keep: Keep only this many most recent checkpoints (``None`` keeps all).
+        fence: Decides whether the checkpoint may be placed and old ones pruned (see ``Fence``).
 
     Returns:
-        The final checkpoint directory.
+        The final checkpoint directory, or None when the fence refused (nothing visible changed).
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{state.step}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_adapter(model, tmp, base_model=identity)
+    staging = staging_dir(root, final.name)
+    staging.mkdir()
+    try:
+        _write_files(staging, model, optimizer, scheduler, state, identity)
+
+        def place() -> None:
+            replace_dir(staging, final)
+            prune_checkpoints(root, keep)
+
+        placed = fence(staging, place)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already renamed away when placed
+    return final if placed else None
+
+
+def _write_files(
+    directory: Path,
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    state: TrainerState,
+    identity: BaseModelIdentity | None,
+) -> None:
+    save_adapter(model, directory, base_model=identity)
     tensors, meta = _optimizer_files(optimizer)
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    _write_json(tmp / "optimizer.json", meta)
-    _write_json(tmp / "scheduler.json", scheduler.state_dict())
-    save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
-    _write_json(tmp / "trainer_state.json", {**asdict(state), "python_rng": random.getstate()})
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    _write_json(directory / "optimizer.json", meta)
+    _write_json(directory / "scheduler.json", scheduler.state_dict())
+    save_file(_rng_tensors(), str(directory / "rng.safetensors"))
+    _write_json(directory / "trainer_state.json", {**asdict(state), "python_rng": random.getstate()})
 
 
 def load_checkpoint(

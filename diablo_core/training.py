@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from torch import nn
 
 from diablo_core.adapter_io import save_adapter
 from diablo_core.callbacks import CallbackList, TrainingCallback, TrainingProgress
-from diablo_core.checkpoints import load_checkpoint
+from diablo_core.checkpoints import Fence, load_checkpoint, replace_dir, staging_dir, unfenced
 from diablo_core.errors import DatasetError
 from diablo_core.loss import evaluate_examples
 from diablo_core.schedule import SCHEDULERS
@@ -57,6 +58,7 @@ class TrainingConfig:
         gradient_checkpointing: Recompute activations in backward (non-reentrant) to save memory.
         eval_every: Evaluate on the validation set every this many steps (and always at the end).
         checkpoint_every: Write a resumable checkpoint every this many steps.
+        checkpoint_each_epoch: Also write a resumable checkpoint at the end of every epoch.
         keep_checkpoints: Keep only this many most recent checkpoints (``None`` keeps all).
         device: Device of the model and the batches (``"cpu"``, ``"cuda"``...); bf16 autocast on CUDA.
         adam_betas: AdamW betas.
@@ -77,6 +79,7 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     eval_every: int | None = None
     checkpoint_every: int | None = None
+    checkpoint_each_epoch: bool = False
     keep_checkpoints: int | None = None
     device: str = "cpu"
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -177,6 +180,7 @@ def train(
     output_dir: Path,
     callbacks: list[Any] | None = None,
     resume_from: Path | None = None,
+    fence: Fence = unfenced,
 ) -> TrainingResult:
     """Trains the DiaBlo blocks of ``model`` (DiaBlo already applied) on tokenized examples.
 
@@ -197,6 +201,9 @@ def train(
             ``on_checkpoint(step, path, metrics)``.
         resume_from: A checkpoint directory of an earlier run with the same data and settings; the result
             equals that of an uninterrupted run.
+        fence: Runs each placement of a checkpoint or of the final adapter (and checkpoint pruning) only
+            while the caller may still write; a refused checkpoint is skipped, a refused adapter gives
+            ``adapter_dir=None``.
 
     Returns:
         The TrainingResult.
@@ -211,7 +218,7 @@ def train(
     hooks = CallbackList(callbacks or [])
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    run = TrainingRun(model, tokenizer, train_examples, config)
+    run = TrainingRun(model, tokenizer, train_examples, config, fence)
     if resume_from is not None:
         run.state = load_checkpoint(Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint())
     return _loop(run, valid_examples, output_dir, hooks)
@@ -233,7 +240,7 @@ def _loop(
             stopped = bool(hooks.on_progress(run.progress())) and run.state.step < run.total_steps
             if valid and _due(run.state.step, config.eval_every) and not stopped:
                 eval_metrics = _evaluate(run, valid, hooks)
-            if stopped or _due(run.state.step, config.checkpoint_every):
+            if stopped or _due(run.state.step, config.checkpoint_every) or _epoch_checkpoint_due(run):
                 run.checkpoint(output_dir / "checkpoints", hooks, {**run.last, **_prefixed(eval_metrics)})
         if valid and not stopped and not (run.state.history and "eval_loss" in run.state.history[-1]):
             eval_metrics = _evaluate(run, valid, hooks)
@@ -243,6 +250,10 @@ def _loop(
         model.train(was_training)
     adapter_dir = None if stopped else _save_final(run, output_dir)
     return _result(run, stopped, eval_metrics, adapter_dir)
+
+
+def _epoch_checkpoint_due(run: TrainingRun) -> bool:
+    return run.config.checkpoint_each_epoch and run.epoch_ended()
 
 
 def _set_checkpointing(model: nn.Module, enable: bool) -> None:
@@ -260,8 +271,16 @@ def _prefixed(metrics: dict[str, float] | None) -> dict[str, float]:
     return {f"eval_{k}": v for k, v in (metrics or {}).items()}
 
 
-def _save_final(run: TrainingRun, output_dir: Path) -> Path:
-    return save_adapter(run.model, output_dir / "adapter", base_model=run.identity)
+def _save_final(run: TrainingRun, output_dir: Path) -> Path | None:
+    """Write the adapter to ``output_dir/adapter`` through the fence; None if the fence refused."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = output_dir / "adapter"
+    staging = save_adapter(run.model, staging_dir(output_dir, final.name), base_model=run.identity)
+    try:
+        placed = run.fence(staging, lambda: replace_dir(staging, final))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already renamed away when placed
+    return final if placed else None
 
 
 def _result(

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from diablo_core.callbacks import CallbackList, TrainingProgress
-from diablo_core.checkpoints import TrainerState, prune_checkpoints, save_checkpoint
+from diablo_core.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
 from diablo_core.errors import ConfigError
 from diablo_core.identity import model_identity
 from diablo_core.loss import accumulate_gradients
@@ -43,9 +43,14 @@ class TrainingRun:
     """Everything one call to ``train`` changes as it goes; ``training._loop`` drives it."""
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any, examples: list[TokenizedExample], config: TrainingConfig
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        examples: list[TokenizedExample],
+        config: TrainingConfig,
+        fence: Fence = unfenced,
     ):
-        self.model, self.config, self.examples = model, config, examples
+        self.model, self.config, self.examples, self.fence = model, config, examples, fence
         self.pad_id = _pad_token_id(tokenizer)
         self.params = [module.blocks for module in diablo_modules(model).values()]
         if not self.params:
@@ -88,6 +93,10 @@ class TrainingRun:
         self.state.position += len(indices)
         return [self.examples[i] for i in indices]
 
+    def epoch_ended(self) -> bool:
+        """True right after the step that consumed the last batch of the current epoch's order."""
+        return self.state.position >= len(self.examples)
+
     def optimizer_step(self, batch: list[TokenizedExample]) -> None:
         started = time.perf_counter()
         micro = self.config.micro_batch_size or self.config.batch_size
@@ -125,7 +134,17 @@ class TrainingRun:
         )
 
     def checkpoint(self, root: Path, callbacks: CallbackList, metrics: dict[str, float]) -> None:
-        path = save_checkpoint(root, self.model, self.optimizer, self.scheduler, self.state, self.identity)
-        prune_checkpoints(root, self.config.keep_checkpoints)
+        path = save_checkpoint(
+            root,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+            self.identity,
+            keep=self.config.keep_checkpoints,
+            fence=self.fence,
+        )
+        if path is None:
+            return  # the fence refused: whoever runs training may no longer make anything visible
         self.last_checkpoint = path
         callbacks.on_checkpoint(self.state.step, path, metrics)

@@ -1,8 +1,15 @@
-"""What a job leaves behind: checkpoints, adapters, and the model names they are served under."""
+"""What a job leaves behind: checkpoints, adapters, the model names they are served under, durable files.
+
+``fsync_tree`` is the one place that makes written files survive a power loss; a file or folder is
+fsynced before the registry commit that makes it visible (a row that points at an empty file is worse
+than no row).
+"""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -34,6 +41,32 @@ def fine_tuned_model_name(base_model: str, job_id: str, suffix: str | None = Non
     return f"ft:{base_model}:{sanitize_suffix(suffix)}:{id_part(job_id)}"
 
 
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (names created or renamed in it) to disk."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's contents to disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file under ``path``, every folder in it, and ``path`` itself (a file or a folder)."""
+    if path.is_file():
+        fsync_file(path)
+        return
+    for folder, _, names in os.walk(path, topdown=False):  # children before the folder that lists them
+        for name in names:
+            fsync_file(Path(folder, name))
+        fsync_dir(Path(folder))
+
+
 def checkpoint_model_name(fine_tuned_model: str, step_number: int) -> str:
     """Return the name of a checkpoint's adapter: ``<fine_tuned_model>:ckpt-step-<step>``."""
     return f"{fine_tuned_model}:ckpt-step-{step_number}"
@@ -47,8 +80,12 @@ def add_checkpoint(
     *,
     storage_path: str | None = None,
     metrics: dict[str, Any] | None = None,
+    sha256: str | None = None,
 ) -> Checkpoint:
-    """Record a checkpoint of a job; saving the same step again (a re-delivered job) updates it."""
+    """Record a checkpoint of a job; saving the same step again (a re-delivered job) updates it.
+
+    ``sha256`` is the digest of its weights file when it was written; resuming and serving check against it.
+    """
     checkpoint = session.scalar(
         select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step_number == step_number)
     )
@@ -58,6 +95,7 @@ def add_checkpoint(
     checkpoint.fine_tuned_model_checkpoint = fine_tuned_model_checkpoint
     checkpoint.storage_path = storage_path
     checkpoint.metrics = metrics or {}
+    checkpoint.sha256 = sha256
     session.flush()
     return checkpoint
 

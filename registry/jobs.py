@@ -201,7 +201,12 @@ def claim_job(
 
 
 def heartbeat(session: Session, job_id: str, worker_id: str, *, now: int | None = None) -> HeartbeatStatus:
-    """Renew ``worker_id``'s lease on a running job and report whether it should go on."""
+    """Renew ``worker_id``'s lease on a running job and report whether it should go on.
+
+    The UPDATE also takes the job's row for the rest of the transaction (a row lock on Postgres, the
+    database's write lock on SQLite): until it commits, no one can claim the job, re-queue it or request its
+    cancellation, so what the caller does in it under an OK answer is fenced by the lease.
+    """
     now = now_unix() if now is None else now
     statement = update(Job).where(
         Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING
@@ -218,16 +223,22 @@ def heartbeat(session: Session, job_id: str, worker_id: str, *, now: int | None 
 def request_cancel(session: Session, job: Job) -> Job:
     """Ask for ``job`` to stop: a job not yet running is cancelled now, a running one by its worker.
 
+    The flag is set only on a job that has not finished, in one conditional UPDATE: a worker marks a job
+    succeeded in a transaction that first takes the job's row (``heartbeat``) and reads the flag, so either
+    the cancel lands first and the worker ends the job ``cancelled``, or the job has finished and this raises.
+
     Raises:
         InvalidTransition: If the job already finished.
     """
-    if job.status in TERMINAL_STATUSES:
-        raise InvalidTransition(job.id, job.status, JobStatus.CANCELLED)
-    session.execute(
-        update(Job).where(Job.id == job.id).values(cancel_requested=True),
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.not_in([status.value for status in TERMINAL_STATUSES]))
+        .values(cancel_requested=True),
         execution_options={"synchronize_session": False},
     )
     session.refresh(job)
+    if result.rowcount != 1:
+        raise InvalidTransition(job.id, job.status, JobStatus.CANCELLED)
     if job.status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED):
         try:
             return transition(session, job, JobStatus.CANCELLED)

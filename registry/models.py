@@ -121,6 +121,8 @@ class Checkpoint(Base):
     fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(512))
     storage_path: Mapped[str | None] = mapped_column(String(1024), default=None)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The weights file's digest when it was written (None for rows older than migration 0003).
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
 
     # One checkpoint per step: a re-delivered job that saves the same step again updates it.

@@ -1,24 +1,27 @@
-"""Where a job's files live under ``adapters_dir``, and how a finished adapter is published atomically.
+"""Where a job's files live under ``adapters_dir``, and how a finished adapter is staged and placed.
 
 Layout::
 
-    <adapters_dir>/<job id>/checkpoints/step-<n>/   checkpoints (resumable ones hold trainer_state.json)
+    <adapters_dir>/<job id>/checkpoints/step-<n>/   resumable checkpoints (each holds trainer_state.json)
     <adapters_dir>/<job id>/adapter/                the final adapter as training writes it
     <adapters_dir>/<safe fine-tuned model name>/    the published adapter that the registry points at
+
+Publishing is two steps: ``stage_adapter`` copies the adapter to a staging folder whose name is unique to
+this host, process, attempt and call, flushes it and hashes it; ``place_adapter`` renames it into place,
+which the worker does only inside the transaction that checks its lease and registers the adapter.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from diablo_core.adapter_io import WEIGHTS_FILE
-from diablo_core.checkpoints import checkpoint_dirs
+from diablo_core.checkpoints import replace_dir, staging_dir
+from registry.artifacts import fsync_dir, fsync_tree
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _HASH_CHUNK = 1 << 20
@@ -26,10 +29,11 @@ TRAINER_STATE_FILE = "trainer_state.json"
 
 
 @dataclass(frozen=True)
-class PublishedAdapter:
-    """A published adapter directory and the digest and size of its weights file."""
+class StagedAdapter:
+    """An adapter copied next to its final place, flushed, with the digest and size of its weights file."""
 
     path: Path
+    staging: Path
     sha256: str
     size_bytes: int
 
@@ -49,22 +53,9 @@ def safe_dir_name(model_name: str) -> str:
     return _UNSAFE.sub("-", model_name).strip("-.") or "adapter"
 
 
-def latest_resumable_checkpoint(adapters_dir: Path, job_id: str) -> Path | None:
-    """The newest checkpoint of the job that training can resume from (it holds the trainer state)."""
-    resumable = [
-        path for path in checkpoint_dirs(checkpoints_dir(adapters_dir, job_id)) if is_resumable(path)
-    ]
-    return resumable[-1] if resumable else None
-
-
 def is_resumable(path: Path) -> bool:
     """True when ``path`` is a full training checkpoint, not an adapter-only snapshot."""
     return (path / TRAINER_STATE_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
-
-
-def step_of(path: Path) -> int:
-    """The step number of a ``step-<n>`` directory."""
-    return int(path.name.rsplit("-", 1)[-1])
 
 
 def file_sha256(path: Path) -> str:
@@ -76,34 +67,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish_adapter(source: Path, adapters_dir: Path, model_name: str) -> PublishedAdapter:
-    """Move the adapter in ``source`` to ``<adapters_dir>/<safe model_name>/`` atomically.
+def stage_adapter(source: Path, adapters_dir: Path, model_name: str, attempt: int) -> StagedAdapter:
+    """Copy the adapter in ``source`` beside ``<adapters_dir>/<safe model_name>/``, flushed and hashed.
 
-    The files are moved into a temporary sibling first, then renamed into place, so readers see either
-    no adapter or a complete one. An adapter already there (left by an earlier attempt of the same job)
-    is replaced.
+    Nothing visible changes: the staging name is unique per host, process, attempt and call.
     """
     final = adapters_dir / safe_dir_name(model_name)
-    staging = adapters_dir / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_dir(adapters_dir, final.name, f"a{attempt}")
     shutil.copytree(source, staging)
-    if final.exists():
-        retired = adapters_dir / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, retired)
-        shutil.rmtree(retired, ignore_errors=True)
-    os.replace(staging, final)
-    shutil.rmtree(source, ignore_errors=True)
-    weights = final / WEIGHTS_FILE
-    return PublishedAdapter(path=final, sha256=file_sha256(weights), size_bytes=weights.stat().st_size)
+    fsync_tree(staging)
+    weights = staging / WEIGHTS_FILE
+    return StagedAdapter(final, staging, file_sha256(weights), weights.stat().st_size)
 
 
-def write_snapshot(root: Path, step: int, save: Callable[[Path], object]) -> Path:
-    """Write an adapter-only ``root/step-<step>/`` through ``save(directory)``, atomically."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    staging = root / f".tmp-snapshot-{step}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    save(staging)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
-    return final
+def place_adapter(adapter: StagedAdapter) -> Path:
+    """Rename a staged adapter into place (replacing one an earlier attempt of the job left) and flush."""
+    replace_dir(adapter.staging, adapter.path)
+    fsync_dir(adapter.path.parent)
+    return adapter.path
+
+
+def discard_staged(adapter: StagedAdapter) -> None:
+    """Remove a staged adapter that was not placed (no-op once placed)."""
+    shutil.rmtree(adapter.staging, ignore_errors=True)

@@ -51,5 +51,8 @@ def plan_job(method: dict[str, Any] | None, *, seed: int | None, device: str) ->
         ValueError: If diablo_core refuses a value.
     """
     resolved = read_resolved(method)
-    training = TrainingConfig(**resolved.training_config_kwargs(), seed=int(seed or 0), device=device)
+    # Every checkpoint the API lists is resumable, the epoch-end ones included.
+    training = TrainingConfig(
+        **resolved.training_config_kwargs(), seed=int(seed or 0), device=device, checkpoint_each_epoch=True
+    )
     return JobPlan(training=training, diablo=DiaBloConfig(**resolved.diablo_config_kwargs()))

@@ -2,8 +2,11 @@
 
 ``on_progress`` runs after every optimizer step. It always reads the job's row (one cheap SELECT) so a
 cancellation is honoured within one step, but it writes only when something is due: a heartbeat every
-``heartbeat_interval_s``, a metrics event every step for runs of up to 200 steps (else about 200 per run).
-It also stops training when the worker is shutting down (``worker.shutdown``); a cancel wins over that.
+``heartbeat_interval_s`` (besides the lease thread's, ``worker.lease``), a metrics event every step for runs
+of up to 200 steps (else about 200 per run). It also stops training when the worker is shutting down
+(``worker.shutdown``); a cancel wins over that. Training itself writes the checkpoints (every
+``checkpoint_every`` steps and at each epoch's end, all resumable); ``on_checkpoint`` registers each with
+the sha256 of its weights, in a transaction that first renews the lease.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from diablo_core.adapter_io import WEIGHTS_FILE
 from diablo_core.callbacks import TrainingProgress
 from registry.artifacts import add_checkpoint, checkpoint_model_name
 from registry.jobs import HeartbeatStatus, JobStatus, add_event, heartbeat
 from registry.models import Job, now_unix
+from worker.artifact_store import file_sha256
 from worker.shutdown import stop_requested
 
 logger = logging.getLogger(__name__)
@@ -62,16 +67,12 @@ class JobReporter:
         *,
         fine_tuned_model: str,
         heartbeat_interval_s: float,
-        steps_per_epoch: int,
-        snapshot: Callable[[int], Path | None],
         clock: Callable[[], float] = time.monotonic,
         shutting_down: Callable[[], bool] = stop_requested,
     ) -> None:
         self.sessions, self.job_id, self.worker_id = sessions, job_id, worker_id
         self.fine_tuned_model = fine_tuned_model
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.steps_per_epoch = steps_per_epoch
-        self.snapshot = snapshot
         self.clock, self.shutting_down = clock, shutting_down
         self.last_heartbeat = clock()
         self.stop_reason: str | None = None
@@ -82,9 +83,7 @@ class JobReporter:
             status = self._check(session)
             if status != HeartbeatStatus.LOST and self._metrics_due(progress):
                 self._record(session, progress)
-        if not self._note(status) and self._epoch_ends(progress):
-            self._snapshot_epoch(progress)
-        return self.stop_reason is not None
+        return self._note(status)
 
     def poll(self) -> bool:
         """Check the job (before training starts); True when it must stop: cancelled, shutdown or lost."""
@@ -116,11 +115,15 @@ class JobReporter:
             )
 
     def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
-        """Register a checkpoint directory written at ``step``."""
+        """Register a checkpoint directory written at ``step``, if the job is still this worker's."""
         if self.stop_reason == "lost":
             return
         name = checkpoint_model_name(self.fine_tuned_model, step)
+        digest = file_sha256(path / WEIGHTS_FILE)  # of the bytes just written and flushed
         with self.sessions.begin() as session:
+            if heartbeat(session, self.job_id, self.worker_id) == HeartbeatStatus.LOST:
+                self.stop_reason = "lost"
+                return
             add_checkpoint(
                 session,
                 self.job_id,
@@ -128,6 +131,7 @@ class JobReporter:
                 name,
                 storage_path=str(path),
                 metrics=checkpoint_metrics({**metrics, "step": step}),
+                sha256=digest,
             )
             add_event(session, self.job_id, "info", f"Checkpoint created at step {step}")
 
@@ -157,17 +161,6 @@ class JobReporter:
             "estimated_finish": now_unix() + math.ceil(progress.eta_seconds),
         }
         session.execute(update(Job).where(Job.id == self.job_id).values(**values))
-
-    def _epoch_ends(self, progress: TrainingProgress) -> bool:
-        return progress.step % self.steps_per_epoch == 0
-
-    def _snapshot_epoch(self, progress: TrainingProgress) -> None:
-        path = self.snapshot(progress.step)
-        if path is None:
-            return  # training writes a full checkpoint at this step itself
-        metrics = {"loss": progress.loss, "accuracy": progress.accuracy}
-        self.on_checkpoint(progress.step, path, metrics)
-        logger.info("job %s: epoch ends at step %d, adapter snapshot %s", self.job_id, progress.step, path)
 
 
 def metrics_data(progress: TrainingProgress) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """One fine-tuning job from claim to final status: ``run_training_job``.
 
-The job is claimed atomically, so two workers never train it at once; training reports through
-``worker.progress.JobReporter``; the adapter is published atomically and registered with its sha256. Every
+The job is claimed atomically, so two workers never train it at once, and its lease is renewed for the
+whole claim (``worker.lease``); training reports through ``worker.progress.JobReporter``. Anything another
+worker could see (a checkpoint, pruning, the published adapter) is placed only while this worker holds the
+lease, and the adapter is registered with its sha256 in the transaction that checks it. Every
 way out of a claimed job ends in a final status (succeeded, cancelled, failed) written by this worker, or,
 for a database or process failure, hands the job back to ``queued`` and re-raises so that Celery re-delivers
 it: a job is never left ``running`` by a worker that stopped working on it. A worker that is shutting down
@@ -11,17 +13,16 @@ stops at the next step, checkpoints it and hands the job back to ``queued`` (``w
 from __future__ import annotations
 
 import logging
-import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from diablo_core.adapter_io import read_adapter_config, save_adapter
+from diablo_core.adapter_io import read_adapter_config
 from diablo_core.base_models import LoadedModel, load_base_model, resolve_model_name
 from diablo_core.errors import ConfigError, ModelLoadError
 from diablo_core.model import apply_diablo
@@ -30,14 +31,25 @@ from diablo_core.training import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
 from registry.db import get_sessionmaker
-from registry.jobs import InvalidTransition, JobStatus, add_event, claim_job, get_job, transition
+from registry.jobs import (
+    HeartbeatStatus,
+    InvalidTransition,
+    JobStatus,
+    add_event,
+    claim_job,
+    get_job,
+    heartbeat,
+    transition,
+)
 from registry.models import Job
 from registry.settings import Settings
 from worker import artifact_store
 from worker.device import DeviceUnavailable, TrainingDevice, release_device_memory, resolve_device
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
+from worker.lease import JobLease
 from worker.progress import JobReporter
+from worker.resume import find_resume_point
 from worker.shutdown import hand_back_for_shutdown, stop_requested
 
 logger = logging.getLogger(__name__)
@@ -54,6 +66,7 @@ class JobRun:
     settings: Settings
     sessions: sessionmaker[Session]
     worker_id: str
+    lease: JobLease
     device: TrainingDevice | None = None
 
     @property
@@ -89,7 +102,8 @@ def run_training_job(job_id: str, settings: Settings, worker_id: str) -> str | N
         logger.info("job %s is not free to run (finished, cancelled or held by a live worker)", job_id)
         return None
     logger.info("job %s claimed by %s (attempt %d)", job_id, worker_id, job.attempts)
-    return _run_claimed(JobRun(job, settings, sessions, worker_id))
+    with JobLease(sessions, job_id, worker_id, settings.heartbeat_interval_s) as lease:
+        return _run_claimed(JobRun(job, settings, sessions, worker_id, lease))
 
 
 def _run_claimed(run: JobRun) -> str | None:
@@ -125,10 +139,12 @@ def _train_and_publish(run: JobRun) -> str | None:
     plan = _plan(run)
     loaded = _load_model(run, plan)
     train_set, valid_set = _load_data(run, loaded, plan.max_length)
-    reporter = _reporter(run, loaded, plan, len(train_set))
+    reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
     result = _train(run, loaded, plan, train_set, valid_set, reporter)
+    if run.lease.lost:  # the fence refused a write: the job is another worker's now
+        reporter.stop_reason = "lost"
     # A shutdown asked for at the last step comes too late to stop training: the job is published.
     finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown")
     return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
@@ -174,25 +190,13 @@ def _load_data(
     return train_set, load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit)
 
 
-def _reporter(run: JobRun, loaded: LoadedModel, plan: JobPlan, num_examples: int) -> JobReporter:
-    root = artifact_store.checkpoints_dir(run.settings.adapters_dir, run.job.id)
-    every = plan.training.checkpoint_every
-
-    def snapshot(step: int) -> Path | None:
-        if every is not None and step % every == 0:
-            return None  # training writes a full, resumable checkpoint at this step
-        return artifact_store.write_snapshot(
-            root, step, partial(save_adapter, loaded.model, base_model=loaded.identity)
-        )
-
+def _reporter(run: JobRun) -> JobReporter:
     return JobReporter(
         run.sessions,
         run.job.id,
         run.worker_id,
         fine_tuned_model=run.fine_tuned_model,
         heartbeat_interval_s=run.settings.heartbeat_interval_s,
-        steps_per_epoch=math.ceil(num_examples / plan.training.batch_size),
-        snapshot=snapshot,
     )
 
 
@@ -204,7 +208,7 @@ def _train(
     valid_set: list[TokenizedExample] | None,
     reporter: JobReporter,
 ) -> TrainingResult:
-    """Train, resuming from the job's latest full checkpoint when an earlier attempt left one."""
+    """Train, resuming from the job's newest verified checkpoint; a re-delivered job's events say which."""
     go = partial(
         train,
         loaded.model,
@@ -214,35 +218,44 @@ def _train(
         valid_examples=valid_set,
         output_dir=artifact_store.job_dir(run.settings.adapters_dir, run.job.id),
         callbacks=[reporter],
+        fence=run.lease.fence,
     )
-    resume = artifact_store.latest_resumable_checkpoint(run.settings.adapters_dir, run.job.id)
-    if resume is None:
+    with run.sessions() as session:
+        point = find_resume_point(session, run.job.id)
+    if point.path is None:
+        if run.job.attempts > 1:
+            _event(run, f"Starting over from step 1: {point.start_over_reason()}", "warn")
         return go(resume_from=None)
-    _event(run, f"Resumed from step {artifact_store.step_of(resume)}")
+    _event(run, f"Resuming from step {point.step} (checkpoint {point.name})")
     try:
-        return go(resume_from=resume)
+        return go(resume_from=point.path)
     except ConfigError as error:
         if error.code != "checkpoint_mismatch":
             raise
-        _event(run, f"Could not resume from {resume.name} ({error.code}); training from the start", "warn")
+        why = f"checkpoint step-{point.step} was made with other settings ({error.code})"
+        _event(run, f"Starting over from step 1: {why}", "warn")
         return go(resume_from=None)
 
 
 def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | None:
+    """Stage the adapter, then place and register it in the transaction that marks the job succeeded."""
     name = run.fine_tuned_model
-    published = artifact_store.publish_adapter(result.adapter_dir, run.settings.adapters_dir, name)
-    config = read_adapter_config(published.path)
+    staged = artifact_store.stage_adapter(
+        result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
+    )
+    config = read_adapter_config(staged.staging)
 
     def record(session: Session, job: Job) -> None:
+        path = artifact_store.place_adapter(staged)  # under the lease: nobody else can hold the job now
         register_adapter(
             session,
             name=name,
             job_id=job.id,
             project_id=job.project_id,
             base_model=resolve_model_name(job.model),
-            storage_path=str(published.path),
-            sha256=published.sha256,
-            size_bytes=published.size_bytes,
+            storage_path=str(path),
+            sha256=staged.sha256,
+            size_bytes=staged.size_bytes,
             base_model_fingerprint=loaded.identity.content_hash,
             config=config,
         )
@@ -250,7 +263,13 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
         job.estimated_finish = None
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
 
-    return _finish(run, JobStatus.SUCCEEDED, before=record)
+    try:
+        status = _finish(run, JobStatus.SUCCEEDED, before=record)
+    finally:
+        artifact_store.discard_staged(staged)
+    if status == JobStatus.SUCCEEDED:
+        shutil.rmtree(result.adapter_dir, ignore_errors=True)
+    return status
 
 
 def _stopped(run: JobRun, reporter: JobReporter, result: TrainingResult | None) -> str | None:
@@ -270,12 +289,21 @@ def _finish(
     error: dict[str, Any] | None = None,
     before: Callable[[Session, Job], None] | None = None,
 ) -> str | None:
-    """Move the job to ``status`` if it still runs under this worker; return its status (None if lost)."""
+    """Move the job to ``status`` if it still runs under this worker; return its status (None if lost).
+
+    The transaction starts by renewing the lease, which holds the job's row until it commits: a cancel
+    requested before that point wins over success (the job ends ``cancelled`` and ``before`` does not run),
+    and one requested later finds the job finished (``registry.jobs.request_cancel`` raises).
+    """
     with run.sessions.begin() as session:
-        job = get_job(session, run.job.id)
-        if job is None or job.status != JobStatus.RUNNING or job.worker_id != run.worker_id:
+        lease = heartbeat(session, run.job.id, run.worker_id)
+        if lease == HeartbeatStatus.LOST:
             logger.warning("job %s: not ours any more, not marking it %s", run.job.id, status)
             return None
+        job = get_job(session, run.job.id)
+        if status == JobStatus.SUCCEEDED and lease == HeartbeatStatus.CANCEL_REQUESTED:
+            status, before = JobStatus.CANCELLED, None
+            add_event(session, job.id, "info", "Cancelled before the fine-tuned model was published")
         if before is not None:
             before(session, job)
             session.flush()

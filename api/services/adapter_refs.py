@@ -1,8 +1,9 @@
 """Which weights a request's ``model`` names: the served base model, or an adapter by its sha256 and path.
 
 Fine-tuned models come from the registry's adapter rows (their sha256 is recorded at publication, and the
-engine checks the file against it). Checkpoint names (``<model>:ckpt-step-<n>``) are servable too; their
-rows record no sha256, so it is computed from the file, memoized by path, size and mtime.
+engine checks the file against it). Checkpoint names (``<model>:ckpt-step-<n>``) are servable too, checked
+against the sha256 recorded when the checkpoint was written; rows older than that record (migration 0003)
+have none, so theirs is computed from the file, memoized by path, size and mtime.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 def _checkpoint_ref(
     session: Session, settings: Settings, project: str | None, name: str
 ) -> AdapterRef | None:
-    statement = select(Checkpoint.storage_path, Job.model).join(Job, Job.id == Checkpoint.job_id)
+    statement = select(Checkpoint.storage_path, Checkpoint.sha256, Job.model)
+    statement = statement.join(Job, Job.id == Checkpoint.job_id)
     statement = statement.where(Checkpoint.fine_tuned_model_checkpoint == name)
     if project is not None:
         statement = statement.where(Job.project_id == project)
@@ -76,6 +78,8 @@ def _checkpoint_ref(
         stat = (directory / WEIGHTS_FILE).stat()
     except OSError:  # pruned after it was recorded
         return None
+    if row.sha256 is not None:
+        return AdapterRef(row.sha256, directory)
     return AdapterRef(_file_sha256(str(directory / WEIGHTS_FILE), stat.st_size, stat.st_mtime_ns), directory)
 
 

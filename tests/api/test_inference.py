@@ -198,6 +198,17 @@ def test_checkpoint_names_are_servable(client, settings, tiny):
     assert chat_text(client, name) == tiny.reference("b", messages=MESSAGES, max_new_tokens=12).text
 
 
+def test_a_checkpoint_is_checked_against_the_sha256_recorded_when_it_was_written(client, settings, tiny):
+    name = "ft:tiny::job:ckpt-step-6"
+    with session_scope(settings.database_url) as session:
+        job = Job(model=TINY_MODEL, training_file="file-x")
+        session.add(job)
+        session.flush()
+        path = str(tiny.adapters["b"])
+        add_checkpoint(session, job.id, 6, name, storage_path=path, sha256="0" * 64)
+    assert_error(chat(client, name), 500, "adapter_corrupted")
+
+
 def test_concurrent_requests_for_different_adapters_get_their_solo_answers(client, settings, tiny):
     keys = [None, "a", "b", "c", "d"]
     for key in keys[1:]:

@@ -64,7 +64,11 @@ def test_a_job_whose_worker_was_killed_resumes_on_the_next_worker(
     assert job["status"] == "succeeded", service.output()
     assert "Worker lost; re-queued (attempt 2)" in messages
     assert "Fine-tuning job started (attempt 2)" in messages
-    resumed = [int(m.group(1)) for m in map(re.compile(r"Resumed from step (\d+)").fullmatch, messages) if m]
+    resumed = [
+        int(m.group(1))
+        for m in map(re.compile(r"Resuming from step (\d+) \(checkpoint .*\)").fullmatch, messages)
+        if m
+    ]
     assert len(resumed) == 1 and resumed[0] >= 4 and resumed[0] % 4 == 0
     steps = [event["data"]["step"] for event in history if event["type"] == "metrics"]
     assert steps[-1] == LONG_RUN["max_steps"]

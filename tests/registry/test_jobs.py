@@ -183,6 +183,59 @@ def test_cancel_while_running_reaches_the_worker(session: Session) -> None:
     assert _messages(session, job.id)[-2:] == ["Cancellation requested", "The job was cancelled"]
 
 
+def test_a_cancel_that_comes_after_success_is_refused_even_with_a_stale_row(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        job_id = _job(session, JobStatus.QUEUED).id
+        claim_job(session, job_id, "worker-a")
+        session.commit()
+    with sessions() as api:
+        seen = get_job(api, job_id)  # the API loaded the job while it was still running
+        with sessions.begin() as worker:
+            transition(worker, get_job(worker, job_id), JobStatus.SUCCEEDED)
+        with pytest.raises(InvalidTransition):
+            request_cancel(api, seen)
+        api.commit()
+    with sessions() as session:
+        assert (get_job(session, job_id).status, get_job(session, job_id).cancel_requested) == (
+            "succeeded",
+            False,
+        )
+
+
+def test_a_cancel_racing_a_worker_that_finishes_either_lands_first_or_is_refused(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The worker's finishing transaction starts with its heartbeat, which holds the row until it commits."""
+    with sessions() as session:
+        job_id = _job(session, JobStatus.QUEUED).id
+        claim_job(session, job_id, "worker-a")
+        session.commit()
+    outcome: list[str] = []
+
+    def cancel() -> None:
+        with sessions() as api:
+            try:
+                request_cancel(api, get_job(api, job_id))
+                api.commit()
+                outcome.append("requested")
+            except InvalidTransition:
+                outcome.append("refused")
+
+    with sessions.begin() as worker:
+        assert heartbeat(worker, job_id, "worker-a") == HeartbeatStatus.OK
+        racer = threading.Thread(target=cancel)
+        racer.start()
+        racer.join(timeout=0.5)  # the cancel waits for the row this transaction holds
+        assert outcome == []
+        transition(worker, get_job(worker, job_id), JobStatus.SUCCEEDED)
+    racer.join()
+    assert outcome == ["refused"]
+    with sessions() as session:
+        assert get_job(session, job_id).cancel_requested is False
+
+
 def test_jobs_page_newest_first(session: Session) -> None:
     ids = [_job(session).id for _ in range(5)]
     _job(session, project_id="other")

@@ -14,7 +14,7 @@ from registry.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys", "api_keys"}
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _tables(url: str) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.callbacks import TrainingProgress
+from registry.artifacts import fsync_tree
 from registry.jobs import HeartbeatStatus, claim_job, get_job, heartbeat, request_cancel
 from registry.models import JobEvent
 from registry.settings import Settings
 from worker import progress as progress_module
-from worker.artifact_store import latest_resumable_checkpoint, publish_adapter, safe_dir_name, write_snapshot
+from worker.artifact_store import discard_staged, place_adapter, safe_dir_name, stage_adapter
 from worker.device import DeviceUnavailable, resolve_device
 from worker.progress import JobReporter, metrics_interval
 
@@ -54,20 +56,38 @@ def fake_adapter(directory: Path, payload: bytes) -> Path:
 
 
 def test_publishing_replaces_an_earlier_adapter_atomically(tmp_path: Path) -> None:
-    first = publish_adapter(fake_adapter(tmp_path / "a", b"old"), tmp_path, "ft:m:s:1")
-    second = publish_adapter(fake_adapter(tmp_path / "b", b"newer"), tmp_path, "ft:m:s:1")
+    first = stage_adapter(fake_adapter(tmp_path / "a", b"old"), tmp_path, "ft:m:s:1", attempt=1)
+    place_adapter(first)
+    second = stage_adapter(fake_adapter(tmp_path / "b", b"newer"), tmp_path, "ft:m:s:1", attempt=2)
+    assert (
+        first.path / "adapter_model.safetensors"
+    ).read_bytes() == b"old"  # staging changes nothing visible
+    place_adapter(second)
     assert first.path == second.path == tmp_path / "ft-m-s-1"
+    assert (second.path / "adapter_model.safetensors").read_bytes() == b"newer"
     assert second.sha256 == hashlib.sha256(b"newer").hexdigest() and second.size_bytes == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft-m-s-1"]  # no staging leftovers, sources moved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "ft-m-s-1"]  # no staging leftovers
 
 
-def test_only_full_checkpoints_are_resumable(tmp_path: Path) -> None:
-    root = tmp_path / "ftjob-x" / "checkpoints"
-    full = fake_adapter(root / "step-4", b"w")
-    (full / "trainer_state.json").write_text("{}")
-    write_snapshot(root, 6, lambda path: fake_adapter(path, b"snapshot"))
-    assert (root / "step-6" / "adapter_model.safetensors").read_bytes() == b"snapshot"
-    assert latest_resumable_checkpoint(tmp_path, "ftjob-x") == full
+def test_staging_names_differ_per_attempt_and_call_and_a_discarded_one_leaves_nothing(tmp_path: Path) -> None:
+    source = fake_adapter(tmp_path / "src", b"w")
+    staged = [stage_adapter(source, tmp_path, "ft:m:s:1", attempt=n) for n in (1, 1, 2)]
+    names = [s.staging.name for s in staged]
+    assert len(set(names)) == 3 and all(str(os.getpid()) in name for name in names)
+    assert "-a2-" in names[2] and "-a1-" in names[0]
+    for adapter in staged:
+        discard_staged(adapter)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_fsync_tree_flushes_every_file_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_adapter(tmp_path / "x" / "nested", b"w")
+    (tmp_path / "x" / "top.json").write_text("{}")
+    flushed: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(fd), real_fsync(fd))[1])
+    fsync_tree(tmp_path / "x")
+    assert len(flushed) == 5  # three files, two folders
 
 
 def test_metrics_are_recorded_every_step_up_to_200_steps_then_about_200_times() -> None:
@@ -110,8 +130,6 @@ def test_reporter_throttles_events_and_heartbeats_but_sees_a_cancel_at_once(
         WORKER,
         fine_tuned_model="ft:m::x",
         heartbeat_interval_s=10.0,
-        steps_per_epoch=10_000,
-        snapshot=lambda step: None,
         clock=lambda: now[0],
     )
     for step in range(1, 21):

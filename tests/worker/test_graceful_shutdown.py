@@ -30,13 +30,14 @@ from tests.worker.test_job_outcomes import job_row, messages, metric_steps, on_s
 from tests.worker.test_worker_process import REDIS_URL, worker_env
 from tests.worker.worker_process import start_worker, stop_worker, wait_for
 from worker import shutdown, training_job
-from worker.artifact_store import is_resumable, latest_resumable_checkpoint
+from worker.artifact_store import is_resumable
 from worker.progress import JobReporter
+from worker.resume import find_resume_point
 from worker.training_job import run_training_job
 
 WORKER = "test-worker:1"
 SHUTDOWN_EVENT = re.compile(r"Worker shutting down; checkpointed at step (\d+), re-queued")
-RESUMED_EVENT = re.compile(r"Resumed from step (\d+)")
+RESUMED_EVENT = re.compile(r"Resuming from step (\d+) \(checkpoint .*\)")
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +48,11 @@ def no_stop_request() -> Iterator[None]:
     shutdown.clear_stop()
 
 
+def resume_path(sessions: sessionmaker[Session], job_id: str) -> Path | None:
+    with sessions() as session:
+        return find_resume_point(session, job_id).path
+
+
 def reporter_for(sessions: sessionmaker[Session], job_id: str, flag: list[bool]) -> JobReporter:
     return JobReporter(
         sessions,
@@ -54,8 +60,6 @@ def reporter_for(sessions: sessionmaker[Session], job_id: str, flag: list[bool])
         WORKER,
         fine_tuned_model="ft:m::x",
         heartbeat_interval_s=10.0,
-        steps_per_epoch=10_000,
-        snapshot=lambda step: None,
         shutting_down=lambda: flag[0],
     )
 
@@ -107,7 +111,7 @@ def test_a_shutdown_mid_training_checkpoints_hands_back_and_the_next_run_resumes
     assert messages(sessions, job_id)[-1] == "Worker shutting down; checkpointed at step 3, re-queued"
     checkpoint = settings.adapters_dir / job_id / "checkpoints" / "step-3"
     assert is_resumable(checkpoint)
-    assert latest_resumable_checkpoint(settings.adapters_dir, job_id) == checkpoint
+    assert resume_path(sessions, job_id) == checkpoint
     with sessions() as session:
         assert [c.step_number for c in session.scalars(select(Checkpoint))] == [3]
     assert queued_task_args(settings) == [[job_id]]
@@ -115,7 +119,7 @@ def test_a_shutdown_mid_training_checkpoints_hands_back_and_the_next_run_resumes
     monkeypatch.undo()
     shutdown.clear_stop()
     assert run_training_job(job_id, settings, "test-worker:2") == "succeeded"
-    assert "Resumed from step 3" in messages(sessions, job_id)
+    assert matched_steps(RESUMED_EVENT, events_of(sessions, job_id)) == [3]
     assert metric_steps(sessions, job_id) == [1, 2, 3, 4, 5, 6]
 
 
@@ -149,7 +153,7 @@ def test_a_shutdown_before_training_hands_the_job_back_without_a_checkpoint(
     monkeypatch.setattr(training_job, "resolve_device", stop_while_loading)
     assert run_training_job(job_id, settings, WORKER) == "queued"
     assert messages(sessions, job_id)[-1] == "Worker shutting down before training started; re-queued"
-    assert latest_resumable_checkpoint(settings.adapters_dir, job_id) is None
+    assert resume_path(sessions, job_id) is None
     assert queued_task_args(settings) == [[job_id]]
 
 
@@ -221,7 +225,7 @@ def interrupt_with_sigterm(
     steps = matched_steps(SHUTDOWN_EVENT, events_of(sessions, job_id))
     assert len(steps) == 1 and 3 <= steps[0] < LONG_RUN["max_steps"]
     checkpoint = settings.adapters_dir / job_id / "checkpoints" / f"step-{steps[0]}"
-    assert latest_resumable_checkpoint(settings.adapters_dir, job_id) == checkpoint
+    assert resume_path(sessions, job_id) == checkpoint
     return steps[0]
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.artifacts import checkpoint_model_name
 from registry.jobs import get_job, request_cancel
 from registry.models import Adapter, Checkpoint, Job, JobEvent
 from registry.settings import Settings
 from tests.worker.conftest import chat_example, jsonl
-from worker import training_job
+from worker import artifact_store, training_job
 from worker.training_job import run_training_job
 
 WORKER = "test-worker:1"
@@ -32,6 +35,17 @@ def on_step(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], None]) -> N
         return real_train(*args, callbacks=[Hook(), *callbacks], **kwargs)
 
     monkeypatch.setattr(training_job, "train", train)
+
+
+def files_under(root: Path) -> dict[str, str]:
+    """Every file under ``root`` by relative path, with the sha256 of its bytes."""
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def job_row(sessions: sessionmaker[Session], job_id: str) -> Job:
@@ -145,15 +159,18 @@ def test_a_job_cancelled_while_queued_is_not_run(
     assert (job.status, job.attempts) == ("cancelled", 0)
 
 
-def test_a_worker_that_loses_its_job_stops_without_writing(
+def test_a_worker_that_loses_its_job_writes_no_rows_and_no_files(
     new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings, monkeypatch
 ) -> None:
     job_id = new_job()
+    folder = artifact_store.job_dir(settings.adapters_dir, job_id)
+    before: dict[str, dict[str, str]] = {}
 
     def taken_over(step: int) -> None:
         if step == 2:  # another worker claimed the job after this one's lease looked stale
             with sessions.begin() as session:
                 session.execute(update(Job).where(Job.id == job_id).values(worker_id="other:9"))
+            before["files"] = files_under(settings.adapters_dir)
 
     on_step(monkeypatch, taken_over)
     assert run_training_job(job_id, settings, WORKER) is None
@@ -161,6 +178,9 @@ def test_a_worker_that_loses_its_job_stops_without_writing(
     assert (job.status, job.worker_id, job.error) == ("running", "other:9", None)
     with sessions() as session:
         assert session.scalars(select(Checkpoint)).all() == []
+    # No stop checkpoint, no pruning, no final adapter: the folder is as the new owner saw it.
+    assert files_under(settings.adapters_dir) == before["files"]
+    assert not (folder / "checkpoints" / "step-2").exists()
 
 
 def test_a_database_failure_hands_the_job_back_and_re_raises(
@@ -196,11 +216,12 @@ def test_an_interrupted_job_resumes_from_its_latest_checkpoint(
     assert run_training_job(job_id, settings, "test-worker:2") == "succeeded"
     job = job_row(sessions, job_id)
     assert job.attempts == 2
-    assert "Resumed from step 4" in messages(sessions, job_id)
+    resumed = f"Resuming from step 4 (checkpoint {checkpoint_model_name(job.fine_tuned_model, 4)})"
+    assert resumed in messages(sessions, job_id)
     assert metric_steps(sessions, job_id) == [1, 2, 3, 4, 5, 6]
     events = messages(sessions, job_id)
     step_five = next(i for i, message in enumerate(events) if message.startswith("Step 5/6"))
-    assert events.index("Resumed from step 4") < step_five
+    assert events.index(resumed) < step_five
     state = json.loads((settings.adapters_dir / job_id / "checkpoints/step-4/trainer_state.json").read_text())
     assert state["step"] == 4
 
