@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from diablo_core.jsonl import shorten
+
 logger = logging.getLogger("api")
 
 INVALID_REQUEST = "invalid_request_error"
@@ -22,6 +24,10 @@ RATE_LIMIT = "rate_limit_exceeded"
 SERVER_ERROR = "server_error"
 # The first element of a request-validation location names where the value came from, not the field.
 _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
+# Messages and params may quote what the client sent (a field name, a value, a parser's remark): cut so that
+# no answer, whatever raised it, grows with the request.
+MAX_MESSAGE_CHARS = 2048
+MAX_PARAM_CHARS = 256
 
 
 class APIError(HTTPException):
@@ -52,7 +58,9 @@ class APIError(HTTPException):
 def error_body(
     message: str, type: str, code: str | None = None, param: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """The error envelope."""
+    """The error envelope, its message and param cut to ``MAX_MESSAGE_CHARS`` and ``MAX_PARAM_CHARS``."""
+    message = shorten(message, MAX_MESSAGE_CHARS)
+    param = None if param is None else shorten(param, MAX_PARAM_CHARS)
     return {"error": {"message": message, "type": type, "param": param, "code": code, **extra}}
 
 

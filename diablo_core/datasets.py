@@ -2,18 +2,20 @@
 
 Chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str, "name"?: str, "weight"?: 0|1}]}``.
 Prompt/completion: ``{"prompt": str, "completion": str}``. Files are read line by line, never whole, and every
-problem is reported with its 1-based line number and a stable code (line 0 for whole-file problems).
+problem is reported with its 1-based line number and a stable code (line 0 for whole-file problems). The work
+is linear in the file's size: lines are split in linear time, nesting and turns are bounded
+(``DatasetLimits``) and messages echo at most a short fragment of the user's text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from diablo_core.errors import DatasetError
+from diablo_core.jsonl import FRAGMENT_CHARS, Source, TooDeepError, parse_line, read_lines, shorten
 from diablo_core.tokenization import tokenize_example
 
 CHAT = "chat"
@@ -21,9 +23,25 @@ PROMPT_COMPLETION = "prompt_completion"
 UNKNOWN = "unknown"
 ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = {"role", "content", "name", "weight"}
-CHUNK_SIZE = 1 << 16
+# Defaults of the service's DIABLO_MAX_JSON_DEPTH and DIABLO_MAX_TURNS_PER_EXAMPLE: a chat line nests 3 deep,
+# and 512 messages is far past real conversations while bounding a template's prefix renders (tokenization).
+MAX_JSON_DEPTH = 32
+MAX_TURNS_PER_EXAMPLE = 512
+# Problems kept by ``read_examples`` for its error message (the rest are counted).
+SHOWN_PROBLEMS = 5
+# Unknown keys named per problem; the rest are counted.
+SHOWN_KEYS = 3
 
-Source = str | Path | bytes | Iterable[bytes]
+
+@dataclass(frozen=True)
+class DatasetLimits:
+    """Bounds on the shape of one example, checked line by line."""
+
+    max_json_depth: int = MAX_JSON_DEPTH
+    max_turns_per_example: int = MAX_TURNS_PER_EXAMPLE
+
+
+DEFAULT_LIMITS = DatasetLimits()
 
 
 @dataclass
@@ -62,7 +80,12 @@ class DatasetReport:
 
 
 def validate_dataset(
-    source: Source, *, tokenizer: Any = None, max_length: int | None = None, max_problems: int = 100
+    source: Source,
+    *,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    max_problems: int = 100,
+    limits: DatasetLimits = DEFAULT_LIMITS,
 ) -> DatasetReport:
     """Validate a JSONL dataset without loading it whole.
 
@@ -71,6 +94,7 @@ def validate_dataset(
         tokenizer: When given, examples are tokenized to count tokens and find ``too_long`` ones.
         max_length: Token limit per example (needs ``tokenizer``).
         max_problems: Keep at most this many problems (all are still counted).
+        limits: Nesting depth and turns allowed per example.
 
     Returns:
         The report with format, counts and problems.
@@ -81,7 +105,7 @@ def validate_dataset(
         report.num_problems += len(problems)
         report.problems.extend(problems[: max(0, max_problems - len(report.problems))])
 
-    for line_no, example, problems in _scan(source):
+    for line_no, example, problems in _scan(source, limits):
         report.num_examples += 1
         if example is not None:
             problems = problems or _check_format(report, line_no, example)
@@ -93,30 +117,34 @@ def validate_dataset(
     return report
 
 
-def read_examples(source: Source) -> list[dict[str, Any]]:
+def read_examples(source: Source, limits: DatasetLimits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
     """Parse a valid JSONL dataset into its examples.
 
     Raises:
         DatasetError: With code ``invalid_training_file`` naming the first problems, if any.
     """
-    examples, problems, report = [], [], DatasetReport(format=UNKNOWN, num_examples=0, num_tokens=None)
-    for line_no, example, line_problems in _scan(source):
+    examples, problems, count = [], [], 0
+    report = DatasetReport(format=UNKNOWN, num_examples=0, num_tokens=None)
+    for line_no, example, line_problems in _scan(source, limits):
         if example is not None and not line_problems:
             line_problems = _check_format(report, line_no, example)
-        problems.extend(line_problems)
+        count += len(line_problems)
+        problems.extend(line_problems[: SHOWN_PROBLEMS - len(problems)])
         examples.append(example)
     if not examples:
-        problems.append(DatasetProblem(0, "empty_file", "the file contains no examples"))
-    if problems:
-        shown = "; ".join(problem.message for problem in problems[:5])
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        count, problems = 1, [DatasetProblem(0, "empty_file", "the file contains no examples")]
+    if count:
+        shown = "; ".join(problem.message for problem in problems)
+        more = f" (and {count - len(problems)} more)" if count > len(problems) else ""
         raise DatasetError(f"invalid dataset: {shown}{more}", code="invalid_training_file")
     return examples
 
 
-def _scan(source: Source) -> Iterator[tuple[int, dict[str, Any] | None, list[DatasetProblem]]]:
+def _scan(
+    source: Source, limits: DatasetLimits
+) -> Iterator[tuple[int, dict[str, Any] | None, list[DatasetProblem]]]:
     """Yield ``(line number, example or None, problems)`` for every non-blank line."""
-    for line_no, raw in enumerate(_lines(source), start=1):
+    for line_no, raw in enumerate(read_lines(source), start=1):
         if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -127,7 +155,11 @@ def _scan(source: Source) -> Iterator[tuple[int, dict[str, Any] | None, list[Dat
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
+            value = parse_line(raw, text, limits.max_json_depth)
+        except TooDeepError:
+            detail = f"JSON nests deeper than {limits.max_json_depth} levels of arrays and objects"
+            yield line_no, None, [_problem(line_no, "json_too_deep", detail)]
+            continue
         except json.JSONDecodeError as error:
             detail = f"not valid JSON ({error.msg} at column {error.colno})"
             yield line_no, None, [_problem(line_no, "invalid_json", detail)]
@@ -135,55 +167,41 @@ def _scan(source: Source) -> Iterator[tuple[int, dict[str, Any] | None, list[Dat
         if not isinstance(value, dict):
             yield line_no, None, [_problem(line_no, "not_an_object", "each line must be a JSON object")]
             continue
-        yield line_no, value, _example_problems(line_no, value)
-
-
-def _lines(source: Source) -> Iterator[bytes]:
-    """Split a source into lines (without line endings), reading files in chunks."""
-    if isinstance(source, str | Path):
-        with open(source, "rb") as file:
-            yield from _split_chunks(iter(lambda: file.read(CHUNK_SIZE), b""))
-    elif isinstance(source, bytes | bytearray):
-        yield from _split_chunks([bytes(source)])
-    else:
-        yield from _split_chunks(source)
-
-
-def _split_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Re-split byte chunks at newlines, stripping ``\\n`` and ``\\r\\n``."""
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            yield line.removesuffix(b"\r")
-    if pending:
-        yield pending.removesuffix(b"\r")
+        yield line_no, value, _example_problems(line_no, value, limits)
 
 
 def _problem(line_no: int, code: str, detail: str) -> DatasetProblem:
     return DatasetProblem(line_no, code, f"line {line_no}: {detail}")
 
 
-def _example_problems(line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
+def _example_problems(line_no: int, example: dict[str, Any], limits: DatasetLimits) -> list[DatasetProblem]:
     """Problems of one parsed object, checked against the format its keys announce."""
     if "messages" in example:
-        return _chat_problems(line_no, example)
+        return _chat_problems(line_no, example, limits.max_turns_per_example)
     if "prompt" in example or "completion" in example:
         return _prompt_completion_problems(line_no, example)
     return [_problem(line_no, "missing_messages", "'messages' is missing")]
 
 
 def _unknown_keys(line_no: int, value: dict[str, Any], allowed: set[str], where: str) -> list[DatasetProblem]:
+    """One problem naming the first few unknown keys (shortened) and counting the rest."""
     extra = sorted(set(value) - allowed)
-    return [_problem(line_no, "unknown_key", f"{where}unknown key '{key}'") for key in extra]
+    if not extra:
+        return []
+    named = ", ".join(f"'{shorten(key)}'" for key in extra[:SHOWN_KEYS])
+    more = f" (and {len(extra) - SHOWN_KEYS} more)" if len(extra) > SHOWN_KEYS else ""
+    plural = "s" if len(extra) > 1 else ""
+    return [_problem(line_no, "unknown_key", f"{where}unknown key{plural} {named}{more}")]
 
 
-def _chat_problems(line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
+def _chat_problems(line_no: int, example: dict[str, Any], max_turns: int) -> list[DatasetProblem]:
     problems = _unknown_keys(line_no, example, {"messages"}, "")
     messages = example["messages"]
     if not isinstance(messages, list):
         return [*problems, _problem(line_no, "messages_not_list", "'messages' must be a list of messages")]
+    if len(messages) > max_turns:
+        detail = f"'messages' has {len(messages)} messages, more than the limit of {max_turns} per example"
+        return [*problems, _problem(line_no, "too_many_turns", detail)]
     for index, message in enumerate(messages, start=1):
         problems.extend(_message_problems(line_no, index, message))
     learned = [
@@ -209,7 +227,8 @@ def _message_problems(line_no: int, index: int, message: Any) -> list[DatasetPro
     if "role" not in message:
         problems.append(_problem(line_no, "missing_role", f"{where}'role' is missing"))
     elif role not in ROLES:
-        problems.append(_problem(line_no, "unknown_role", f"{where}unknown role {role!r}, expected {ROLES}"))
+        detail = f"{where}unknown role {shorten(repr(role))}, expected {ROLES}"
+        problems.append(_problem(line_no, "unknown_role", detail))
     if "content" not in message:
         problems.append(_problem(line_no, "missing_content", f"{where}'content' is missing"))
     elif not isinstance(message["content"], str):
@@ -250,7 +269,8 @@ def _count_tokens(
     try:
         count = len(tokenize_example(example, tokenizer, max_length=None).input_ids)
     except Exception as error:  # a chat template may reject a conversation (e.g. roles not alternating)
-        return [_problem(line_no, "template_error", f"the chat template cannot render this example: {error}")]
+        detail = f"the chat template cannot render this example: {shorten(str(error), 4 * FRAGMENT_CHARS)}"
+        return [_problem(line_no, "template_error", detail)]
     report.num_tokens = (report.num_tokens or 0) + count
     report.max_example_tokens = max(report.max_example_tokens or 0, count)
     if max_length is None or count <= max_length:

@@ -1,13 +1,19 @@
 """Turn training examples into token ids and loss labels, and batch them.
 
 Chat examples are rendered with the tokenizer's chat template. The learned span of each assistant message is
-found by rendering prefixes of the conversation: the text between "everything before this message plus the
-generation prompt" and "everything up to and including this message" is the message's content and its
-end-of-turn token. Tokens starting inside such a span get labels; everything else is ``-100``.
+the text between "everything before this message plus the generation prompt" and "everything up to and
+including this message": the message's content and its end-of-turn token. Tokens starting inside such a span
+get labels; everything else is ``-100``.
+
+Rendering every prefix costs time quadratic in the turns, so for templates that render each message on its
+own (ChatML and most others: the conversation is the concatenation of its messages' pieces) the spans are
+found from one full render and renders of one or two messages, checked against the full render; other
+templates fall back to rendering prefixes.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -89,15 +95,74 @@ def render_messages(messages: list[dict[str, Any]], tokenizer: Any, add_generati
 def _render_chat(messages: list[dict[str, Any]], tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
     """Render a conversation and return the character spans of its learned assistant turns."""
     text = render_messages(messages, tokenizer, add_generation_prompt=False)
+    learned = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight", 1) != 0]
+    spans = _spans_from_pieces(messages, learned, text, tokenizer) if learned else []
+    if spans is None:  # not concatenative: render every prefix (turns are bounded by validation)
+        spans = _prefix_spans(messages, learned, text, tokenizer)
+    return text, spans
+
+
+def _message_pieces(messages: list[dict[str, Any]], text: str, tokenizer: Any) -> list[str] | None:
+    """Each message's own text in ``text``, from renders of one and two messages (linear work in all).
+
+    Message ``j``'s piece is the render of messages ``j-1, j`` less that of ``j-1`` alone, so start-of-
+    conversation rules (a default system prompt) cancel out. None unless the pieces join into ``text``.
+    """
+    try:
+        alone = [render_messages([message], tokenizer, add_generation_prompt=False) for message in messages]
+        pieces = [alone[0]]
+        for j in range(1, len(messages)):
+            pair = render_messages(messages[j - 1 : j + 1], tokenizer, add_generation_prompt=False)
+            if not pair.startswith(alone[j - 1]):
+                return None
+            pieces.append(pair[len(alone[j - 1]) :])
+    except Exception:  # a template may refuse a lone or a pair of messages (roles must alternate)
+        return None
+    return pieces if "".join(pieces) == text else None
+
+
+def _spans_from_pieces(
+    messages: list[dict[str, Any]], learned: list[int], text: str, tokenizer: Any
+) -> list[tuple[int, int]] | None:
+    """The spans :func:`_prefix_spans` finds, for a concatenative template; None when it is not one."""
+    pieces = _message_pieces(messages, text, tokenizer)
+    if pieces is None:
+        return None
+    offsets = [0]
+    for piece in pieces:
+        offsets.append(offsets[-1] + len(piece))
     spans = []
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant" or message.get("weight", 1) == 0:
-            continue
+    for index in learned:
+        prompt = _generation_prompt(messages[index - 1], tokenizer) if index else ""
+        body = pieces[index].rstrip()
+        if prompt is None or not pieces[index].startswith(prompt):
+            return None  # _prefix_spans locates the content itself here
+        end = offsets[index] + len(body) if body else len(text[: offsets[index]].rstrip())
+        spans.append((offsets[index] + len(prompt), end))
+    # The pieces' sums stand for renders of prefixes: check that for the last learned turn, once.
+    last = learned[-1]
+    before = render_messages(messages[:last], tokenizer, add_generation_prompt=True) if last else ""
+    return spans if text.startswith(before) and len(before) == spans[-1][0] else None
+
+
+def _generation_prompt(message: dict[str, Any], tokenizer: Any) -> str | None:
+    """What the template adds after ``message`` to prompt the assistant; None if it rewrites the message."""
+    plain = render_messages([message], tokenizer, add_generation_prompt=False)
+    prompted = render_messages([message], tokenizer, add_generation_prompt=True)
+    return prompted[len(plain) :] if prompted.startswith(plain) else None
+
+
+def _prefix_spans(
+    messages: list[dict[str, Any]], learned: list[int], text: str, tokenizer: Any
+) -> list[tuple[int, int]]:
+    """Spans found by rendering each learned turn's prefixes: any template, quadratic in turns."""
+    spans = []
+    for index in learned:
         through, span = _assistant_span(messages, index, tokenizer)
         if not text.startswith(through):
             raise ValueError("the chat template does not render conversations incrementally")
         spans.append(span)
-    return text, spans
+    return spans
 
 
 def _assistant_span(
@@ -117,14 +182,32 @@ def _assistant_span(
 
 
 def _label_spans(text: str, spans: list[tuple[int, int]], tokenizer: Any) -> TokenizedExample:
-    """Tokenize ``text`` and label the tokens that start inside one of ``spans``."""
+    """Tokenize ``text`` and label the tokens that start inside one of ``spans``.
+
+    The spans are merged into sorted disjoint intervals, so each token costs one binary search.
+    """
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoding["input_ids"])
+    starts, ends = _merge_spans(spans)
     labels = [IGNORE_INDEX] * len(input_ids)
     for position, (start, _end) in enumerate(encoding["offset_mapping"]):
-        if any(lo <= start < hi for lo, hi in spans):
+        interval = bisect_right(starts, start) - 1
+        if interval >= 0 and start < ends[interval]:
             labels[position] = input_ids[position]
     return TokenizedExample(input_ids, labels)
+
+
+def _merge_spans(spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Starts and ends of the union of ``spans`` (empty ones dropped), as sorted disjoint intervals."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for lo, hi in sorted(span for span in spans if span[0] < span[1]):
+        if ends and lo <= ends[-1]:
+            ends[-1] = max(ends[-1], hi)
+        else:
+            starts.append(lo)
+            ends.append(hi)
+    return starts, ends
 
 
 def _tokenize_prompt_completion(prompt: str, completion: str, tokenizer: Any) -> TokenizedExample:

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * MIB, gt=0)
     # Per-file limits: examples are counted at upload, tokens by the worker (it has the tokenizer).
     max_examples_per_file: int = Field(default=100_000, gt=0)
+    # Dataset shape, checked line by line at upload and by the worker (bounds parser and tokenizer work).
+    # Deepest nesting of arrays and objects in one line; a chat example nests 3 deep.
+    max_json_depth: int = Field(default=32, ge=3, le=256)
+    # Most messages in one chat example.
+    max_turns_per_example: int = Field(default=512, gt=0)
     max_tokens_per_file: int = Field(default=50_000_000, gt=0)
     # Jobs a project may have validating, queued or running at once; one more is answered 429.
     max_concurrent_jobs_per_project: int = Field(default=4, gt=0)

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from diablo_core.datasets import read_examples, validate_dataset
+from diablo_core.datasets import DEFAULT_LIMITS, DatasetLimits, read_examples, validate_dataset
 from diablo_core.tokenization import TokenizedExample, tokenize_examples
 from registry.models import File
 
@@ -71,7 +71,12 @@ def locate_files(
 
 
 def load_examples(
-    path: Path, tokenizer: Any, max_length: int, param: str, max_tokens: int | None = None
+    path: Path,
+    tokenizer: Any,
+    max_length: int,
+    param: str,
+    max_tokens: int | None = None,
+    limits: DatasetLimits = DEFAULT_LIMITS,
 ) -> list[TokenizedExample]:
     """Validate a file against the tokenizer, ``max_length`` and ``max_tokens``, then tokenize it.
 
@@ -80,7 +85,7 @@ def load_examples(
             ``file_too_many_tokens`` when the file holds more than ``max_tokens`` tokens.
     """
     report = validate_dataset(
-        path, tokenizer=tokenizer, max_length=max_length, max_problems=MAX_PROBLEMS_SHOWN
+        path, tokenizer=tokenizer, max_length=max_length, max_problems=MAX_PROBLEMS_SHOWN, limits=limits
     )
     if not report.ok:
         shown = "; ".join(problem.message for problem in report.problems)
@@ -93,4 +98,4 @@ def load_examples(
             "(DIABLO_MAX_TOKENS_PER_FILE): split it or sample from it"
         )
         raise JobDataError("file_too_many_tokens", param, message)
-    return tokenize_examples(read_examples(path), tokenizer, max_length)
+    return tokenize_examples(read_examples(path, limits), tokenizer, max_length)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.adapter_io import read_adapter_config
 from diablo_core.base_models import LoadedModel, load_base_model, resolve_model_name
+from diablo_core.datasets import DatasetLimits
 from diablo_core.errors import ConfigError, ModelLoadError
 from diablo_core.model import apply_diablo
 from diablo_core.tokenization import TokenizedExample
@@ -183,11 +184,13 @@ def _load_data(
 ) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
-    limit = run.settings.max_tokens_per_file
-    train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file", limit)
+    limit, settings = run.settings.max_tokens_per_file, run.settings
+    shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
+    train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file", limit, shape)
     if files.validation is None:
         return train_set, None
-    return train_set, load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit)
+    valid_set = load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit, shape)
+    return train_set, valid_set
 
 
 def _reporter(run: JobRun) -> JobReporter:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
-from diablo_core.datasets import DatasetReport, validate_dataset
+from diablo_core.datasets import DatasetLimits, DatasetReport, validate_dataset
 from registry.ids import FILE_PREFIX, new_id
 from registry.models import File
 from registry.pagination import Page, paginate
@@ -59,13 +59,14 @@ def _copy_limited(source: BinaryIO, target: BinaryIO, limit: int, settings: Sett
 
 
 def invalid_file(report: DatasetReport) -> APIError:
-    """The 400 listing a dataset's first problems (all kept problems under ``error.problems``)."""
+    """The 400 listing a dataset's first problems (at most 100) and counting all under ``num_problems``."""
     shown = "; ".join(problem.message for problem in report.problems[:SHOWN_PROBLEMS])
     more = report.num_problems - min(SHOWN_PROBLEMS, len(report.problems))
     suffix = f" (and {more} more)" if more > 0 else ""
     problems = [{"line": p.line, "code": p.code, "message": p.message} for p in report.problems]
     message = f"Invalid fine-tuning file: {shown}{suffix}"
-    return APIError(400, message, code="invalid_file", param="file", extra={"problems": problems})
+    extra = {"problems": problems, "num_problems": report.num_problems}
+    return APIError(400, message, code="invalid_file", param="file", extra=extra)
 
 
 def check_purpose(purpose: str) -> None:
@@ -77,7 +78,8 @@ def check_purpose(purpose: str) -> None:
 
 def check_dataset(path: Path, settings: Settings) -> None:
     """400 ``too_many_examples`` past ``settings.max_examples_per_file``, ``invalid_file`` for bad data."""
-    report = validate_dataset(path)
+    limits = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)
+    report = validate_dataset(path, limits=limits)
     if report.num_examples > settings.max_examples_per_file:
         message = (
             f"File has {report.num_examples} examples; the limit is {settings.max_examples_per_file} "

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from api.errors import MAX_MESSAGE_CHARS, MAX_PARAM_CHARS, error_body
 from api.main import create_app
 from registry.artifacts import fine_tuned_model_name
 from registry.models import File
@@ -170,8 +171,10 @@ def test_unknown_request_fields_are_400_naming_them(client: TestClient) -> None:
 
 @pytest.fixture
 def roomy_client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    """A client whose upload limit (16 MiB) admits a 5 MB line."""
-    settings = make_settings(tmp_path / "roomy", database_url, max_upload_bytes=16 * MIB)
+    """A client whose upload limit (32 MiB) admits a 24 MB line, with few turns allowed per example."""
+    settings = make_settings(
+        tmp_path / "roomy", database_url, max_upload_bytes=32 * MIB, max_turns_per_example=8
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -224,3 +227,69 @@ def test_a_file_of_json_that_is_not_an_object_is_refused(client: TestClient) -> 
     content = b"[1, 2]\n" + json.dumps("text").encode() + b"\n"
     error = assert_error(upload(client, content), 400, "invalid_file", "file")
     assert [p["line"] for p in error["problems"]] == [1, 2]
+
+
+SMALL_ANSWER = 16 * 1024  # bytes: 100 short problems and a message fit, an echo of the upload does not
+
+
+def test_a_24mb_line_gets_its_answer(roomy_client: TestClient) -> None:
+    valid = upload(roomy_client, jsonl([long_example(24 * MIB)]))
+    assert valid.status_code == 200, valid.text[:1000]
+    garbage = upload(roomy_client, b'{"messages": "' + b"x" * (24 * MIB))
+    error = assert_error(garbage, 400, "invalid_file", "file")
+    assert [(p["line"], p["code"]) for p in error["problems"]] == [(1, "invalid_json")]
+    assert len(garbage.content) < SMALL_ANSWER
+
+
+def test_a_20mb_upload_with_a_giant_key_answers_small(roomy_client: TestClient) -> None:
+    giant = {**CHAT_EXAMPLE, "k" * (20 * MIB): 1}
+    many = {**CHAT_EXAMPLE, **{f"key-{i}-" + "k" * 100: i for i in range(1000)}}
+    response = upload(roomy_client, jsonl([giant, many]))
+    error = assert_error(response, 400, "invalid_file", "file")
+    assert [(p["line"], p["code"]) for p in error["problems"]] == [(1, "unknown_key"), (2, "unknown_key")]
+    assert "(and 997 more)" in error["problems"][1]["message"]
+    assert len(response.content) < SMALL_ANSWER
+
+
+def test_deep_nesting_in_a_file_is_a_line_numbered_400(client: TestClient) -> None:
+    content = jsonl([CHAT_EXAMPLE]) + b"[" * 10_000 + b"]" * 10_000 + b"\n" + b"[" * 10_000 + b"\n"
+    error = assert_error(upload(client, content), 400, "invalid_file", "file")
+    assert [(p["line"], p["code"]) for p in error["problems"]] == [(2, "json_too_deep"), (3, "json_too_deep")]
+    assert "line 2: JSON nests deeper than 32 levels" in error["message"]
+
+
+def test_turns_per_example_are_limited(roomy_client: TestClient) -> None:
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    assert upload(roomy_client, jsonl([{"messages": turns * 4}])).status_code == 200
+    error = assert_error(upload(roomy_client, jsonl([{"messages": turns * 5}])), 400, "invalid_file", "file")
+    assert [(p["line"], p["code"]) for p in error["problems"]] == [(1, "too_many_turns")]
+    assert "line 1: 'messages' has 10 messages, more than the limit of 8 per example" in error["message"]
+
+
+def test_at_most_100_problems_are_listed_and_all_are_counted(client: TestClient) -> None:
+    response = upload(client, b"[1]\n" * 5000)
+    error = assert_error(response, 400, "invalid_file", "file")
+    assert [p["line"] for p in error["problems"]] == list(range(1, 101))
+    assert error["num_problems"] == 5000
+    assert "(and 4995 more)" in error["message"]
+    assert len(response.content) < SMALL_ANSWER
+
+
+def test_an_error_answer_stays_small_whatever_the_request_named(client: TestClient) -> None:
+    field = "f" * 200_000
+    response = client.post(JOBS, json={"model": "default", "training_file": "file-x", field: 1})
+    error = assert_error(response, 400, "invalid_value", "f" * MAX_PARAM_CHARS + "…")
+    assert field[:MAX_PARAM_CHARS] in error["message"]
+    assert len(response.content) < 8 * 1024
+
+
+def test_the_error_envelope_cuts_message_and_param() -> None:
+    body = error_body("m" * 100_000, "invalid_request_error", "code", "p" * 100_000)["error"]
+    assert body["message"] == "m" * MAX_MESSAGE_CHARS + "…"
+    assert body["param"] == "p" * MAX_PARAM_CHARS + "…" and body["code"] == "code"
+    assert error_body("short", "t", "c", "p")["error"] == {
+        "message": "short",
+        "type": "t",
+        "param": "p",
+        "code": "c",
+    }

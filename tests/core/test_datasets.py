@@ -1,8 +1,9 @@
 import json
+import time
 
 import pytest
 
-from diablo_core.datasets import read_examples, validate_dataset
+from diablo_core.datasets import DatasetLimits, read_examples, validate_dataset
 from diablo_core.errors import DatasetError
 from diablo_core.tokenization import tokenize_example
 from tests.core.tiny_tokenizer import make_tiny_tokenizer
@@ -161,3 +162,102 @@ def test_read_examples_returns_dicts_or_raises_with_first_problems():
     assert caught.value.code == "invalid_training_file"
     assert "line 2: no assistant message" in str(caught.value)
     assert "line 3: example is in prompt_completion format" in str(caught.value)
+
+
+def nested(depth: int) -> str:
+    """A JSON array nested ``depth`` deep."""
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "line",
+    [nested(100_000), "[" * 100_000, '{"a": ' * 50_000 + "1" + "}" * 50_000],
+    ids=["arrays", "unclosed", "objects"],
+)
+def test_deep_nesting_is_a_line_numbered_problem_not_a_crash(line):
+    report = validate_dataset(jsonl(GOOD_CHAT, line, GOOD_CHAT))
+
+    assert [(p.line, p.code) for p in report.problems] == [(2, "json_too_deep")]
+    assert report.problems[0].message == "line 2: JSON nests deeper than 32 levels of arrays and objects"
+
+
+def test_nesting_is_bounded_by_the_limit_and_brackets_in_strings_do_not_count():
+    limits = DatasetLimits(max_json_depth=5)
+    brackets = {"messages": [user('[[[[[[{{{{{{ \\" [['), assistant()]}
+    at_limit = {**GOOD_CHAT, "x": json.loads(nested(4))}  # the line's object, then 4 arrays: 5 deep
+    over = {**GOOD_CHAT, "x": json.loads(nested(5))}
+
+    report = validate_dataset(jsonl(brackets, at_limit, over), limits=limits)
+
+    assert [(p.line, p.code) for p in report.problems] == [(2, "unknown_key"), (3, "json_too_deep")]
+    assert validate_dataset(jsonl(over)).problems[0].code == "unknown_key"  # the default allows 32
+
+
+def test_turns_per_example_are_bounded():
+    limits = DatasetLimits(max_turns_per_example=4)
+    four = {"messages": [user(), assistant()] * 2}
+    five = {"messages": [user(), assistant()] * 2 + [user()]}
+
+    report = validate_dataset(jsonl(four, five), limits=limits)
+
+    assert [(p.line, p.code) for p in report.problems] == [(2, "too_many_turns")]
+    assert (
+        report.problems[0].message
+        == "line 2: 'messages' has 5 messages, more than the limit of 4 per example"
+    )
+    with pytest.raises(DatasetError, match="more than the limit of 4 per example"):
+        read_examples(jsonl(four, five), limits)
+
+
+def test_echoed_user_text_is_shortened():
+    giant = "k" * 1_000_000
+    rows = [
+        {**GOOD_CHAT, giant: 1},
+        {"messages": [{"role": giant, "content": "x"}, assistant()]},
+        {**GOOD_CHAT, **{f"key{i}": i for i in range(10_000)}},
+    ]
+
+    report = validate_dataset(jsonl(*rows))
+
+    assert [(p.line, p.code) for p in report.problems] == [
+        (1, "unknown_key"),
+        (2, "unknown_role"),
+        (3, "unknown_key"),
+    ]
+    assert all(len(p.message) < 300 for p in report.problems)
+    assert report.problems[0].message == f"line 1: unknown key '{'k' * 64}…'"
+    assert report.problems[2].message == "line 3: unknown keys 'key0', 'key1', 'key10' (and 9997 more)"
+
+
+def test_read_examples_keeps_only_the_first_problems():
+    with pytest.raises(DatasetError) as caught:
+        read_examples(jsonl(*["nope"] * 50_000))
+
+    assert str(caught.value).endswith("line 5: not valid JSON (Expecting value at column 1) (and 49995 more)")
+    assert len(str(caught.value)) < 1000
+
+
+def seconds_per_mib(data: bytes) -> float:
+    """Least CPU time per MiB over three validations of ``data`` fed in 64 KiB chunks, as an upload is."""
+    chunks = [data[i : i + (1 << 16)] for i in range(0, len(data), 1 << 16)]
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        validate_dataset(chunks)
+        best = min(best, time.process_time() - started)
+    return best / (len(data) / (1 << 20))
+
+
+@pytest.mark.parametrize("shape", ["one_line", "many_lines"])
+def test_validation_time_per_mib_is_flat_across_sizes(shape):
+    # A ratio of CPU time per MiB at 8x the size, not a wall-clock limit: linear work keeps it near 1, while
+    # re-copying a growing line per chunk (the old splitter) made it about 8.
+    def make(mib: int) -> bytes:
+        if shape == "one_line":
+            return jsonl({"messages": [user("a" * (mib << 20)), assistant()]})
+        line = jsonl(GOOD_PC)
+        return line * ((mib << 20) // len(line))
+
+    small, large = (seconds_per_mib(make(mib)) for mib in (4, 32))
+    print(f"{shape}: {small * 1000:.1f} ms/MiB at 4 MiB, {large * 1000:.1f} ms/MiB at 32 MiB")
+    assert large / small < 3
