@@ -112,7 +112,9 @@ def create_fine_tuning_job(
             ``concurrent_job_limit`` when the project has too many unfinished jobs; 503 ``enqueue_failed``
             when the broker cannot take the job (the job is then marked failed).
     """
-    request = IdempotentRequest.of(project, idempotency_key, CREATE_ROUTE, body.model_dump(mode="json"))
+    request = IdempotentRequest.of(
+        project, idempotency_key, CREATE_ROUTE, body.model_dump(mode="json"), settings.idempotency_ttl_s
+    )
     if earlier := replayed_id(session, request):
         return load_job(session, project, earlier)
     check_concurrent_jobs(session, settings, project)  # unlocked: refuses early; _record_job decides

@@ -7,9 +7,12 @@ end over it by its adapter's size: adapters are small next to the files that tra
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
+from registry.project_lock import lock_project
 from registry.settings import Settings
 from registry.storage import storage_used
 
@@ -31,3 +34,19 @@ def check_storage_quota(session: Session, settings: Settings, project: str, addi
             f"quota of {quota} bytes: delete files (DELETE /v1/files/{{id}}) or models first"
         )
         raise APIError(413, message, code=QUOTA_CODE, param=param)
+
+
+def reserve_storage(
+    session: Session, settings: Settings, project: str, adding: int, param: str, stored: Path
+) -> None:
+    """Check the quota again under the project's lock, held until the caller commits the new row.
+
+    Concurrent uploads of one project are thus counted one after another. On refusal the already stored
+    file ``stored`` is removed.
+    """
+    lock_project(session, project)
+    try:
+        check_storage_quota(session, settings, project, adding, param)
+    except APIError:
+        stored.unlink(missing_ok=True)
+        raise
