@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import AUTHENTICATION_ERROR, APIError
-from registry.api_keys import SECRET_PREFIX, verified_keys, verify_api_key
+from registry.api_keys import SECRET_PREFIX, masked_key, verified_keys, verify_api_key
 from registry.db import get_sessionmaker, session_scope
 from registry.models import DEFAULT_PROJECT
 from registry.settings import Settings
@@ -50,11 +50,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # auto_error=False: a missing header is answered by get_current_project, in the OpenAI error envelope.
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key: `diablo keys create --project NAME`")
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
-
-
-def masked_key(secret: str) -> str:
-    """``sk-diablo-AbCd…wxyz`` -> ``sk-diab***wxyz``: enough to recognise a key, too little to use it."""
-    return f"{secret[:7]}***{secret[-4:]}" if len(secret) > 12 else "***"
 
 
 def _verify_and_remember(database_url: str, secret: str) -> str | None:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.metrics import ServiceMetrics
 from api.middleware import RequestContext
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(UploadSizeLimit, path=FILES_PATH, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes, upload_path=FILES_PATH)
     app.state.metrics = ServiceMetrics(settings)
     # Added last, so it runs first: even a refused upload gets a request id, a log line and a timing.
     app.add_middleware(RequestContext, metrics=app.state.metrics)

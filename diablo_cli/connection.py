@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from diablo_cli.client import DEFAULT_BASE_URL, APIConnectionError, APIRequestError, DiabloClient
-from diablo_cli.dev_key import local_dev_key
+from diablo_cli.dev_key import dev_key_for
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,7 +35,8 @@ ApiKeyOption = Annotated[
     typer.Option(
         "--api-key",
         envvar="DIABLO_API_KEY",
-        help="Sent as 'Authorization: Bearer' (default: the key `diablo serve` saved in DIABLO_DATA_DIR).",
+        help="Sent as 'Authorization: Bearer' (default: the key `diablo serve` saved in DIABLO_DATA_DIR, "
+        "sent to a loopback URL only).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON object instead of a summary.")]
@@ -82,11 +83,11 @@ def connect(base_url: str = DEFAULT_BASE_URL, api_key: str | None = None) -> Ite
     """A client of the API; API and connection failures end the command with their exit code.
 
     Without ``api_key``, the development key of a local ``diablo serve`` (``<data_dir>/dev-api-key``) is
-    sent if that file is readable.
+    sent if that file is readable and ``base_url`` is a loopback URL.
     """
     err = stderr_console()
     try:
-        with DiabloClient(base_url, api_key or local_dev_key()) as client:
+        with DiabloClient(base_url, api_key or dev_key_for(base_url)) as client:
             yield client
     except APIRequestError as error:
         report_api_error(error, err)

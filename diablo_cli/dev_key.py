@@ -2,14 +2,17 @@
 
 ``diablo serve`` makes sure the local project ``default`` has a key and prints it; the API commands of the
 CLI fall back to this file when neither ``--api-key`` nor ``DIABLO_API_KEY`` is given, so that a local
-service works without copying the key around. The file is readable by its owner only.
+service works without copying the key around, but only to a loopback base URL (127.0.0.0/8, ::1,
+localhost): a remote server never receives it. The file is readable by its owner only.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -45,6 +48,24 @@ def local_dev_key() -> str | None:
     return read_dev_key(data_dir)
 
 
+def is_loopback_url(base_url: str) -> bool:
+    """Whether ``base_url`` names this machine by a loopback address or ``localhost`` (no DNS lookup)."""
+    host = urlsplit(base_url if "//" in base_url else f"//{base_url}").hostname
+    if host is None:
+        return False
+    if host.rstrip(".") == "localhost":  # hostname is lower-cased by urlsplit
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other name may resolve to another machine
+        return False
+
+
+def dev_key_for(base_url: str) -> str | None:
+    """The local development key when ``base_url`` is a loopback URL, else None."""
+    return local_dev_key() if is_loopback_url(base_url) else None
+
+
 def write_secret(path: Path, secret: str) -> None:
     """Write ``secret`` to ``path`` with mode 0600, replacing the file in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,3 +97,11 @@ def ensure_dev_key(settings: Settings) -> str | None:
         _, secret = create_api_key(session, DEFAULT_PROJECT, DEV_KEY_NAME)
         write_secret(dev_key_path(settings.data_dir), secret)
     return secret
+
+
+def dev_key_for_banner(settings: Settings) -> tuple[str | None, bool]:
+    """``ensure_dev_key``'s key, and whether this start created it: only then does the banner show it in
+    full, so the logs of later starts never hold it."""
+    stored = read_dev_key(settings.data_dir)
+    key = ensure_dev_key(settings)
+    return key, key is not None and key != stored

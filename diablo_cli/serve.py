@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from diablo_cli.banner import display_host, mask_password, print_banner
-from diablo_cli.dev_key import ensure_dev_key
+from diablo_cli.dev_key import dev_key_for_banner
 from diablo_cli.supervisor import Child, first_exited, start_child, stop_children, wait_for_stop
 from registry.db import upgrade_database
 from registry.settings import Settings, get_settings
@@ -133,14 +133,18 @@ def supervise(
     stop: threading.Event,
     force: threading.Event,
     api_key: str | None = None,
+    key_shown: bool = True,
 ) -> int:
-    """Run until ``stop`` is set or a child dies, then stop every child; return the exit code."""
+    """Run until ``stop`` is set or a child dies, then stop every child; return the exit code.
+
+    The banner shows ``api_key`` in full only when ``key_shown`` (the start that created it).
+    """
     base_url = f"http://{display_host(settings.host)}:{settings.port}"
     exited: Child | None = None
     try:
         exited = wait_healthy(base_url, children, stop)
         if exited is None and not stop.is_set():
-            print_banner(console, settings, base_url, len(children) - 1, api_key)
+            print_banner(console, settings, base_url, len(children) - 1, api_key, key_shown)
             exited = wait_for_stop(children, stop)
     except TimeoutError as error:
         err_console.print(f"{error}; stopping.")
@@ -174,9 +178,9 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"Migrating {mask_password(settings.database_url)}", highlight=False)
     upgrade_database(settings.database_url)
-    api_key = ensure_dev_key(settings)
+    api_key, key_shown = dev_key_for_banner(settings)
     if not no_worker and workers > 0:
         ensure_model(settings)
     stop, force = install_signal_handlers()
     children = start_services(settings, 0 if no_worker else workers)
-    raise typer.Exit(supervise(children, settings, grace, stop, force, api_key))
+    raise typer.Exit(supervise(children, settings, grace, stop, force, api_key, key_shown))

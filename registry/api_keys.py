@@ -40,6 +40,11 @@ class AmbiguousKeyError(ValueError):
     """A prefix matches more than one key."""
 
 
+def masked_key(secret: str) -> str:
+    """``sk-diablo-AbCd…wxyz`` -> ``sk-diab***wxyz``: enough to recognise a key, too little to use it."""
+    return f"{secret[:7]}***{secret[-4:]}" if len(secret) > 12 else "***"
+
+
 def hash_secret(secret: str) -> str:
     """The stored form of a secret: its sha256 as hex."""
     return hashlib.sha256(secret.encode()).hexdigest()

@@ -70,11 +70,10 @@ StrictPositive = Annotated[int, Field(strict=True, ge=1)]
 class HyperparameterError(ValueError):
     """A combination of hyperparameters that cannot be resolved; ``param`` names the field."""
 
-    code = "invalid_hyperparameters"
-
-    def __init__(self, param: str, message: str) -> None:
+    def __init__(self, param: str, message: str, code: str = "invalid_hyperparameters") -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
 class OpenAIHyperparameters(BaseModel):
@@ -230,6 +229,7 @@ def resolve_hyperparameters(
     num_examples: int,
     checkpoint_every: int = 50,
     method_type: str = "diablo",
+    max_steps_limit: int | None = None,
 ) -> ResolvedHyperparameters:
     """Resolve "auto" values and defaults for a run over ``num_examples`` training examples.
 
@@ -239,6 +239,7 @@ def resolve_hyperparameters(
         num_examples: Examples in the training file.
         checkpoint_every: The service's default checkpoint interval (0: none).
         method_type: The method's type, used to name fields in errors.
+        max_steps_limit: The most optimizer steps a run may take (None: no limit).
 
     Raises:
         HyperparameterError: For combinations that cannot be honoured, with ``param`` naming the field.
@@ -265,7 +266,18 @@ def resolve_hyperparameters(
     }
     resolved = ResolvedHyperparameters.model_validate(values)
     total = resolved.total_steps(num_examples)
+    if max_steps_limit is not None and total > max_steps_limit:
+        raise _too_many_steps(where, resolved, total, max_steps_limit)
     return resolved.model_copy(update={"warmup_steps": effective_warmup(resolved.warmup_steps, total)})
+
+
+def _too_many_steps(
+    where: str, resolved: ResolvedHyperparameters, total: int, limit: int
+) -> HyperparameterError:
+    """The error naming ``max_steps`` when it was given, else ``n_epochs`` (the steps come from epochs)."""
+    field = "max_steps" if resolved.max_steps is not None else "n_epochs"
+    message = f"{field}: the run would take {total} optimizer steps; the limit is {limit}"
+    return HyperparameterError(f"{where}.{field}", message, code="max_steps_too_large")
 
 
 def load_resolved(method: dict[str, Any]) -> ResolvedHyperparameters:

@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     max_tokens_per_file: int = Field(default=50_000_000, gt=0)
     # Jobs a project may have validating, queued or running at once; one more is answered 429.
     max_concurrent_jobs_per_project: int = Field(default=4, gt=0)
+    # Limits that keep one project from costing the service unbounded work or space (issue 10).
+    # JSON request bodies (every route but uploads, which max_upload_bytes bounds); larger ones get 413.
+    max_request_body_bytes: int = Field(default=1 * MIB, gt=0)
+    # The most optimizer steps a job may take (max_steps, or epochs x batches); more is a 400.
+    max_steps_limit: int = Field(default=100_000, gt=0)
+    # Bytes of uploaded files plus adapters a project may keep; 0 turns the quota off.
+    storage_quota_bytes_per_project: int = Field(default=20 * 1024 * MIB, ge=0)
+    # Seconds an Idempotency-Key is remembered; an older key is treated as new and purged.
+    idempotency_ttl_s: int = Field(default=86_400, gt=0)
+    # /metrics needs an API key: "auto" follows auth, "on" always, "off" never (a private scrape network).
+    metrics_auth: Literal["auto", "on", "off"] = "auto"
     checkpoint_every: int = Field(default=50, ge=0)
     # "on": every /v1 request needs an API key of a project. "off" is for local use only: every request
     # then belongs to the project "default".

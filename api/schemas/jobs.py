@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -12,6 +13,9 @@ from registry.models import Checkpoint, Job, JobEvent
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
+# OpenAI takes a handful of integrations (Weights & Biases); each is a small settings object.
+MAX_INTEGRATIONS = 8
+MAX_INTEGRATION_CHARS = 2048
 # Request bodies refuse fields they do not know (as OpenAI does), so a misspelt option fails loudly.
 FORBID_EXTRA = ConfigDict(extra="forbid")
 
@@ -54,16 +58,24 @@ class JobCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     method: MethodCreate | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
-    integrations: list[dict[str, Any]] | None = None
+    integrations: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for key, item in (value or {}).items():
             if len(key) > MAX_METADATA_KEY:
-                raise ValueError(f"keys must be at most {MAX_METADATA_KEY} characters, got {key!r}")
+                raise ValueError(f"keys must be at most {MAX_METADATA_KEY} characters, got {len(key)}")
             if len(item) > MAX_METADATA_VALUE:
-                raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters (key {key!r})")
+                raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters (key {key[:64]!r})")
+        return value
+
+    @field_validator("integrations")
+    @classmethod
+    def _integration_sizes(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for index, item in enumerate(value or []):
+            if len(json.dumps(item)) > MAX_INTEGRATION_CHARS:
+                raise ValueError(f"entry {index} is longer than {MAX_INTEGRATION_CHARS} characters as JSON")
         return value
 
 

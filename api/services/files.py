@@ -18,8 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
+from api.services.file_use import ensure_file_unused
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
+from api.services.quota import check_storage_quota, reserve_storage
 from diablo_core.datasets import DatasetLimits, DatasetReport, validate_dataset
+from registry.durable import replace_durably
 from registry.ids import FILE_PREFIX, new_id
 from registry.models import File
 from registry.pagination import Page, paginate
@@ -117,15 +120,19 @@ def store_upload(
         with os.fdopen(handle, "wb") as target:
             size, sha256 = _copy_limited(upload, target, settings.max_upload_bytes, settings)
         body = {"sha256": sha256, "filename": label, "purpose": purpose}
-        request = IdempotentRequest.of(project, idempotency_key, UPLOAD_ROUTE, body)
+        request = IdempotentRequest.of(
+            project, idempotency_key, UPLOAD_ROUTE, body, settings.idempotency_ttl_s
+        )
         if earlier := replayed_id(session, request):
             return get_file(session, project, earlier)
+        check_storage_quota(session, settings, project, size, "file")
         check_dataset(temp, settings)
         file_id = new_id(FILE_PREFIX)
         final = settings.files_dir / f"{file_id}.jsonl"
-        temp.replace(final)
+        replace_durably(temp, final)  # on disk before the commit that makes it visible
     finally:
         temp.unlink(missing_ok=True)
+    reserve_storage(session, settings, project, size, "file", stored=final)
     row = File(id=file_id, project_id=project, filename=label, purpose=purpose)
     row.bytes, row.sha256, row.storage_path, row.status = size, sha256, str(final), "processed"
     return _record(session, request, row, final)
@@ -170,8 +177,10 @@ def list_files(
 
 
 def delete_file(session: Session, project: str, file_id: str) -> None:
-    """Delete the project's file record and its stored bytes (committed); 404 if there is none."""
+    """Delete the project's file record and its stored bytes (committed); 404 if there is none, 409
+    ``file_in_use`` while an unfinished job uses it."""
     row = get_file(session, project, file_id)
+    ensure_file_unused(session, project, file_id)
     path = Path(row.storage_path)
     session.delete(row)
     session.commit()

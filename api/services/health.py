@@ -15,6 +15,9 @@ from registry.settings import Settings
 logger = logging.getLogger("api.health")
 PROBE_TIMEOUT_S = 5.0
 OK = "ok"
+# What a failing probe answers: fixed reason codes, never the exception's text.
+UNAVAILABLE = "unavailable"
+TIMED_OUT = "timed_out"
 
 
 def check_database(settings: Settings) -> None:
@@ -24,14 +27,16 @@ def check_database(settings: Settings) -> None:
 
 
 async def probe(name: str, check: Callable[[Settings], None], settings: Settings) -> str:
-    """Run a blocking check in a thread with a timeout; ``"ok"`` or a short reason it failed."""
+    """Run a blocking check in a thread with a timeout: ``"ok"``, ``"unavailable"`` or ``"timed_out"``."""
     try:
         await asyncio.wait_for(asyncio.to_thread(check, settings), timeout=PROBE_TIMEOUT_S)
     except TimeoutError:
-        return f"timed out after {PROBE_TIMEOUT_S:g} s"
-    except Exception as exc:
-        logger.warning("readiness: %s unavailable: %s", name, exc)
-        return f"unavailable: {type(exc).__name__}: {exc}"[:300]
+        logger.warning("readiness: %s did not answer within %g s", name, PROBE_TIMEOUT_S)
+        return TIMED_OUT
+    except Exception:
+        # The exception can name hosts, users and paths: it goes to the log, the probe answers a code.
+        logger.warning("readiness: %s unavailable", name, exc_info=True)
+        return UNAVAILABLE
     return OK
 
 

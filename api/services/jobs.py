@@ -17,11 +17,13 @@ from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
+from api.services.quota import check_storage_quota
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
 from registry.hyperparameters import HyperparameterError, ResolvedHyperparameters, resolve_hyperparameters
 from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
 from registry.models import File, Job, JobEvent
+from registry.project_lock import lock_project
 from registry.queue import enqueue_training
 from registry.settings import Settings
 
@@ -65,6 +67,7 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
             method.chosen_hyperparameters() if method else None,
             num_examples=num_examples,
             checkpoint_every=settings.checkpoint_every,
+            max_steps_limit=settings.max_steps_limit,
             method_type=method.type if method else "diablo",
         )
     except HyperparameterError as error:
@@ -78,6 +81,10 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
     if body.validation_file is not None:
         check_file(session, project, body.validation_file, "validation_file")
     resolved = resolve_request(body, settings, count_examples(Path(training.storage_path)))
+    # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
+    lock_project(session, project)
+    check_concurrent_jobs(session, settings, project)
+    check_storage_quota(session, settings, project, 0, "training_file")
     return create_job(
         session,
         model=model,
@@ -105,10 +112,12 @@ def create_fine_tuning_job(
             ``concurrent_job_limit`` when the project has too many unfinished jobs; 503 ``enqueue_failed``
             when the broker cannot take the job (the job is then marked failed).
     """
-    request = IdempotentRequest.of(project, idempotency_key, CREATE_ROUTE, body.model_dump(mode="json"))
+    request = IdempotentRequest.of(
+        project, idempotency_key, CREATE_ROUTE, body.model_dump(mode="json"), settings.idempotency_ttl_s
+    )
     if earlier := replayed_id(session, request):
         return load_job(session, project, earlier)
-    check_concurrent_jobs(session, settings, project)
+    check_concurrent_jobs(session, settings, project)  # unlocked: refuses early; _record_job decides
     job = _record_job(session, settings, project, body)
     _validate_files(session, project, job)
     if earlier := commit_once(session, request, job.id):

@@ -1,4 +1,5 @@
-"""Models: the base models and the project's fine-tuned adapters; deleting an adapter and its files."""
+"""Models: the base models and the project's fine-tuned adapters; deleting an adapter, its checkpoints and
+their files (a deleted model's ``<name>:ckpt-step-<n>`` is no longer served either)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import secrets
 import shutil
 from pathlib import Path
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.schemas.models import ModelPublic
 from registry.artifacts import delete_adapter, get_adapter, list_adapters
 from registry.base_models import find_base_model, list_base_models
+from registry.models import Adapter, Checkpoint
 from registry.settings import Settings
 
 
@@ -55,8 +58,15 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _checkpoints_of(session: Session, adapter: Adapter) -> list[Checkpoint]:
+    """The checkpoints served under the adapter's name (``<name>:ckpt-step-<n>``)."""
+    named = Checkpoint.fine_tuned_model_checkpoint.startswith(f"{adapter.name}:ckpt-step-", autoescape=True)
+    return list(session.scalars(select(Checkpoint).where(named)))
+
+
 def delete_model(session: Session, settings: Settings, project: str, model_id: str) -> None:
-    """Delete a fine-tuned model: files moved aside, record deleted (committed), then files removed.
+    """Delete a fine-tuned model and its checkpoints: files moved aside, records deleted (committed), then
+    files removed.
 
     Raises:
         APIError: 403 ``model_not_deletable`` for a base model; 404 ``model_not_found`` otherwise.
@@ -67,13 +77,20 @@ def delete_model(session: Session, settings: Settings, project: str, model_id: s
             message = f"Model '{model_id}' is a base model; only fine-tuned models can be deleted"
             raise APIError(403, message, code="model_not_deletable", param="model")
         raise not_found("model", model_id, code="model_not_found", param="model")
-    moved = _move_aside(Path(adapter.storage_path), settings)
+    checkpoints = _checkpoints_of(session, adapter)
+    recorded = [adapter.storage_path] + [c.storage_path for c in checkpoints if c.storage_path]
+    paths = [settings.adapters_dir / path for path in recorded]  # a relative path lies under adapters_dir
+    moved = [pair for path in paths if (pair := _move_aside(path, settings)) is not None]
     try:
+        ids = [checkpoint.id for checkpoint in checkpoints]
+        session.execute(
+            delete(Checkpoint).where(Checkpoint.id.in_(ids)), execution_options={"synchronize_session": False}
+        )
         delete_adapter(session, model_id, project)
         session.commit()
     except BaseException:
-        if moved is not None:
-            os.replace(moved[1], moved[0])
+        for original, aside in moved:
+            os.replace(aside, original)
         raise
-    if moved is not None:
-        _remove(moved[1])
+    for _, aside in moved:
+        _remove(aside)

@@ -9,14 +9,14 @@ from pathlib import Path
 import openai
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from api.main import create_app
 from api.services.idempotency import IdempotentRequest, commit_once
 from registry.api_keys import create_api_key
 from registry.db import session_scope, upgrade_database
 from registry.ids import FILE_PREFIX, new_id
-from registry.models import File, Job
+from registry.models import File, IdempotencyKey, Job
 from registry.settings import Settings
 from tests.api.conftest import CHAT_EXAMPLE, assert_error, jsonl, make_settings, upload
 
@@ -150,3 +150,23 @@ def test_keys_belong_to_a_project_and_the_openai_client_can_send_them(
     stranger = openai.OpenAI(api_key="sk-diablo-nope", base_url=url, http_client=client, max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         stranger.files.list()
+
+
+def _age_keys(settings: Settings, seconds: int) -> None:
+    with session_scope(settings.database_url) as session:
+        session.execute(update(IdempotencyKey).values(created_at=IdempotencyKey.created_at - seconds))
+
+
+def test_an_expired_key_is_new_and_its_old_row_is_purged(client: TestClient, settings: Settings) -> None:
+    first = _upload(client, "upload-1").json()["id"]
+    _age_keys(settings, settings.idempotency_ttl_s - 5)
+    assert _upload(client, "upload-1").json()["id"] == first  # still within its time to live
+    _age_keys(settings, 10)
+    again = _upload(client, "upload-1")
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] != first
+    _age_keys(settings, settings.idempotency_ttl_s + 1)
+    other_body = _upload(client, "upload-1", filename="other.jsonl")  # would be a 409 while remembered
+    assert other_body.status_code == 200, other_body.text
+    assert _count(settings, IdempotencyKey) == 1
+    assert _count(settings, File) == 3

@@ -1,14 +1,22 @@
-"""/v1/models: base models and adapters, ids with "/" and ":", deleting adapters and their files."""
+"""/v1/models: base models and adapters, ids with "/" and ":", deleting adapters, their checkpoints and their
+files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
-from registry.artifacts import register_adapter
+from api.errors import APIError
+from api.services.adapter_refs import adapter_ref
+from diablo_core.adapter_io import WEIGHTS_FILE
+from registry.artifacts import add_checkpoint, checkpoint_model_name, fine_tuned_model_name, register_adapter
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope
+from registry.jobs import create_job
+from registry.models import Checkpoint
 from registry.settings import Settings
 from tests.api.conftest import assert_error
 
@@ -113,3 +121,33 @@ def test_other_projects_adapters_are_invisible(client: TestClient, settings: Set
     _register(settings, project="someone-else")
     assert_error(client.get(f"/v1/models/{ADAPTER}"), 404, "model_not_found", "model")
     assert_error(client.delete(f"/v1/models/{ADAPTER}"), 404, "model_not_found", "model")
+
+
+def test_deleting_a_model_stops_serving_its_checkpoints_and_removes_them(
+    client: TestClient, settings: Settings
+) -> None:
+    with session_scope(settings.database_url) as session:
+        job = create_job(session, model=DEFAULT_MODEL_ID, training_file="file-x")
+        job_id = job.id
+    name = fine_tuned_model_name(DEFAULT_MODEL_ID, job_id, "my-suffix")
+    folder = _register(settings, name=name)
+    steps = {}
+    for step in (5, 10):
+        steps[step] = settings.adapters_dir / job_id / "checkpoints" / f"step-{step}"
+        steps[step].mkdir(parents=True)
+        (steps[step] / WEIGHTS_FILE).write_bytes(b"checkpoint weights")
+        with session_scope(settings.database_url) as session:
+            add_checkpoint(
+                session, job_id, step, checkpoint_model_name(name, step), storage_path=str(steps[step])
+            )
+    assert adapter_ref(settings, "default", f"{name}:ckpt-step-5") is not None  # served before
+    assert client.delete(f"/v1/models/{name}").status_code == 200
+    for step, path in steps.items():
+        with pytest.raises(APIError) as refused:
+            adapter_ref(settings, "default", f"{name}:ckpt-step-{step}")
+        assert (refused.value.status, refused.value.code) == (404, "model_not_found")
+        assert not path.exists()
+    assert not folder.exists()
+    assert not [p for p in settings.adapters_dir.iterdir() if p.name.startswith(".deleted-")]
+    with session_scope(settings.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(Checkpoint)) == 0

@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session
 
 from api.main import create_app
 from api.metrics import ServiceMetrics
+from registry.api_keys import create_api_key
+from registry.db import session_scope
 from registry.jobs import JobStatus, add_event, transition
 from registry.logging_setup import JsonFormatter, configure_logging, log_context, make_formatter
 from registry.models import Job
 from registry.settings import Settings
-from tests.api.conftest import create_job
+from tests.api.conftest import assert_error, create_job, make_settings
 
 REQUEST_ID = re.compile(r"req-[0-9a-f]{32}")
 
@@ -181,7 +183,8 @@ def test_job_durations_and_training_speed_come_from_the_registry(client: TestCli
     text = client.get("/metrics").text
     assert metric_value(text, "diablo_job_duration_seconds_count", 'status="succeeded"') == 2
     assert metric_value(text, "diablo_job_duration_seconds_sum", 'status="succeeded"') == 40
-    assert metric_value(text, "diablo_training_tokens_per_second", f'job_id="{running}"') == 123.5
+    assert metric_value(text, "diablo_training_tokens_per_second") == 123.5
+    assert not [job_id for job_id in (first, second, running) if job_id in text]  # no tenant's job ids
 
 
 def test_inference_routes_count_as_inference_latency(settings: Settings) -> None:
@@ -194,3 +197,40 @@ def test_inference_routes_count_as_inference_latency(settings: Settings) -> None
     assert 'route="/v1/files"' not in "".join(
         line for line in text.splitlines() if line.startswith("diablo_inference")
     )
+
+
+@pytest.mark.parametrize(
+    ("auth", "metrics_auth", "needs_key"),
+    [("on", "auto", True), ("off", "auto", False), ("on", "off", False), ("off", "on", True)],
+)
+def test_metrics_need_an_api_key_when_the_operator_says_so(
+    tmp_path, sqlite_url: str, auth: str, metrics_auth: str, needs_key: bool
+) -> None:
+    settings = make_settings(tmp_path / "data", sqlite_url, auth=auth, metrics_auth=metrics_auth)
+    with TestClient(create_app(settings)) as client:
+        with session_scope(sqlite_url) as session:
+            key = create_api_key(session, "alpha")[1]
+        anonymous = client.get("/metrics")
+        if needs_key:
+            assert_error(anonymous, 401, "missing_api_key")
+            bad = client.get("/metrics", headers={"Authorization": "Bearer sk-diablo-wrong-key-000000"})
+            assert_error(bad, 401, "invalid_api_key")
+        else:
+            assert anonymous.status_code == 200
+        keyed = client.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 200 and "diablo_jobs" in keyed.text
+
+
+def test_readyz_answers_a_reason_code_and_logs_the_exception(
+    tmp_path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path / "data", sqlite_url, broker_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(settings)) as client, caplog.at_level(logging.WARNING, logger="api.health"):
+        response = client.get("/readyz")
+    error = assert_error(response, 503, "not_ready", "broker")
+    assert (response.json()["broker"], error["message"]) == ("unavailable", "Not ready: broker unavailable")
+    assert "127.0.0.1" not in response.text and "Error" not in response.text
+    logged = "\n".join(
+        record.getMessage() + str(record.exc_info and record.exc_info[1]) for record in caplog.records
+    )
+    assert "broker unavailable" in logged and "127.0.0.1" in logged  # the detail went to the log
