@@ -7,9 +7,7 @@ than no row).
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -39,32 +37,6 @@ def fine_tuned_model_name(base_model: str, job_id: str, suffix: str | None = Non
         suffix: The user's suffix, sanitized here; empty when absent (``ft:<base>::<id part>``).
     """
     return f"ft:{base_model}:{sanitize_suffix(suffix)}:{id_part(job_id)}"
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (names created or renamed in it) to disk."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's contents to disk."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def fsync_tree(path: Path) -> None:
-    """Flush every file under ``path``, every folder in it, and ``path`` itself (a file or a folder)."""
-    if path.is_file():
-        fsync_file(path)
-        return
-    for folder, _, names in os.walk(path, topdown=False):  # children before the folder that lists them
-        for name in names:
-            fsync_file(Path(folder, name))
-        fsync_dir(Path(folder))
 
 
 def checkpoint_model_name(fine_tuned_model: str, step_number: int) -> str:

@@ -29,6 +29,17 @@ def fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
+def fsync_tree(path: Path) -> None:
+    """Flush every file under ``path``, every folder in it, and ``path`` itself (a file or a folder)."""
+    if path.is_file():
+        fsync_file(path)
+        return
+    for folder, _, names in os.walk(path, topdown=False):  # children before the folder that lists them
+        for name in names:
+            fsync_file(Path(folder, name))
+        fsync_dir(Path(folder))
+
+
 def replace_durably(source: Path, target: Path) -> None:
     """Rename the (synced) file ``source`` to ``target`` and sync the target's directory."""
     fsync_file(source)

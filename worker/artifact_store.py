@@ -21,7 +21,7 @@ from pathlib import Path
 
 from diablo_core.adapter_io import WEIGHTS_FILE
 from diablo_core.checkpoints import replace_dir, staging_dir
-from registry.artifacts import fsync_dir, fsync_tree
+from registry.durable import fsync_dir, fsync_tree
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _HASH_CHUNK = 1 << 20

@@ -22,7 +22,7 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.artifacts import fsync_dir, fsync_tree
+from registry.durable import fsync_dir, fsync_tree
 from registry.jobs import HeartbeatStatus, heartbeat
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.callbacks import TrainingProgress
-from registry.artifacts import fsync_tree
+from registry.durable import fsync_tree
 from registry.jobs import HeartbeatStatus, claim_job, get_job, heartbeat, request_cancel
 from registry.models import JobEvent
 from registry.settings import Settings
