@@ -16,9 +16,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from api.errors import SERVER_ERROR, APIError, not_found
+from api.rate_limit import Caller
 from api.schemas.inference import SamplingParams
 from api.services.adapter_refs import adapter_ref, served_model_id
 from diablo_core.base_models import load_base_model
@@ -36,6 +37,10 @@ from registry.settings import Settings
 
 logger = logging.getLogger("api.inference")
 STATE_KEY = "inference"
+# nginx's status for a client that closed its connection before the answer; nobody reads the answer.
+CLIENT_CLOSED = 499
+# Settle tasks of running requests: the event loop keeps only weak references to tasks.
+_settling: set[asyncio.Task] = set()
 # Engine AdapterError codes that are the client's to fix (400); the rest mean a bad artifact (500).
 _CLIENT_ADAPTER_CODES = {"adapter_base_mismatch", "adapter_not_served"}
 
@@ -177,7 +182,7 @@ def _generation_request(
 
 async def start(
     app: FastAPI,
-    project: str,
+    caller: Caller,
     body: SamplingParams,
     messages: list[dict[str, str]] | None = None,
     prompt: str | None = None,
@@ -186,14 +191,35 @@ async def start(
 
     Raises:
         APIError: 503 ``inference_disabled``; 400 for ``max_tokens``, the prompt or the model; 404
-            ``model_not_found``.
+            ``model_not_found``; 429 ``rate_limit_exceeded``.
     """
     settings: Settings = app.state.settings
     if not settings.inference_enabled:
         message = "Inference is disabled on this server (DIABLO_INFERENCE_ENABLED=false); use a replica"
         raise APIError(503, message, SERVER_ERROR, "inference_disabled")
     budget = max_new_tokens(body, settings)
-    adapter = await asyncio.to_thread(adapter_ref, settings, project, body.model)
+    caller.take_tokens(budget)
+    try:
+        handle = await _submit(app, caller, body, budget, messages, prompt)
+    except BaseException:
+        caller.settle_tokens(-budget)  # never queued: nothing was used
+        raise
+    task = asyncio.create_task(_settle(handle, caller, budget))
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    return handle
+
+
+async def _submit(
+    app: FastAPI,
+    caller: Caller,
+    body: SamplingParams,
+    budget: int,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+) -> RequestHandle:
+    settings: Settings = app.state.settings
+    adapter = await asyncio.to_thread(adapter_ref, settings, caller.project, body.model)
     service = await get_inference(app)
     request = _generation_request(body, budget, adapter, messages, prompt)
     try:
@@ -205,15 +231,46 @@ async def start(
         raise api_error(error, body.model) from error
 
 
-async def finish(handle: RequestHandle, model: str) -> GenerationResult:
-    """Awaits the request's result; cancels the request if the caller is cancelled."""
+async def _settle(handle: RequestHandle, caller: Caller, budget: int) -> None:
+    """Once the request ends: its prompt tokens are counted, the unused part of its budget given back."""
     try:
-        return await handle.aresult()
+        result = await handle.aresult()
+    except Exception:  # a failed request generated nothing the caller can use
+        caller.settle_tokens(-budget)
+        return
+    caller.settle_tokens(result.prompt_tokens + result.completion_tokens - budget)
+
+
+async def finish(handle: RequestHandle, model: str, request: Request) -> GenerationResult:
+    """Awaits the request's result; cancels the request if the client disconnects or the caller is cancelled.
+
+    Raises:
+        APIError: 499 ``client_disconnected`` once the client has gone (nobody reads it); engine errors.
+    """
+    result = asyncio.ensure_future(handle.aresult())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         handle.cancel()
+        result.cancel()
         raise
+    finally:
+        gone.cancel()
+    if not result.done():
+        handle.cancel()  # the engine drops the row at its next step
+        result.cancel()
+        raise APIError(CLIENT_CLOSED, "The client closed the connection", code="client_disconnected")
+    try:
+        return result.result()
     except Exception as error:
         raise api_error(error, model) from error
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects: the body is read, so ``http.disconnect`` is all that is left."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def open_stream(handle: RequestHandle, model: str) -> AsyncIterator[str]:
