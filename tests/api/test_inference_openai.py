@@ -140,6 +140,22 @@ def test_a_client_that_disconnects_cancels_its_request(app, base_url):
     assert engine.stats.decode_tokens < 1000
 
 
+def test_a_client_that_gives_up_on_a_json_answer_frees_its_row(app, base_url):
+    body = {"model": TINY_MODEL, "messages": MESSAGES, "max_tokens": 400, "temperature": 0}
+    assert httpx.post(f"{base_url}/chat/completions", json={**body, "max_tokens": 1}).status_code == 200
+    engine = app.state.inference.engine
+    # Every forward takes 10 ms or more, so 400 tokens take 4 s or more: the request outlives its client.
+    engine.adapters.model.register_forward_pre_hook(lambda *_: time.sleep(0.01))
+    tokens_before = engine.stats.decode_tokens
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base_url}/chat/completions", json=body, timeout=1.0)
+    deadline = time.monotonic() + 30  # bounds a hang only: the cancelled row leaves at the next step
+    while (engine._batch.rows or engine._waiting) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not engine._batch.rows and not engine._waiting
+    assert engine.stats.decode_tokens - tokens_before < 300
+
+
 @pytest.fixture(scope="module")
 def real_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return converted_models_dir(tmp_path_factory)
