@@ -8,6 +8,7 @@ character and any tail that could still become a stop sequence.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ import torch
 from diablo_core.tokenization import render_messages
 
 REPLACEMENT_CHAR = "\ufffd"
+_FLOAT64_MAX = torch.finfo(torch.float64).max
+_SEED_SPAN = 2**64  # torch generators take seeds in [0, 2**64)
 
 
 @dataclass
@@ -95,7 +98,7 @@ def stream_generate(
     Yields:
         Text deltas (their concatenation equals the final text), then the result.
     """
-    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 0:
+    if not 0 <= temperature < math.inf or not 0 < top_p <= 1 or max_new_tokens < 0:
         detail = f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}"
         raise ValueError(f"invalid generation settings: {detail}")
     prompt_ids = build_prompt_ids(tokenizer, messages, prompt)
@@ -147,14 +150,28 @@ def _decode_tokens(
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    """Greedy at temperature 0, else sample from the tempered, top-p-filtered distribution."""
+    """Greedy at temperature 0, else sample from the tempered, top-p-filtered distribution.
+
+    Safe for any finite settings: the arithmetic runs in float64 on logits shifted so that the largest is 0,
+    so a tiny temperature sends the others to -inf (never inf - inf = NaN) and a tiny top_p is not rounded
+    to 0; when only the most likely token keeps any probability, this is the greedy pick.
+    """
     if temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, dim=-1)  # (V,)
+    # NaN logits never win; +inf ones are the largest finite value, so the shift below stays finite.
+    logits = torch.nan_to_num(logits.double(), nan=-math.inf, posinf=_FLOAT64_MAX)  # (V,)
+    best = logits.max()
+    if not torch.isfinite(best):
+        return int(logits.argmax())
+    scaled = torch.nan_to_num((logits - best) / temperature, nan=-math.inf)  # (V,): <= 0, the best is 0
+    probs = torch.softmax(scaled, dim=-1)  # (V,)
+    if int((probs > 0).sum()) == 1:
+        return int(probs.argmax())  # numerically greedy: no other token keeps any probability
     if top_p < 1:
         sorted_probs, order = probs.sort(descending=True)  # (V,), (V,)
-        # Keep a token while the mass before it is below top_p, so the most likely token always stays.
-        outside = sorted_probs.cumsum(0) - sorted_probs >= top_p
+        # Keep a token while the mass before it is below top_p; the most likely token always stays.
+        outside = sorted_probs.cumsum(0) - sorted_probs >= top_p  # (V,)
+        outside[0] = False
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
@@ -165,8 +182,13 @@ def _generator(device: torch.device, seed: int | None) -> torch.Generator:
     if seed is None:
         generator.seed()
     else:
-        generator.manual_seed(seed)
+        generator.manual_seed(seed_in_range(seed))
     return generator
+
+
+def seed_in_range(seed: int) -> int:
+    """Maps any integer seed to the generator's range [0, 2**64) deterministically (distinct there)."""
+    return int(seed) % _SEED_SPAN
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -3,9 +3,11 @@ import torch
 
 from diablo_core.generation import (
     GenerationResult,
+    _pick,
     _safe_delta,
     build_prompt_ids,
     generate,
+    seed_in_range,
     stream_generate,
 )
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
@@ -141,3 +143,63 @@ def test_zero_new_tokens_and_invalid_settings(model, tokenizer):
         generate(model, tokenizer, prompt="Once", top_p=0.0)
     with pytest.raises(ValueError, match="temperature=-1"):
         generate(model, tokenizer, prompt="Once", temperature=-1.0)
+
+
+EXTREME_SETTINGS = [
+    {"temperature": 1e-40},
+    {"temperature": 5e-324},
+    {"temperature": 1.0, "top_p": 1e-300},
+    {"temperature": 0.7, "top_p": 5e-324},
+    {"temperature": 1e-40, "top_p": 1e-300, "seed": 2**64},
+]
+
+
+@pytest.mark.parametrize("options", EXTREME_SETTINGS)
+def test_numerically_greedy_settings_give_the_greedy_text(model, tokenizer, options):
+    greedy = generate(model, tokenizer, prompt="Once", max_new_tokens=12)
+
+    assert generate(model, tokenizer, prompt="Once", max_new_tokens=12, **options) == greedy
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**63), 2**64, 2**64 + 7, -(2**70)])
+def test_any_integer_seed_samples_repeatably(model, tokenizer, seed):
+    def sample(seed):
+        return generate(model, tokenizer, prompt="Once", max_new_tokens=8, temperature=1.0, seed=seed).text
+
+    assert sample(seed) == sample(seed)
+    assert sample(seed) == sample(seed_in_range(seed))  # the mapping is the generator's own seed
+
+
+def test_seeds_map_into_the_generator_range_deterministically():
+    assert [seed_in_range(seed) for seed in (0, 2**64, -1, 2**64 - 1)] == [0, 0, 2**64 - 1, 2**64 - 1]
+    for seed in (2**63 - 1, -(2**63), 2**64, 2**100):
+        assert 0 <= seed_in_range(seed) < 2**64
+        torch.Generator().manual_seed(seed_in_range(seed))  # accepted, no overflow
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4, 3e38])
+def test_pick_never_fails_or_returns_an_impossible_token(scale):
+    logits = torch.randn(300, generator=torch.Generator().manual_seed(0)).clamp(-0.9, 0.9) * scale  # (V,)
+    logits[17] = scale  # the unique most likely token
+    generator = torch.Generator().manual_seed(1)
+    for temperature in (1e-40, 5e-324, 1e-3, 1.0, 2.0, 1e300):
+        for top_p in (5e-324, 1e-300, 0.5, 1.0):
+            token = _pick(logits, temperature, top_p, generator)
+            assert 0 <= token < 300
+            if (top_p < 1e-200 and temperature <= 2) or temperature < 1e-30:
+                # top_p keeps the most likely token (at 1e300 every token ties); a tiny temperature is greedy
+                assert token == 17
+
+
+def test_pick_ignores_nan_and_handles_infinite_logits():
+    logits = torch.tensor([float("nan"), 1.0, float("inf"), float("-inf")])  # (V,)
+    generator = torch.Generator().manual_seed(0)
+
+    assert {_pick(logits, 1.0, 1.0, generator) for _ in range(20)} == {2}
+    assert _pick(torch.full((4,), float("-inf")), 1.0, 0.9, generator) in range(4)
+
+
+def test_non_finite_temperature_is_refused(model, tokenizer):
+    for temperature in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature="):
+            generate(model, tokenizer, prompt="Once", temperature=temperature)
