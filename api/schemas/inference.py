@@ -102,6 +102,15 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionCreate(SamplingParams):
+    # The OpenAPI example; "default" names the served base model on every server.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model": "default", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+            ]
+        }
+    )
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
@@ -121,6 +130,9 @@ class ChatCompletionCreate(SamplingParams):
 
 class CompletionCreate(SamplingParams):
     default_max_tokens: ClassVar[int | None] = COMPLETION_DEFAULT_MAX_TOKENS
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model": "default", "prompt": "Once upon a time", "max_tokens": 8}]}
+    )
 
     prompt: str
     logprobs: int | None = None

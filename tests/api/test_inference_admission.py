@@ -89,6 +89,9 @@ def test_a_too_long_stop_string_is_named_with_its_index_and_the_bound(client):
         {"presence_penalty": -2, "frequency_penalty": 2},
         {"stop": ["z" * MAX_STOP_CHARS] * 4},
         {"temperature": 2, "top_p": 1},
+        {"temperature": 1e-40, "seed": 1},  # in range: the engine must sample with it (no overflow)
+        {"temperature": 1.0, "top_p": 1e-300},  # in range, though 0 in float32
+        {"top_p": 5e-324, "temperature": 0.7},  # found by schemathesis
     ],
 )
 def test_values_at_the_edges_of_the_ranges_are_served(client, body):
