@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from diablo_core.stop_strings import StopMatcher
 from diablo_core.tokenization import render_messages
 
-REPLACEMENT_CHAR = "\ufffd"
 _FLOAT64_MAX = torch.finfo(torch.float64).max
 _SEED_SPAN = 2**64  # torch generators take seeds in [0, 2**64)
 
@@ -102,7 +102,7 @@ def stream_generate(
         detail = f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}"
         raise ValueError(f"invalid generation settings: {detail}")
     prompt_ids = build_prompt_ids(tokenizer, messages, prompt)
-    stops = [s for s in stop or [] if s]
+    stops = StopMatcher(stop)
     eos_ids = _eos_ids(model, tokenizer)
     device = next(model.parameters()).device
     generator = _generator(device, seed) if temperature > 0 else None
@@ -114,11 +114,11 @@ def stream_generate(
             finish_reason = "stop"
             break
         text = tokenizer.decode(completion, skip_special_tokens=True)
-        cut = _first_stop(text, stops)
+        cut = stops.update(text)
         if cut is not None:
             text, finish_reason = text[:cut], "stop"
             break
-        delta = _safe_delta(text, emitted, stops)
+        delta = stops.safe_delta(text, emitted)
         if delta:
             emitted += delta
             yield delta
@@ -202,24 +202,8 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _first_stop(text: str, stops: list[str]) -> int | None:
-    """Index where the earliest stop sequence starts in ``text``, if any does."""
-    found = [index for index in (text.find(s) for s in stops) if index >= 0]
-    return min(found) if found else None
-
-
 def _safe_delta(text: str, emitted: str, stops: list[str]) -> str:
     """New text that can be shown: no partial trailing character, no tail that may begin a stop sequence."""
-    if not text.startswith(emitted):
-        return ""
-    visible = text.rstrip(REPLACEMENT_CHAR)
-    hold = max((_partial_stop_length(visible, stop) for stop in stops), default=0)
-    return visible[len(emitted) : len(visible) - hold]
-
-
-def _partial_stop_length(text: str, stop: str) -> int:
-    """Length of the longest end of ``text`` that is a proper beginning of ``stop``."""
-    for size in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:size]):
-            return size
-    return 0
+    matcher = StopMatcher(stops)
+    matcher.update(text)
+    return matcher.safe_delta(text, emitted)

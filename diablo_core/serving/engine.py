@@ -1,27 +1,26 @@
 """InferenceEngine: one shared base model serving the base and many DiaBlo adapters, batched.
 
-A background thread runs continuous batching: at every decode step it admits waiting requests (up to
-``max_batch_size`` rows), prefills them together, then decodes one token for every row; finished rows leave
-at once, so a long request never holds back a short one. Rows of one batch may use different adapters (or
-none): each row gets its own blocks through :class:`MultiAdapterModel`, and no weight is ever changed.
+A background thread runs continuous batching. Every step it drops cancelled requests, admits waiting ones
+(round robin over tenants, up to ``max_batch_size`` rows), runs one prefill chunk of each admitted prompt,
+then decodes one token for every running row; finished rows leave at once, so a long request never holds
+back a short one, and a long prompt never stalls the rows already decoding. Rows of one batch may use
+different adapters (or none): each row gets its own blocks through :class:`MultiAdapterModel`, and no
+weight is ever changed. A failure that belongs to one row ends that row alone.
 
-Adapters are read from disk on a loader thread (checksum, base identity, shapes) while the batch keeps
-decoding, then installed into a cache slot between steps. With ``merged_adapter`` the engine instead merges
-one adapter into the weights at start (zero overhead) and refuses every other request.
+Adapters are read from disk on a loader thread while the batch keeps decoding, then installed into a cache
+slot between steps. With ``merged_adapter`` the engine instead merges one adapter into the weights at
+start (zero overhead) and refuses every other request.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import Counter
 from typing import Any
 
 from torch import nn
 
-from diablo_core.errors import AdapterError, DiaBloError
 from diablo_core.generation import GenerationResult, _eos_ids, build_prompt_ids
 from diablo_core.identity import BaseModelIdentity, model_identity
 from diablo_core.serving.adapter_cache import (
@@ -30,32 +29,17 @@ from diablo_core.serving.adapter_cache import (
     AdapterCache,
     AdapterRef,
 )
-from diablo_core.serving.batch import DecodeBatch, Row, new_generator
+from diablo_core.serving.adapter_slots import AdapterSlots
+from diablo_core.serving.admission import AdmissionQueue, TurnoverClock, Waiting
+from diablo_core.serving.batch import DecodeBatch, sample
+from diablo_core.serving.errors import ContextLengthError, EngineClosedError
 from diablo_core.serving.handle import GenerationRequest, RequestHandle
 from diablo_core.serving.multi_adapter import MultiAdapterModel, merge_blocks
+from diablo_core.serving.prefill import PrefillGroup, pack_groups
+from diablo_core.serving.row import Row, new_generator
+from diablo_core.serving.stats import EngineStats, model_context_length
 
-
-class EngineClosedError(DiaBloError):
-    """The engine is closed (or closing) and takes no more requests."""
-
-    default_code = "engine_closed"
-
-
-@dataclass
-class EngineStats:
-    """Counters of the engine thread (read them for monitoring and benchmarks)."""
-
-    prefills: int = 0
-    decode_steps: int = 0
-    decode_tokens: int = 0
-    decode_seconds: float = 0.0
-    peak_batch_size: int = 0
-
-
-@dataclass
-class _Waiting:
-    handle: RequestHandle
-    prompt_ids: list[int]
+__all__ = ["EngineClosedError", "EngineStats", "InferenceEngine"]
 
 
 class InferenceEngine:
@@ -71,6 +55,11 @@ class InferenceEngine:
         max_adapter_bytes: Most bytes of resident adapter blocks.
         merged_adapter: Serve only this adapter, merged into the weights.
         batch_window_s: When idle, how long to wait after a first request for others to batch with it.
+        context_length: Most prompt + completion tokens; default: the model's and tokenizer's limit.
+        max_waiting: Most requests waiting for a row, all tenants together (None: no bound).
+        max_waiting_per_tenant: Most requests of one tenant waiting for a row (None: no bound).
+        max_rows_per_tenant: Most running rows of one tenant (None: up to ``max_batch_size``).
+        prefill_chunk_tokens: Most prompt tokens per prefill forward (None: whole prompts at once).
     """
 
     def __init__(
@@ -84,22 +73,33 @@ class InferenceEngine:
         max_adapter_bytes: int = DEFAULT_MAX_BYTES,
         merged_adapter: AdapterRef | None = None,
         batch_window_s: float = 0.002,
+        context_length: int | None = None,
+        max_waiting: int | None = None,
+        max_waiting_per_tenant: int | None = None,
+        max_rows_per_tenant: int | None = None,
+        prefill_chunk_tokens: int | None = 256,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
+        for name, value in (("max_batch_size", max_batch_size), ("max_rows_per_tenant", max_rows_per_tenant)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if prefill_chunk_tokens is not None and prefill_chunk_tokens < 1:
+            raise ValueError(f"prefill_chunk_tokens must be positive or None, got {prefill_chunk_tokens}")
         self.tokenizer, self.max_batch_size, self.batch_window_s = tokenizer, max_batch_size, batch_window_s
+        self.max_rows_per_tenant, self.prefill_chunk_tokens = max_rows_per_tenant, prefill_chunk_tokens
+        self.context_length = context_length or model_context_length(model, tokenizer)
         self.identity = identity or model_identity(model)
         self.adapters = MultiAdapterModel(model.eval())
         self.cache = AdapterCache(self.adapters, self.identity, max_adapters, max_adapter_bytes)
         self.merged_adapter = merged_adapter
         if merged_adapter is not None:
             merge_blocks(model, self.cache.read(merged_adapter).blocks)
+        self._slots = AdapterSlots(self.cache, merged_adapter, self._notify)
         self._eos_ids = _eos_ids(model, tokenizer)
         self._batch = DecodeBatch(self.adapters)
+        self._prefills: list[PrefillGroup] = []
         self.stats = EngineStats()
-        self._waiting: deque[_Waiting] = deque()
-        self._loads: dict[str, Future] = {}
-        self._loader = ThreadPoolExecutor(1, thread_name_prefix="diablo-adapter-loader")
+        self._waiting = AdmissionQueue(max_waiting, max_waiting_per_tenant)
+        self._turnover = TurnoverClock()
         self._condition = threading.Condition()
         self._encode_lock = threading.Lock()
         self._closed = False
@@ -118,30 +118,35 @@ class InferenceEngine:
             self._closed = True
             self._condition.notify_all()
         self._thread.join(timeout)
-        self._loader.shutdown(wait=False, cancel_futures=True)
+        self._slots.shutdown()
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Queues a request and returns its handle at once (the prompt is tokenized here).
 
         Raises:
             AdapterError: ``adapter_not_served`` in merged mode for any other adapter or the base model.
+            ContextLengthError: The prompt plus ``max_tokens`` exceed :attr:`context_length`.
+            EngineBusyError: ``engine_overloaded`` or ``tenant_queue_full`` when the waiting queue is full.
             EngineClosedError: After :meth:`close`.
             ValueError: An empty prompt.
         """
-        self._check_served(request.adapter)
+        self._slots.check_served(request.adapter)
         with self._encode_lock:
             prompt_ids = build_prompt_ids(self.tokenizer, request.messages, request.prompt)
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token of text")
-        handle = RequestHandle(request)
+        limit = self.context_length
+        if limit is not None and len(prompt_ids) + request.max_tokens > limit:
+            raise ContextLengthError(len(prompt_ids), request.max_tokens, limit)
+        handle = RequestHandle(request, on_cancel=self._notify)
         if request.max_tokens == 0:
             handle.finish(GenerationResult("", len(prompt_ids), 0, "length"))
             return handle
         with self._condition:
             if self._closed:
                 raise EngineClosedError("the inference engine is closed")
-            self._waiting.append(_Waiting(handle, prompt_ids))
-            self._start_load(request.adapter)
+            self._waiting.put(Waiting(handle, prompt_ids), self._turnover)
+            self._slots.start_load(request.adapter)
             self._condition.notify_all()
         return handle
 
@@ -153,24 +158,6 @@ class InferenceEngine:
         """Submits a request and awaits its result without blocking the event loop."""
         return await self.submit(request).aresult()
 
-    def _check_served(self, adapter: AdapterRef | None) -> None:
-        merged = self.merged_adapter
-        if merged is not None and (adapter is None or adapter.sha256 != merged.sha256):
-            asked = "the base model" if adapter is None else f"adapter {adapter.sha256}"
-            raise AdapterError(
-                f"this engine serves only adapter {merged.sha256} (merged into the weights), not {asked}",
-                "adapter_not_served",
-            )
-
-    def _start_load(self, adapter: AdapterRef | None) -> None:
-        """Starts reading an adapter that is neither resident nor loading (caller holds the condition)."""
-        if adapter is None or self.merged_adapter is not None or adapter.sha256 in self.cache:
-            return
-        if adapter.sha256 not in self._loads:
-            future = self._loader.submit(self.cache.read, adapter)
-            future.add_done_callback(lambda _: self._notify())
-            self._loads[adapter.sha256] = future
-
     def _notify(self) -> None:
         with self._condition:
             self._condition.notify_all()
@@ -179,41 +166,38 @@ class InferenceEngine:
         while self._wait_for_work():
             try:
                 self._step()
-            except Exception as error:  # a failed forward ends the rows it touched, not the engine
-                self._fail_batch(error)
-        self._fail_batch(EngineClosedError("the inference engine was closed before the request finished"))
+            except Exception as error:  # engine-wide (row failures end inside the step): fail what ran
+                self._fail_running(error)
+        self._fail_running(EngineClosedError("the inference engine was closed before the request finished"))
         with self._condition:
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting = self._waiting.drain()
         for item in waiting:
             item.handle.fail(EngineClosedError("the inference engine was closed before the request started"))
 
     def _wait_for_work(self) -> bool:
         """Blocks while there is nothing to do; returns False once the engine is closing."""
-        idle = not self._batch.rows
+        idle = not self._busy()
         with self._condition:
-            self._condition.wait_for(lambda: self._closed or self._batch.rows or self._ready())
+            self._condition.wait_for(lambda: self._closed or self._busy() or self._ready())
             if self._closed:
                 return False
         if idle and self.batch_window_s:
             time.sleep(self.batch_window_s)  # let requests arriving together share the first forward
         return True
 
+    def _busy(self) -> bool:
+        return bool(self._batch.rows or self._prefills)
+
     def _ready(self) -> bool:
-        """Whether some waiting request could be admitted now (caller holds the condition)."""
-        for item in self._waiting:
-            adapter = item.handle.request.adapter
-            if item.handle.cancelled or adapter is None or self.merged_adapter is not None:
-                return True
-            future = self._loads.get(adapter.sha256)
-            if adapter.sha256 in self.cache or (future is not None and future.done()):
-                return True
-        return False
+        """Whether some waiting request could be admitted or dropped now (caller holds the condition)."""
+        return any(
+            item.handle.cancelled or self._slots.ready(item.handle.request.adapter) for item in self._waiting
+        )
 
     def _step(self) -> None:
-        for row in self._batch.rows:
-            if row.handle.cancelled and row.finish_reason is None:
-                row.finish("cancelled")
+        self._drop_cancelled()
         self._admit()
+        self._advance_prefills()
         self._release(self._batch.remove_finished())
         if self._batch.rows:
             started = time.perf_counter()
@@ -222,15 +206,41 @@ class InferenceEngine:
             self.stats.decode_steps += 1
             self.stats.decode_tokens += len(self._batch)
             self._release(self._batch.remove_finished())
+        self.stats.isolation_retries = self._batch.isolation_retries
+
+    def _drop_cancelled(self) -> None:
+        """Ends cancelled requests wherever they are: waiting, in prefill, or running."""
+        with self._condition:
+            cancelled = [item for item in self._waiting if item.handle.cancelled]
+            for item in cancelled:
+                self._waiting.remove(item)
+        for item in cancelled:
+            item.handle.finish(GenerationResult("", len(item.prompt_ids), 0, "cancelled"))
+        self.stats.cancelled += len(cancelled)
+        for group in [group for group in self._prefills if group.cancelled]:
+            self._prefills.remove(group)
+            for row in group.rows:
+                row.guarded(row.finish, "cancelled")
+            self._release(group.rows)
+        for row in self._batch.rows:
+            if row.handle.cancelled and row.finish_reason is None:
+                row.guarded(row.finish, "cancelled")
+                self.stats.cancelled += 1
 
     def _admit(self) -> None:
-        """Prefills waiting requests whose adapters are ready, up to the batch bound, in arrival order."""
+        """Takes waiting requests whose adapters are ready, fairly across tenants, up to the row bounds."""
         rows: list[Row] = []
+        running = Counter(row.tenant for row in self._batch.rows)
+        running.update(row.tenant for group in self._prefills for row in group.rows)
+        free = self.max_batch_size - sum(running.values())
         with self._condition:
-            candidates = list(self._waiting)
+            candidates = self._waiting.fair_order()
         for item in candidates:
-            if len(self._batch) + len(rows) >= self.max_batch_size:
+            if len(rows) >= free:
                 break
+            cap = self.max_rows_per_tenant
+            if cap is not None and running[item.tenant] >= cap:
+                continue
             try:
                 row = self._row_for(item)
             except Exception as error:  # e.g. an AdapterError: it ends this request only
@@ -240,64 +250,61 @@ class InferenceEngine:
             if row is not None:
                 self._dequeue(item)
                 rows.append(row)
-        if rows:
-            try:
-                prefill = self._batch.prefill(rows)
-            except Exception as error:  # e.g. out of memory on long prompts: the running rows go on
-                self._release(rows)
-                for row in rows:
-                    row.handle.fail(error)
-                return
-            self._batch.join(prefill)
-            self.stats.prefills += 1
-            self.stats.peak_batch_size = max(self.stats.peak_batch_size, len(self._batch))
+                running[item.tenant] += 1
+                item.handle.admission_index = self.stats.admitted
+                self.stats.admitted += 1
+        for group_rows in pack_groups(rows, self.prefill_chunk_tokens):
+            self._prefills.append(PrefillGroup(group_rows, self._batch.device, self.prefill_chunk_tokens))
 
-    def _row_for(self, item: _Waiting) -> Row | None:
+    def _row_for(self, item: Waiting) -> Row | None:
         """A batch row for ``item``, or None while its adapter is loading or no cache slot is free."""
-        handle = item.handle
-        if handle.cancelled:
-            self._dequeue(item)
-            handle.finish(GenerationResult("", len(item.prompt_ids), 0, "cancelled"))
-            return None
-        slot, key = self._slot_for(handle.request.adapter)
+        request = item.handle.request
+        slot, key = self._slots.acquire(request.adapter)
         if slot is None:
             return None
-        request = handle.request
         generator = new_generator(self._batch.device, request.seed, request.temperature)
-        return Row(handle, item.prompt_ids, slot, key, self._eos_ids, self.tokenizer, generator)
+        return Row(item.handle, item.prompt_ids, slot, key, self._eos_ids, self.tokenizer, generator)
 
-    def _slot_for(self, adapter: AdapterRef | None) -> tuple[int | None, str | None]:
-        """The pinned slot of ``adapter`` (0 for the base or the merged adapter) and its cache key."""
-        if adapter is None or self.merged_adapter is not None:
-            return 0, None
-        slot = self.cache.acquire(adapter.sha256)
-        if slot is None:
-            future = self._loads.get(adapter.sha256)
-            if future is None or not future.done():
-                with self._condition:
-                    self._start_load(adapter)
-                return None, None
+    def _advance_prefills(self) -> None:
+        """One chunk of every prefilling group; a finished group joins the batch with its first tokens."""
+        for group in list(self._prefills):
             try:
-                slot = self.cache.insert(future.result())
-            except Exception:  # a failed read is retried from disk by the next request for it
-                self._loads.pop(adapter.sha256, None)
-                raise
-            if slot is not None:
-                self._loads.pop(adapter.sha256, None)
-        return slot, adapter.sha256
+                logits = group.advance(self._batch.forward)
+            except Exception as error:  # the group's data or adapter: retry its rows alone, from the start
+                self._prefills.remove(group)
+                self._split_failed(group, error)
+                continue
+            self.stats.prefill_chunks += 1
+            if logits is not None:
+                self._prefills.remove(group)
+                tokens = sample(group.rows, logits)
+                self._batch.join(group.rows, group.cache, group.mask, group.next_positions())
+                self._batch.start(group.rows, tokens)
+                self.stats.prefills += 1
+                self.stats.peak_batch_size = max(self.stats.peak_batch_size, len(self._batch))
 
-    def _dequeue(self, item: _Waiting) -> None:
+    def _split_failed(self, group: PrefillGroup, error: Exception) -> None:
+        if len(group.rows) == 1:
+            group.rows[0].fail(error)
+            self._release(group.rows)
+            return
+        for row in group.rows:
+            self._prefills.append(PrefillGroup([row], self._batch.device, self.prefill_chunk_tokens))
+
+    def _dequeue(self, item: Waiting) -> None:
         with self._condition:
             self._waiting.remove(item)
+            self._waiting.served(item.tenant)
 
     def _release(self, rows: list[Row]) -> None:
         for row in rows:
-            if row.adapter_key is not None:
-                self.cache.release(row.adapter_key)
+            self._slots.release(row.adapter_key)
+        if rows:
+            self._turnover.record(time.monotonic(), len(rows))
 
-    def _fail_batch(self, error: BaseException) -> None:
-        rows = self._batch.rows
-        self._batch = DecodeBatch(self.adapters)
+    def _fail_running(self, error: BaseException) -> None:
+        rows = self._batch.rows + [row for group in self._prefills for row in group.rows]
+        self._batch, self._prefills = DecodeBatch(self.adapters), []
         for row in rows:
-            row.handle.fail(error)
+            row.fail(error)
         self._release(rows)

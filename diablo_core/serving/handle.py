@@ -8,10 +8,11 @@ from threads (blocking iteration, :meth:`RequestHandle.result`) or from asyncio 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -35,6 +36,7 @@ class GenerationRequest:
         top_p: Nucleus sampling mass in (0, 1].
         stop: Strings that end the completion; the text is cut before the first one.
         seed: Seed of this request's own sampling generator (repeatable samples, whatever the batch).
+        tenant: Who asks (the project id; None is one shared tenant): admission is fair across tenants.
     """
 
     adapter: AdapterRef | None = None
@@ -45,6 +47,7 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: list[str] | None = None
     seed: int | None = None
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -78,9 +81,11 @@ class RequestHandle:
     iteration and from ``result``.
     """
 
-    def __init__(self, request: GenerationRequest) -> None:
+    def __init__(self, request: GenerationRequest, on_cancel: Callable[[], None] | None = None) -> None:
         self.id = next(_request_ids)
         self.request = request
+        self.admission_index: int | None = None  # the engine's count of admissions when this one started
+        self._on_cancel = on_cancel
         self._deltas: list[str] = []
         self._result: GenerationResult | None = None
         self._error: BaseException | None = None
@@ -101,6 +106,8 @@ class RequestHandle:
     def cancel(self) -> None:
         """Asks the engine to stop this request (e.g. the client went away); it ends with ``"cancelled"``."""
         self._cancelled = True
+        if self._on_cancel is not None:
+            self._on_cancel()  # wakes the engine, so that the row is freed within one step
 
     def result(self, timeout: float | None = None) -> GenerationResult:
         """Blocks until the request ends and returns its result (raises its error; TimeoutError)."""
@@ -169,7 +176,7 @@ class RequestHandle:
             waiters, self._waiters = self._waiters, []
             self._condition.notify_all()
         for waiter in waiters:
-            if not waiter.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the waiter's event loop closed: nobody to wake
                 waiter.loop.call_soon_threadsafe(_wake, waiter.future)
 
     def push(self, delta: str) -> None:

@@ -180,7 +180,7 @@ def test_a_bad_adapter_fails_its_request_only(engine, make_adapter, tmp_path):
 
 def test_cancel_and_close(shared_model, tokenizer, identity):
     engine = InferenceEngine(shared_model, tokenizer, identity=identity)
-    handle = engine.submit(GenerationRequest(prompt="Hi", max_tokens=10_000))
+    handle = engine.submit(GenerationRequest(prompt="Hi", max_tokens=500))
     next(iter(handle))
     handle.cancel()
     assert handle.result(timeout=60).finish_reason == "cancelled"
