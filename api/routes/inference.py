@@ -36,6 +36,7 @@ from api.schemas.inference import (
     Usage,
 )
 from api.services import inference as service
+from api.services.engine_errors import api_error
 from diablo_core.serving import RequestHandle
 from registry.ids import new_id
 
@@ -59,7 +60,7 @@ async def _guarded(events: AsyncIterator[str], model: str) -> AsyncIterator[str]
         async for event in events:
             yield event
     except Exception as error:
-        failure = service.api_error(error, model)
+        failure = api_error(error, model)
         if not isinstance(failure, APIError):
             service.logger.exception("stream failed for model %s", model, exc_info=error)
             failure = APIError(500, "The server failed while streaming", SERVER_ERROR, "internal_error")

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 import torch
 from fastapi import FastAPI, Request
 
-from api.errors import SERVER_ERROR, APIError, not_found
+from api.errors import SERVER_ERROR, APIError
 from api.rate_limit import Caller
 from api.schemas.inference import SamplingParams
 from api.services.adapter_refs import adapter_ref, served_model_id
+from api.services.engine_errors import api_error
 from diablo_core.base_models import load_base_model
-from diablo_core.errors import AdapterError, DiaBloError
+from diablo_core.errors import DiaBloError
 from diablo_core.generation import GenerationResult
 from diablo_core.serving import (
     AdapterRef,
-    EngineClosedError,
     GenerationRequest,
     InferenceEngine,
     RequestHandle,
@@ -41,8 +41,6 @@ STATE_KEY = "inference"
 CLIENT_CLOSED = 499
 # Settle tasks of running requests: the event loop keeps only weak references to tasks.
 _settling: set[asyncio.Task] = set()
-# Engine AdapterError codes that are the client's to fix (400); the rest mean a bad artifact (500).
-_CLIENT_ADAPTER_CODES = {"adapter_base_mismatch", "adapter_not_served"}
 
 
 def serving_device(setting: str) -> str:
@@ -75,6 +73,10 @@ class InferenceService:
             max_adapters=settings.adapter_cache_count,
             max_adapter_bytes=settings.adapter_cache_bytes,
             merged_adapter=merged,
+            max_waiting=settings.inference_max_waiting,
+            max_waiting_per_tenant=settings.inference_max_waiting_per_project,
+            max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
+            prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
         )
         logger.info("serving %s on %s (merged adapter: %s)", model_id, device, settings.merged_adapter)
         return cls(engine, model_id)
@@ -143,26 +145,9 @@ def max_new_tokens(body: SamplingParams, settings: Settings) -> int:
     return asked or min(body.default_max_tokens or limit, limit)
 
 
-def api_error(error: Exception, model: str) -> Exception:
-    """The API error for an engine failure (other exceptions are returned unchanged, answered as 500)."""
-    if isinstance(error, APIError):
-        return error
-    if isinstance(error, EngineClosedError):
-        return APIError(503, "The inference engine is shutting down; retry", SERVER_ERROR, "engine_closed")
-    if not isinstance(error, AdapterError):
-        return error
-    if error.code == "adapter_not_found":
-        return not_found("model", model, code="model_not_found", param="model")
-    if error.code in _CLIENT_ADAPTER_CODES:
-        return APIError(400, f"Model '{model}': {error.message}", code=error.code, param="model")
-    logger.error("adapter of model %s is unusable (%s): %s", model, error.code, error.message)
-    message = f"The stored adapter of model '{model}' is unusable ({error.code}): {error.message}"
-    code = "adapter_corrupted" if error.code == "adapter_checksum_mismatch" else "adapter_invalid"
-    return APIError(500, message, SERVER_ERROR, code)
-
-
 def _generation_request(
     body: SamplingParams,
+    project: str,
     budget: int,
     adapter: AdapterRef | None,
     messages: list[dict[str, str]] | None,
@@ -177,6 +162,7 @@ def _generation_request(
         top_p=body.top_p,
         stop=body.stop,
         seed=body.seed,
+        tenant=project,  # admission is fair across projects
     )
 
 
@@ -221,14 +207,14 @@ async def _submit(
     settings: Settings = app.state.settings
     adapter = await asyncio.to_thread(adapter_ref, settings, caller.project, body.model)
     service = await get_inference(app)
-    request = _generation_request(body, budget, adapter, messages, prompt)
+    prompt_param = "messages" if prompt is None else "prompt"
+    request = _generation_request(body, caller.project, budget, adapter, messages, prompt)
     try:
         return await asyncio.to_thread(service.engine.submit, request)  # tokenizes: off the event loop
     except ValueError as error:  # an empty prompt
-        param = "messages" if prompt is None else "prompt"
-        raise APIError(400, str(error), code="invalid_value", param=param) from error
+        raise APIError(400, str(error), code="invalid_value", param=prompt_param) from error
     except Exception as error:
-        raise api_error(error, body.model) from error
+        raise api_error(error, body.model, prompt_param) from error
 
 
 async def _settle(handle: RequestHandle, caller: Caller, budget: int) -> None:
