@@ -85,6 +85,18 @@ class RateLimiter:
             wait_s, remaining = bucket.wait_s(amount), max(0, int(bucket.level))
         raise _limited(kind, limit, amount, wait_s, remaining)
 
+    def headers(self, caller: str) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers of the caller's limits that are on (none when all are off)."""
+        now, headers = self._clock(), {}
+        with self._lock:
+            for kind, limit in self.limits.items():
+                bucket = self._buckets.setdefault((caller, kind), Bucket(limit, limit, now))
+                bucket.refill(now)
+                headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
+                headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(bucket.wait_s(limit))}s"  # until full
+        return headers
+
     def settle(self, caller: str, kind: str, amount: int) -> None:
         """Takes ``amount`` (gives back when negative) without a check: the level may go below zero."""
         limit = self.limits.get(kind)
@@ -135,6 +147,9 @@ class Caller:
 
     def settle_tokens(self, amount: int) -> None:
         self.limiter.settle(self.key, "tokens", amount)
+
+    def headers(self) -> dict[str, str]:
+        return self.limiter.headers(self.key)
 
 
 async def limited_caller(

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from api.errors import SERVER_ERROR, APIError, error_body
@@ -92,15 +92,17 @@ async def _text_events(body: CompletionCreate, handle: RequestHandle, deltas: As
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_STREAM_RESPONSE)
 async def create_chat_completion(
-    request: Request, body: ChatCompletionCreate, caller: RateLimitedCaller
+    request: Request, response: Response, body: ChatCompletionCreate, caller: RateLimitedCaller
 ) -> ChatCompletion | EventSourceResponse:
     """Create a chat completion with a base or fine-tuned model."""
     messages = [message.as_template_message() for message in body.messages]
     handle = await service.start(request.app, caller, body, messages=messages)
     if body.stream:
         deltas = await service.open_stream(handle, body.model)
-        return EventSourceResponse(_guarded(_chat_events(body, handle, deltas), body.model), sep="\n")
+        events = _guarded(_chat_events(body, handle, deltas), body.model)
+        return EventSourceResponse(events, sep="\n", headers=caller.headers())
     result = await service.finish(handle, body.model, request)
+    response.headers.update(caller.headers())
     message = AssistantMessage(content=result.text)
     choice = ChatChoice(message=message, finish_reason=result.finish_reason)
     usage = Usage.of(result.prompt_tokens, result.completion_tokens)
@@ -109,14 +111,16 @@ async def create_chat_completion(
 
 @router.post("/completions", response_model=TextCompletion, responses=_STREAM_RESPONSE)
 async def create_completion(
-    request: Request, body: CompletionCreate, caller: RateLimitedCaller
+    request: Request, response: Response, body: CompletionCreate, caller: RateLimitedCaller
 ) -> TextCompletion | EventSourceResponse:
     """Create a text completion of a prompt with a base or fine-tuned model."""
     handle = await service.start(request.app, caller, body, prompt=body.prompt)
     if body.stream:
         deltas = await service.open_stream(handle, body.model)
-        return EventSourceResponse(_guarded(_text_events(body, handle, deltas), body.model), sep="\n")
+        events = _guarded(_text_events(body, handle, deltas), body.model)
+        return EventSourceResponse(events, sep="\n", headers=caller.headers())
     result = await service.finish(handle, body.model, request)
+    response.headers.update(caller.headers())
     choice = TextChoice(text=result.text, finish_reason=result.finish_reason)
     usage = Usage.of(result.prompt_tokens, result.completion_tokens)
     return TextCompletion(model=body.model, choices=[choice], usage=usage)

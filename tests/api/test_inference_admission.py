@@ -162,6 +162,22 @@ def test_the_token_limit_counts_the_prompt_and_gives_back_the_unused_budget(clie
     assert_rate_limited(chat(client, max_tokens=1), "tokens", limit)  # that prompt overdrew the bucket
 
 
+def test_answers_carry_openai_rate_limit_headers(client):
+    limited(client, requests=5, tokens=1000)
+    answer = chat(client, max_tokens=4)
+    used = answer.json()["usage"]["total_tokens"]
+    assert {key: answer.headers[key] for key in answer.headers if key.startswith("x-ratelimit-")} == {
+        "x-ratelimit-limit-requests": "5",
+        "x-ratelimit-remaining-requests": "4",
+        "x-ratelimit-reset-requests": "12s",  # one request back every 12 s
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": str(1000 - used),  # reconciled before the answer is sent
+        "x-ratelimit-reset-tokens": f"{-(-used * 60 // 1000)}s",
+    }
+    streamed = chat(client, stream=True)
+    assert streamed.status_code == 200 and streamed.headers["x-ratelimit-remaining-requests"] == "3"
+
+
 def test_a_request_larger_than_the_token_limit_says_so(client):
     limited(client, tokens=10)
     error = assert_rate_limited(chat(client, max_tokens=11), "tokens", 10)
@@ -171,4 +187,6 @@ def test_a_request_larger_than_the_token_limit_says_so(client):
 def test_rate_limits_are_off_by_default(client):
     assert RateLimiter.of(client.app.state.settings).limits == {}
     for _ in range(3):
-        assert chat(client).status_code == 200
+        answer = chat(client)
+        assert answer.status_code == 200
+        assert not [key for key in answer.headers if key.startswith("x-ratelimit-")]
