@@ -33,7 +33,8 @@ MAX_PARAM_CHARS = 256
 class APIError(HTTPException):
     """An error answered to the client with ``status`` and the OpenAI error envelope.
 
-    ``extra`` holds fields added beside the four standard ones inside ``error`` (e.g. ``problems``). It is an
+    ``extra`` holds fields added beside the four standard ones inside ``error`` (e.g. ``problems``);
+    ``headers`` are answered with it (e.g. ``Retry-After``). It is an
     ``HTTPException`` so that FastAPI lets it through when raised while the request body is read.
     """
 
@@ -45,8 +46,9 @@ class APIError(HTTPException):
         code: str | None = None,
         param: str | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(status_code=status, detail=message)
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.status = status
         self.message = message
         self.type = type
@@ -84,7 +86,7 @@ def _validation_message(error: dict[str, Any], param: str | None) -> str:
 
 async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
     body = error_body(exc.message, exc.type, exc.code, exc.param, **exc.extra)
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,10 +8,12 @@ runs ``--pollers`` clients reading its jobs (one read per ``--poll-interval`` s)
 clients sending chat completions back to back (its adapters and the base model in turn, ``max_tokens`` 16,
 temperature 0), for ``--duration`` s or ``--max-requests`` requests. Every ``--probe-every``-th request of
 a client (its first too) checks isolation: another tenant's job or adapter must answer 404. Any 5xx
-answer or isolation failure makes the exit status 1.
+answer or isolation failure makes the exit status 1. ``--flood N`` runs the two-project mode instead
+(``benchmarks/flood_load.py``): B's latency alone, then while A keeps N requests in flight.
 
     .venv/bin/python benchmarks/load_test.py                      # the default model, SQLite registry
     .venv/bin/python benchmarks/load_test.py --model tiny --duration 10 --json benchmarks/out/load.json
+    .venv/bin/python benchmarks/load_test.py --model tiny --flood 60 --pace 0.5 --duration 20
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import httpx
 import torch
+from flood_load import flood_failures, flood_markdown, run_flood  # a sibling script module
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from diablo_core.adapter_io import WEIGHTS_FILE, read_adapter_config, save_adapter
@@ -305,6 +308,10 @@ async def drive(base_url: str, args: argparse.Namespace, tenants: list[Tenant], 
         ]
         for response in await asyncio.gather(*warm):
             response.raise_for_status()  # the warm-up loads every adapter once; it must succeed
+        if args.flood:
+            began, models = time.monotonic(), [[*tenant.adapters, served] for tenant in tenants]
+            flood = await run_flood(clients[:2], models[:2], args, chat_body)
+            return flood | {"wall_s": time.monotonic() - began, "load_average_1min": []}
         load = LoadRun(args, tenants, served)
         wall_s = await load.run(clients)
     finally:
@@ -343,8 +350,9 @@ def failures(results: list[dict[str, Any]]) -> list[str]:
 def report(args: argparse.Namespace, outcome: dict[str, Any]) -> None:
     """Print the table, the run's shape and the machine's load; write ``--json``."""
     loads, before = outcome["load_average_1min"] or [math.nan], outcome["load_before"]
-    print(markdown(outcome["results"]))
-    shape = f"{args.tenants} tenants, {outcome['model']}, torch threads {args.threads or 'default'}"
+    print(flood_markdown(outcome["results"]) if args.flood else markdown(outcome["results"]))
+    tenants = 2 if args.flood else args.tenants
+    shape = f"{tenants} tenants, {outcome['model']}, torch threads {args.threads or 'default'}"
     print(f"measured phase: {outcome['wall_s']:.1f} s, {shape}")
     print(
         f"load average before (1/5/15 min): {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}; 1-min during: "
@@ -371,6 +379,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--probe-every", type=int, default=5, help="every n-th request checks isolation")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of the measured phase")
     parser.add_argument("--max-requests", type=int, default=20_000, help="requests of the measured phase")
+    parser.add_argument("--flood", type=int, default=0, help="two-project mode: A's requests in flight")
+    parser.add_argument("--pace", type=float, default=0.5, help="two-project mode: B's request interval (s)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.tenants < 2 or min(args.adapters, args.jobs, args.probe_every) < 1:
@@ -381,7 +391,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     load_before = os.getloadavg()
-    tenants = [Tenant(f"tenant-{index}-{secrets.token_hex(3)}") for index in range(args.tenants)]
+    count = 2 if args.flood else args.tenants  # the two-project mode: A floods, B is measured
+    tenants = [Tenant(f"tenant-{index}-{secrets.token_hex(3)}") for index in range(count)]
     with tempfile.TemporaryDirectory(prefix="diablo-load-") as tmp:
         data_dir = Path(tmp) / "data"
         model_id = prepare_model(args, data_dir)
@@ -391,7 +402,7 @@ def main() -> None:
             register_tenants(env["DIABLO_DATABASE_URL"], tenants, model_id, fingerprint)
             outcome = asyncio.run(drive(base_url, args, tenants, model_id))
     report(args, outcome | {"model": model_id, "load_before": load_before})
-    problems = failures(outcome["results"])
+    problems = (flood_failures if args.flood else failures)(outcome["results"])
     if problems:
         sys.exit("FAILED: " + "; ".join(problems))
 

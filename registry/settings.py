@@ -70,7 +70,20 @@ class Settings(BaseSettings):
     # Load the served model (default_model) when the API starts instead of on the first request.
     preload_model: bool = False
     max_tokens_limit: int = Field(default=2048, ge=1)
+    # Rate limits of the inference routes, per API key (per project with auth off) and API process; 0: off.
+    rate_limit_requests_per_minute: int = Field(default=0, ge=0)
+    # Tokens counted per request: its prompt plus its max_tokens budget.
+    rate_limit_tokens_per_minute: int = Field(default=0, ge=0)
     inference_max_batch: int = Field(default=8, ge=1)
+    # Inference admission (one tenant never starves another); answers beyond a bound are 429s.
+    # Requests waiting for a batch row, all projects together.
+    inference_max_waiting: int = Field(default=256, ge=1)
+    # Requests of one project waiting for a row.
+    inference_max_waiting_per_project: int = Field(default=64, ge=1)
+    # Batch rows one project may hold at once (0: no cap beyond inference_max_batch).
+    inference_max_rows_per_project: int = Field(default=0, ge=0)
+    # Prompt tokens prefilled per engine step, so running rows keep decoding during a long prompt.
+    inference_prefill_chunk_tokens: int = Field(default=256, ge=1)
     adapter_cache_count: int = Field(default=16, ge=1)
     adapter_cache_bytes: int = Field(default=512 * MIB, gt=0)
     # A fine-tuned model merged into the weights at start: only it is served, with zero overhead.

@@ -4,7 +4,8 @@ A stream is ``data: <chunk JSON>`` events ending with ``data: [DONE]``. Chat str
 ``{"role": "assistant", "content": ""}`` delta and close with an empty delta carrying ``finish_reason``;
 with ``stream_options.include_usage`` a chunk with empty ``choices`` and the ``usage`` comes last. An
 engine failure after the stream started is sent as an ``{"error": ...}`` event (the openai client raises
-it); a client that disconnects cancels its request in the engine.
+it). A client that disconnects cancels its request in the engine, streamed or not. Both routes count against
+the caller's rate limits (``api.rate_limit``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
-from api.deps import CurrentProject
 from api.errors import SERVER_ERROR, APIError, error_body
+from api.rate_limit import RateLimitedCaller
 from api.schemas.inference import (
     CHAT_ID_PREFIX,
     COMPLETION_ID_PREFIX,
@@ -35,6 +36,7 @@ from api.schemas.inference import (
     Usage,
 )
 from api.services import inference as service
+from api.services.engine_errors import api_error
 from diablo_core.serving import RequestHandle
 from registry.ids import new_id
 
@@ -58,7 +60,7 @@ async def _guarded(events: AsyncIterator[str], model: str) -> AsyncIterator[str]
         async for event in events:
             yield event
     except Exception as error:
-        failure = service.api_error(error, model)
+        failure = api_error(error, model)
         if not isinstance(failure, APIError):
             service.logger.exception("stream failed for model %s", model, exc_info=error)
             failure = APIError(500, "The server failed while streaming", SERVER_ERROR, "internal_error")
@@ -90,15 +92,17 @@ async def _text_events(body: CompletionCreate, handle: RequestHandle, deltas: As
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_STREAM_RESPONSE)
 async def create_chat_completion(
-    request: Request, body: ChatCompletionCreate, project: CurrentProject
+    request: Request, response: Response, body: ChatCompletionCreate, caller: RateLimitedCaller
 ) -> ChatCompletion | EventSourceResponse:
     """Create a chat completion with a base or fine-tuned model."""
     messages = [message.as_template_message() for message in body.messages]
-    handle = await service.start(request.app, project, body, messages=messages)
+    handle = await service.start(request.app, caller, body, messages=messages)
     if body.stream:
         deltas = await service.open_stream(handle, body.model)
-        return EventSourceResponse(_guarded(_chat_events(body, handle, deltas), body.model), sep="\n")
-    result = await service.finish(handle, body.model)
+        events = _guarded(_chat_events(body, handle, deltas), body.model)
+        return EventSourceResponse(events, sep="\n", headers=caller.headers())
+    result = await service.finish(handle, body.model, request)
+    response.headers.update(caller.headers())
     message = AssistantMessage(content=result.text)
     choice = ChatChoice(message=message, finish_reason=result.finish_reason)
     usage = Usage.of(result.prompt_tokens, result.completion_tokens)
@@ -107,14 +111,16 @@ async def create_chat_completion(
 
 @router.post("/completions", response_model=TextCompletion, responses=_STREAM_RESPONSE)
 async def create_completion(
-    request: Request, body: CompletionCreate, project: CurrentProject
+    request: Request, response: Response, body: CompletionCreate, caller: RateLimitedCaller
 ) -> TextCompletion | EventSourceResponse:
     """Create a text completion of a prompt with a base or fine-tuned model."""
-    handle = await service.start(request.app, project, body, prompt=body.prompt)
+    handle = await service.start(request.app, caller, body, prompt=body.prompt)
     if body.stream:
         deltas = await service.open_stream(handle, body.model)
-        return EventSourceResponse(_guarded(_text_events(body, handle, deltas), body.model), sep="\n")
-    result = await service.finish(handle, body.model)
+        events = _guarded(_text_events(body, handle, deltas), body.model)
+        return EventSourceResponse(events, sep="\n", headers=caller.headers())
+    result = await service.finish(handle, body.model, request)
+    response.headers.update(caller.headers())
     choice = TextChoice(text=result.text, finish_reason=result.finish_reason)
     usage = Usage.of(result.prompt_tokens, result.completion_tokens)
     return TextCompletion(model=body.model, choices=[choice], usage=usage)

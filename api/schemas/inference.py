@@ -1,7 +1,9 @@
 """Inference bodies: chat and text completion requests, their responses and their streamed chunks.
 
 Requests accept the OpenAI fields we do not implement (penalties, ``user``, ``logit_bias``, ...) and ignore
-them; ``n`` must be 1 and log probabilities are refused, since answering them silently wrong would mislead.
+them (the penalties are still checked against OpenAI's range, -2 to 2); ``n`` must be 1 and log
+probabilities are refused, since answering them silently wrong would mislead. Sampling values are checked
+against OpenAI's ranges, so no value reaches the engine that it cannot sample with.
 ``max_tokens`` is checked against ``settings.max_tokens_limit`` by the service (a setting, not a constant).
 """
 
@@ -15,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from registry.ids import new_id
 
 MAX_STOP_SEQUENCES = 4
+# Stop strings are matched against the decoded text at every step, so their length is engine work per token:
+# 256 characters covers any real stop sequence (OpenAI sets no documented bound) and caps that work.
+MAX_STOP_CHARS = 256
+# torch seeds a generator from a signed 64-bit integer; OpenAI documents ``seed`` as one too.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 # OpenAI's default for /v1/completions; chat completions default to the server's max_tokens_limit.
 COMPLETION_DEFAULT_MAX_TOKENS = 16
 CHAT_ID_PREFIX = "chatcmpl-"
@@ -38,7 +45,10 @@ class SamplingParams(BaseModel):
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     stop: list[str] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
+    # Accepted for compatibility, ignored by the engine.
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = 1
@@ -47,6 +57,14 @@ class SamplingParams(BaseModel):
     @classmethod
     def _stop_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _short_stops(cls, value: list[str] | None) -> list[str] | None:
+        for index, stop in enumerate(value or []):
+            if len(stop) > MAX_STOP_CHARS:
+                raise ValueError(f"stop[{index}] has {len(stop)} characters, more than {MAX_STOP_CHARS}")
+        return value
 
     @field_validator("n")
     @classmethod
@@ -84,6 +102,15 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionCreate(SamplingParams):
+    # The OpenAPI example; "default" names the served base model on every server.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model": "default", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+            ]
+        }
+    )
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
@@ -103,6 +130,9 @@ class ChatCompletionCreate(SamplingParams):
 
 class CompletionCreate(SamplingParams):
     default_max_tokens: ClassVar[int | None] = COMPLETION_DEFAULT_MAX_TOKENS
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model": "default", "prompt": "Once upon a time", "max_tokens": 8}]}
+    )
 
     prompt: str
     logprobs: int | None = None

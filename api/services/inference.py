@@ -16,17 +16,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
-from api.errors import SERVER_ERROR, APIError, not_found
+from api.errors import SERVER_ERROR, APIError
+from api.rate_limit import Caller
 from api.schemas.inference import SamplingParams
 from api.services.adapter_refs import adapter_ref, served_model_id
+from api.services.engine_errors import api_error
 from diablo_core.base_models import load_base_model
-from diablo_core.errors import AdapterError, DiaBloError
+from diablo_core.errors import DiaBloError
 from diablo_core.generation import GenerationResult
 from diablo_core.serving import (
     AdapterRef,
-    EngineClosedError,
     GenerationRequest,
     InferenceEngine,
     RequestHandle,
@@ -36,8 +37,10 @@ from registry.settings import Settings
 
 logger = logging.getLogger("api.inference")
 STATE_KEY = "inference"
-# Engine AdapterError codes that are the client's to fix (400); the rest mean a bad artifact (500).
-_CLIENT_ADAPTER_CODES = {"adapter_base_mismatch", "adapter_not_served"}
+# nginx's status for a client that closed its connection before the answer; nobody reads the answer.
+CLIENT_CLOSED = 499
+# Settle tasks of running requests: the event loop keeps only weak references to tasks.
+_settling: set[asyncio.Task] = set()
 
 
 def serving_device(setting: str) -> str:
@@ -70,6 +73,10 @@ class InferenceService:
             max_adapters=settings.adapter_cache_count,
             max_adapter_bytes=settings.adapter_cache_bytes,
             merged_adapter=merged,
+            max_waiting=settings.inference_max_waiting,
+            max_waiting_per_tenant=settings.inference_max_waiting_per_project,
+            max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
+            prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
         )
         logger.info("serving %s on %s (merged adapter: %s)", model_id, device, settings.merged_adapter)
         return cls(engine, model_id)
@@ -138,26 +145,9 @@ def max_new_tokens(body: SamplingParams, settings: Settings) -> int:
     return asked or min(body.default_max_tokens or limit, limit)
 
 
-def api_error(error: Exception, model: str) -> Exception:
-    """The API error for an engine failure (other exceptions are returned unchanged, answered as 500)."""
-    if isinstance(error, APIError):
-        return error
-    if isinstance(error, EngineClosedError):
-        return APIError(503, "The inference engine is shutting down; retry", SERVER_ERROR, "engine_closed")
-    if not isinstance(error, AdapterError):
-        return error
-    if error.code == "adapter_not_found":
-        return not_found("model", model, code="model_not_found", param="model")
-    if error.code in _CLIENT_ADAPTER_CODES:
-        return APIError(400, f"Model '{model}': {error.message}", code=error.code, param="model")
-    logger.error("adapter of model %s is unusable (%s): %s", model, error.code, error.message)
-    message = f"The stored adapter of model '{model}' is unusable ({error.code}): {error.message}"
-    code = "adapter_corrupted" if error.code == "adapter_checksum_mismatch" else "adapter_invalid"
-    return APIError(500, message, SERVER_ERROR, code)
-
-
 def _generation_request(
     body: SamplingParams,
+    project: str,
     budget: int,
     adapter: AdapterRef | None,
     messages: list[dict[str, str]] | None,
@@ -172,12 +162,13 @@ def _generation_request(
         top_p=body.top_p,
         stop=body.stop,
         seed=body.seed,
+        tenant=project,  # admission is fair across projects
     )
 
 
 async def start(
     app: FastAPI,
-    project: str,
+    caller: Caller,
     body: SamplingParams,
     messages: list[dict[str, str]] | None = None,
     prompt: str | None = None,
@@ -186,34 +177,86 @@ async def start(
 
     Raises:
         APIError: 503 ``inference_disabled``; 400 for ``max_tokens``, the prompt or the model; 404
-            ``model_not_found``.
+            ``model_not_found``; 429 ``rate_limit_exceeded``.
     """
     settings: Settings = app.state.settings
     if not settings.inference_enabled:
         message = "Inference is disabled on this server (DIABLO_INFERENCE_ENABLED=false); use a replica"
         raise APIError(503, message, SERVER_ERROR, "inference_disabled")
     budget = max_new_tokens(body, settings)
-    adapter = await asyncio.to_thread(adapter_ref, settings, project, body.model)
+    caller.take_tokens(budget)
+    try:
+        handle = await _submit(app, caller, body, budget, messages, prompt)
+    except BaseException:
+        caller.settle_tokens(-budget)  # never queued: nothing was used
+        raise
+    task = asyncio.create_task(_settle(handle, caller, budget))
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    return handle
+
+
+async def _submit(
+    app: FastAPI,
+    caller: Caller,
+    body: SamplingParams,
+    budget: int,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+) -> RequestHandle:
+    settings: Settings = app.state.settings
+    adapter = await asyncio.to_thread(adapter_ref, settings, caller.project, body.model)
     service = await get_inference(app)
-    request = _generation_request(body, budget, adapter, messages, prompt)
+    prompt_param = "messages" if prompt is None else "prompt"
+    request = _generation_request(body, caller.project, budget, adapter, messages, prompt)
     try:
         return await asyncio.to_thread(service.engine.submit, request)  # tokenizes: off the event loop
     except ValueError as error:  # an empty prompt
-        param = "messages" if prompt is None else "prompt"
-        raise APIError(400, str(error), code="invalid_value", param=param) from error
+        raise APIError(400, str(error), code="invalid_value", param=prompt_param) from error
     except Exception as error:
-        raise api_error(error, body.model) from error
+        raise api_error(error, body.model, prompt_param) from error
 
 
-async def finish(handle: RequestHandle, model: str) -> GenerationResult:
-    """Awaits the request's result; cancels the request if the caller is cancelled."""
+async def _settle(handle: RequestHandle, caller: Caller, budget: int) -> None:
+    """Once the request ends: its prompt tokens are counted, the unused part of its budget given back."""
     try:
-        return await handle.aresult()
+        result = await handle.aresult()
+    except Exception:  # a failed request generated nothing the caller can use
+        caller.settle_tokens(-budget)
+        return
+    caller.settle_tokens(result.prompt_tokens + result.completion_tokens - budget)
+
+
+async def finish(handle: RequestHandle, model: str, request: Request) -> GenerationResult:
+    """Awaits the request's result; cancels the request if the client disconnects or the caller is cancelled.
+
+    Raises:
+        APIError: 499 ``client_disconnected`` once the client has gone (nobody reads it); engine errors.
+    """
+    result = asyncio.ensure_future(handle.aresult())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         handle.cancel()
+        result.cancel()
         raise
+    finally:
+        gone.cancel()
+    if not result.done():
+        handle.cancel()  # the engine drops the row at its next step
+        result.cancel()
+        raise APIError(CLIENT_CLOSED, "The client closed the connection", code="client_disconnected")
+    try:
+        return result.result()
     except Exception as error:
         raise api_error(error, model) from error
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects: the body is read, so ``http.disconnect`` is all that is left."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def open_stream(handle: RequestHandle, model: str) -> AsyncIterator[str]:

@@ -19,8 +19,8 @@ from registry.artifacts import add_checkpoint
 from registry.db import session_scope
 from registry.models import Job
 from registry.settings import Settings
-from tests.api.conftest import CHAT_EXAMPLE, assert_error, create_job, jsonl, make_settings, upload
-from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, link_tiny_model
+from tests.api.conftest import CHAT_EXAMPLE, assert_error, create_job, jsonl, upload
+from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, tiny_settings
 
 PROMPT = "Tell me a story"
 MESSAGES = [{"role": "user", "content": PROMPT}]
@@ -36,11 +36,7 @@ def settings(
     tmp_path: Path, database_url: str, tiny: TinyServing, request: pytest.FixtureRequest
 ) -> Settings:
     """Settings serving the tiny model; ``@pytest.mark.parametrize("overrides", [{...}])`` adds settings."""
-    overrides = getattr(request, "param", {})
-    values = {"default_model": TINY_MODEL, "device": "cpu", "max_tokens_limit": 64, **overrides}
-    settings = make_settings(tmp_path / "data", database_url, **values)
-    link_tiny_model(settings, tiny)
-    return settings
+    return tiny_settings(tmp_path / "data", database_url, tiny, **getattr(request, "param", {}))
 
 
 def chat(client: TestClient, model: str, max_tokens: int = 12, **body: Any):

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -124,20 +125,44 @@ def test_text_completion_and_errors_through_the_sdk(sdk, tiny):
     assert too_many.value.param == "max_tokens"
 
 
+def slow_down(engine: Any) -> None:
+    """Every forward takes 10 ms or more, so 400 tokens take 4 s or more: a request outlives its client."""
+    engine.adapters.model.register_forward_pre_hook(lambda *_: time.sleep(0.01))
+
+
+def wait_for_no_rows(engine: Any) -> None:
+    deadline = time.monotonic() + 30  # bounds a hang only: a cancelled row leaves at the next step
+    while engine._batch.rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not engine._batch.rows
+
+
 def test_a_client_that_disconnects_cancels_its_request(app, base_url):
-    body = {"model": TINY_MODEL, "messages": MESSAGES, "max_tokens": 2000, "temperature": 0, "stream": True}
+    body = {"model": TINY_MODEL, "messages": MESSAGES, "max_tokens": 400, "temperature": 0}
+    assert httpx.post(f"{base_url}/chat/completions", json={**body, "max_tokens": 1}).status_code == 200
+    engine = app.state.inference.engine
+    slow_down(engine)
     with (
         httpx.Client(timeout=60) as client,
-        client.stream("POST", f"{base_url}/chat/completions", json=body) as r,
+        client.stream("POST", f"{base_url}/chat/completions", json=body | {"stream": True}) as r,
     ):
         assert r.status_code == 200
         assert next(r.iter_lines()).startswith("data: ")
+    wait_for_no_rows(engine)
+    assert engine.stats.cancelled == 1
+    assert engine.stats.decode_tokens < 300
+
+
+def test_a_client_that_gives_up_on_a_json_answer_frees_its_row(app, base_url):
+    body = {"model": TINY_MODEL, "messages": MESSAGES, "max_tokens": 400, "temperature": 0}
+    assert httpx.post(f"{base_url}/chat/completions", json={**body, "max_tokens": 1}).status_code == 200
     engine = app.state.inference.engine
-    deadline = time.monotonic() + 30
-    while engine._batch.rows and time.monotonic() < deadline:  # the cancelled row leaves at the next step
-        time.sleep(0.01)
-    assert not engine._batch.rows
-    assert engine.stats.decode_tokens < 1000
+    slow_down(engine)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base_url}/chat/completions", json=body, timeout=1.0)
+    wait_for_no_rows(engine)
+    assert engine.stats.cancelled == 1
+    assert engine.stats.decode_tokens < 300
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +201,10 @@ def test_an_adapter_of_the_real_default_model_serves_text(tmp_path, sqlite_url, 
 
 
 def test_an_engine_failure_mid_stream_reaches_the_client_as_an_error(app, sdk):
+    sdk.chat.completions.create(model=TINY_MODEL, messages=MESSAGES, max_tokens=1)  # loads the engine
+    slow_down(app.state.inference.engine)
     stream = sdk.chat.completions.create(
-        model=TINY_MODEL, messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+        model=TINY_MODEL, messages=MESSAGES, max_tokens=400, temperature=0, stream=True
     )
     chunks = iter(stream)
     assert next(chunks).choices[0].delta.role == "assistant"

@@ -23,6 +23,7 @@ from diablo_core.model import apply_diablo, merge_diablo
 from registry.artifacts import register_adapter
 from registry.db import session_scope
 from registry.settings import Settings
+from tests.api.conftest import make_settings
 from tests.core.tiny import randomize_blocks
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
@@ -115,3 +116,11 @@ def link_tiny_model(settings: Settings, serving: TinyServing) -> None:
     models = settings.data_dir / "models"
     models.mkdir(parents=True, exist_ok=True)
     (models / TINY_MODEL).symlink_to(serving.model_dir, target_is_directory=True)
+
+
+def tiny_settings(data_dir: Path, database_url: str, serving: TinyServing, **overrides: Any) -> Settings:
+    """Settings serving the tiny model on the CPU with a 64-token ``max_tokens`` limit, plus ``overrides``."""
+    values = {"default_model": TINY_MODEL, "device": "cpu", "max_tokens_limit": 64, **overrides}
+    settings = make_settings(data_dir, database_url, **values)
+    link_tiny_model(settings, serving)
+    return settings

@@ -49,3 +49,16 @@ def test_layer_forward_times_both_paths_and_the_floor_with_dropout() -> None:
         and "fused/einsum" in stdout
         and "sum of one layer of each shape: floor" in stdout
     )
+
+
+def test_load_test_two_project_mode_compares_b_alone_with_b_under_a_flood(tmp_path: Path) -> None:
+    out = tmp_path / "flood.json"
+    stdout = run_script(
+        "benchmarks/load_test.py", "--model", "tiny", "--flood", "4", "--pace", "0.25", "--duration", "1",
+        "--adapters", "1", "--jobs", "1", "--threads", "1", "--json", str(out),
+    )  # fmt: skip
+    rows = {row["kind"]: row for row in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"B alone", "B during A's flood", "A's flood"}
+    assert rows["B alone"]["requests"] >= 2 and set(rows["B during A's flood"]["statuses"]) == {"200"}
+    assert rows["A's flood"]["requests"] >= 4
+    assert "B under the flood / alone: p50" in stdout
