@@ -7,10 +7,10 @@ reading a body (chunked, or lying about its length) as soon as it grows past it.
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import APIError, error_body
+from api.errors import APIError
+from api.upload_limit import limit_body
 
 CODE = "request_too_large"
 
@@ -36,20 +36,4 @@ class BodySizeLimit:
         if self._exempt(scope):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            error = self._too_large()
-            body = error_body(error.message, error.type, error.code, error.param)
-            await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
-            return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b"")) if message["type"] == "http.request" else 0
-            if received > self.max_bytes:
-                raise self._too_large()
-            return message
-
-        await self.app(scope, limited_receive, send)
+        await limit_body(self.app, scope, receive, send, self.max_bytes, self._too_large)

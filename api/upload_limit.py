@@ -7,6 +7,8 @@ reading a body (chunked or lying about its length) as soon as it grows past the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,21 +34,28 @@ class UploadSizeLimit:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self.path:
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes + MULTIPART_OVERHEAD
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            error = self._too_large()
-            body = error_body(error.message, error.type, error.code, error.param)
-            await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
-            return
-        received = 0
+        await limit_body(self.app, scope, receive, send, self.max_bytes + MULTIPART_OVERHEAD, self._too_large)
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b"")) if message["type"] == "http.request" else 0
-            if received > limit:
-                raise self._too_large()
-            return message
 
-        await self.app(scope, limited_receive, send)
+async def limit_body(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, limit: int, too_large: Callable[[], APIError]
+) -> None:
+    """Run ``app`` with its body bounded by ``limit``: 413 at once for a larger declared ``Content-Length``,
+    and ``too_large()`` raised as soon as a chunked or understated body grows past it."""
+    declared = dict(scope["headers"]).get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        error = too_large()
+        body = error_body(error.message, error.type, error.code, error.param)
+        await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+        return
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b"")) if message["type"] == "http.request" else 0
+        if received > limit:
+            raise too_large()
+        return message
+
+    await app(scope, limited_receive, send)
