@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from diablo_core.jsonl import shorten
+from diablo_core.data.jsonl import shorten
 
 logger = logging.getLogger("api")
 

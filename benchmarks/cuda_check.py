@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from diablo_core.adapter_io import load_adapter, save_adapter
-from diablo_core.config import DiaBloConfig
-from diablo_core.fused import FusedDroppedDiaBlo, sample_dropped
-from diablo_core.layer import DiaBloLinear
-from diablo_core.model import apply_diablo, diablo_modules, merge_diablo
+from diablo_core.methods.diablo.adapter_io import load_adapter, save_adapter
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.fused import FusedDroppedDiaBlo, sample_dropped
+from diablo_core.methods.diablo.layer import DiaBloLinear
+from diablo_core.methods.diablo.model import apply_diablo, diablo_modules, merge_diablo
 
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576)]
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}  # relative (norm) error against fp32

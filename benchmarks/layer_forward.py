@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from diablo_core.layer import DiaBloLinear
+from diablo_core.methods.diablo.layer import DiaBloLinear
 
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576)]
 

@@ -42,10 +42,10 @@ import torch
 from flood_load import flood_failures, flood_markdown, run_flood  # a sibling script module
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from diablo_core.adapter_io import WEIGHTS_FILE, read_adapter_config, save_adapter
-from diablo_core.base_models import ensure_default_checkpoint, load_base_model
-from diablo_core.config import DiaBloConfig
-from diablo_core.model import apply_diablo
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, read_adapter_config, save_adapter
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.models.loading import ensure_default_checkpoint, load_base_model
 from registry.api_keys import create_api_key
 from registry.artifacts import register_adapter
 from registry.base_models import DEFAULT_CHECKPOINT_DIR, DEFAULT_MODEL_ID

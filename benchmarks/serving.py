@@ -31,17 +31,17 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from diablo_core.adapter_io import load_adapter_tensors, save_adapter
-from diablo_core.base_models import load_base_model
-from diablo_core.config import DiaBloConfig
-from diablo_core.generation import generate
-from diablo_core.model import (
+from diablo_core.generation.decoding import generate
+from diablo_core.methods.diablo.adapter_io import load_adapter_tensors, save_adapter
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import (
     apply_diablo,
     load_adapter_state_dict,
     merge_diablo,
     unload_diablo,
     unmerge_diablo,
 )
+from diablo_core.models.loading import load_base_model
 from diablo_core.serving import AdapterRef, GenerationRequest, InferenceEngine, read_adapter
 
 TOPICS = ["a lighthouse", "the moon", "a lost key", "rain", "a robot", "an old map", "tea", "a river"]

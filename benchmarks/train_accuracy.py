@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 from benchmarks.train_variants import diablo_count, matched_rank, with_lora
-from diablo_core.base_models import load_base_model
-from diablo_core.config import DiaBloConfig
-from diablo_core.datasets import read_examples
-from diablo_core.loss import accumulate_gradients
-from diablo_core.model import apply_diablo
-from diablo_core.schedule import build_scheduler
-from diablo_core.tokenization import TokenizedExample, tokenize_examples
+from diablo_core.data.datasets import read_examples
+from diablo_core.data.tokenization import TokenizedExample, tokenize_examples
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.models.loading import load_base_model
+from diablo_core.training.loss import accumulate_gradients
+from diablo_core.training.schedule import build_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
 """The models compared by train_throughput.py and the training step they all take.
 
 Variants: the no-adapter floor, DiaBlo N=64 (einsum and fused forward) and PEFT LoRA (matched and r=32).
-Every variant takes the service's step: response-only loss through ``diablo_core.loss.accumulate_gradients``,
+Every variant takes the service's step: response-only loss through
+``diablo_core.training.loss.accumulate_gradients``,
 gradient clipping at 1.0, AdamW over the trainable parameters, ``zero_grad``.
 """
 
@@ -16,12 +17,12 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from diablo_core.base_models import load_base_model
-from diablo_core.config import DEFAULT_TARGET_MODULES, DiaBloConfig
-from diablo_core.layer import block_layout
-from diablo_core.loss import accumulate_gradients
-from diablo_core.model import apply_diablo, diablo_modules
-from diablo_core.tokenization import IGNORE_INDEX, TokenizedExample
+from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample
+from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
+from diablo_core.methods.diablo.layer import block_layout
+from diablo_core.methods.diablo.model import apply_diablo, diablo_modules
+from diablo_core.models.loading import load_base_model
+from diablo_core.training.loss import accumulate_gradients
 
 VARIANTS = ("floor", "diablo", "lora-matched", "lora-r32", "diablo-fused")
 # Adapter dropout 0.05, DiaBlo's default: the fused (dropped-position) path, the einsum path, and LoRA.

@@ -3,7 +3,7 @@
 Two kinds: the default model (``"default"`` is an alias of its canonical hub id) and local checkpoint
 directories under ``<data_dir>/models/<name>/`` holding a ``config.json`` (id: ``<name>``). The directory
 ``diablo_core`` converts the default model into is the default model, not a separate one. Workers turn an id
-into what ``diablo_core.base_models.load_base_model`` takes with ``load_source``.
+into what ``diablo_core.models.loading.load_base_model`` takes with ``load_source``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from registry.settings import Settings
 
 DEFAULT_MODEL_ALIAS = "default"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# Where diablo_core keeps its converted copy of the default model (diablo_core.base_models).
+# Where diablo_core keeps its converted copy of the default model (diablo_core.models.loading).
 DEFAULT_CHECKPOINT_DIR = "SmolLM2-135M-Instruct"
 # Listed as created at the default model's release (2024-10-31); local checkpoints use their mtime.
 DEFAULT_MODEL_CREATED = 1730332800

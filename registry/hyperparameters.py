@@ -12,7 +12,8 @@ Resolution rules:
 - ``learning_rate``: ``learning_rate_multiplier`` ("auto": 1.0) times the DiaBlo base rate 5e-4, unless
   ``learning_rate`` is given (then the multiplier reported is ``learning_rate / 5e-4``).
 - ``warmup_steps`` (100): kept when shorter than the run; a run not longer than its warm-up warms up for a
-  tenth of its steps instead (the rule of ``diablo_core.schedule.effective_warmup``). The stored value is
+  tenth of its steps instead (the rule of
+  ``diablo_core.training.schedule.effective_warmup``). The stored value is
   the one actually used.
 - ``checkpoint_every``: the service setting unless given; 0 turns periodic checkpoints off.
 """
@@ -168,7 +169,7 @@ class ResolvedHyperparameters(BaseModel):
         return self.n_epochs * math.ceil(num_examples / self.batch_size)
 
     def training_config_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``diablo_core.training.TrainingConfig`` (the worker adds seed and device)."""
+        """Keyword arguments for ``diablo_core.training.loop.TrainingConfig`` (plus seed, device)."""
         return {
             "learning_rate": self.learning_rate,
             "n_epochs": self.n_epochs,
@@ -187,7 +188,7 @@ class ResolvedHyperparameters(BaseModel):
         }
 
     def diablo_config_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``diablo_core.config.DiaBloConfig``."""
+        """Keyword arguments for ``diablo_core.methods.diablo.config.DiaBloConfig``."""
         layers = None if self.layers is None else tuple(self.layers)
         return {
             "num_blocks": self.num_blocks,

@@ -19,8 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from diablo_core.adapter_io import WEIGHTS_FILE
-from diablo_core.checkpoints import replace_dir, staging_dir
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
+from diablo_core.training.checkpoints import replace_dir, staging_dir
 from registry.durable import fsync_dir, fsync_tree
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

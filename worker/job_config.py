@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diablo_core.config import DiaBloConfig
-from diablo_core.training import TrainingConfig
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.training.loop import TrainingConfig
 from registry.hyperparameters import ResolvedHyperparameters, load_resolved
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from diablo_core.datasets import DEFAULT_LIMITS, DatasetLimits, read_examples, validate_dataset
-from diablo_core.tokenization import TokenizedExample, tokenize_examples
+from diablo_core.data.datasets import DEFAULT_LIMITS, DatasetLimits, read_examples, validate_dataset
+from diablo_core.data.tokenization import TokenizedExample, tokenize_examples
 from registry.models import File
 
 MAX_PROBLEMS_SHOWN = 5

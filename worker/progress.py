@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from diablo_core.adapter_io import WEIGHTS_FILE
-from diablo_core.callbacks import TrainingProgress
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
+from diablo_core.training.callbacks import TrainingProgress
 from registry.artifacts import add_checkpoint, checkpoint_model_name
 from registry.jobs import HeartbeatStatus, JobStatus, add_event, heartbeat
 from registry.models import Job, now_unix

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from diablo_core.adapter_io import WEIGHTS_FILE
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from registry.models import Checkpoint
 from worker.artifact_store import file_sha256, is_resumable
 

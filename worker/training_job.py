@@ -22,13 +22,13 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from diablo_core.adapter_io import read_adapter_config
-from diablo_core.base_models import LoadedModel, load_base_model, resolve_model_name
-from diablo_core.datasets import DatasetLimits
+from diablo_core.data.datasets import DatasetLimits
+from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError, ModelLoadError
-from diablo_core.model import apply_diablo
-from diablo_core.tokenization import TokenizedExample
-from diablo_core.training import TrainingResult, train
+from diablo_core.methods.diablo.adapter_io import read_adapter_config
+from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.models.loading import LoadedModel, load_base_model, resolve_model_name
+from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
 from registry.db import get_sessionmaker

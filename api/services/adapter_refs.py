@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
-from diablo_core.adapter_io import WEIGHTS_FILE
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from diablo_core.serving import AdapterRef
 from registry.artifacts import get_adapter
 from registry.base_models import canonical_model_id, find_base_model

@@ -21,7 +21,7 @@ from api.errors import APIError, not_found
 from api.services.file_use import ensure_file_unused
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
 from api.services.quota import check_storage_quota, reserve_storage
-from diablo_core.datasets import DatasetLimits, DatasetReport, validate_dataset
+from diablo_core.data.datasets import DatasetLimits, DatasetReport, validate_dataset
 from registry.durable import replace_durably
 from registry.ids import FILE_PREFIX, new_id
 from registry.models import File

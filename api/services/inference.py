@@ -23,9 +23,9 @@ from api.rate_limit import Caller
 from api.schemas.inference import SamplingParams
 from api.services.adapter_refs import adapter_ref, served_model_id
 from api.services.engine_errors import api_error
-from diablo_core.base_models import load_base_model
 from diablo_core.errors import DiaBloError
-from diablo_core.generation import GenerationResult
+from diablo_core.generation.decoding import GenerationResult
+from diablo_core.models.loading import load_base_model
 from diablo_core.serving import (
     AdapterRef,
     GenerationRequest,

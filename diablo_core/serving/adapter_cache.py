@@ -20,11 +20,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from diablo_core.adapter_io import CONFIG_FILE, WEIGHTS_FILE, adapter_config_from, read_adapter_config
-from diablo_core.config import DiaBloConfig
 from diablo_core.errors import AdapterError
-from diablo_core.identity import BaseModelIdentity
-from diablo_core.layer import block_layout
+from diablo_core.methods.diablo.adapter_io import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    adapter_config_from,
+    read_adapter_config,
+)
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.layer import block_layout
+from diablo_core.models.identity import BaseModelIdentity
 from diablo_core.serving.multi_adapter import MultiAdapterModel
 
 DEFAULT_MAX_ADAPTERS = 16

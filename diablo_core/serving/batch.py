@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from diablo_core.generation import _pick
+from diablo_core.generation.decoding import _pick
 from diablo_core.serving.multi_adapter import MultiAdapterModel
 from diablo_core.serving.row import Row
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from diablo_core.generation import GenerationResult, _eos_ids, build_prompt_ids
-from diablo_core.identity import BaseModelIdentity, model_identity
+from diablo_core.generation.decoding import GenerationResult, _eos_ids, build_prompt_ids
+from diablo_core.models.identity import BaseModelIdentity, model_identity
 from diablo_core.serving.adapter_cache import (
     DEFAULT_MAX_ADAPTERS,
     DEFAULT_MAX_BYTES,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from diablo_core.generation import GenerationResult
+from diablo_core.generation.decoding import GenerationResult
 from diablo_core.serving.adapter_cache import AdapterRef
 
 _request_ids = itertools.count(1)

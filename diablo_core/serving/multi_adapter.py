@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diablo_core.layer import dense_update
+from diablo_core.methods.diablo.layer import dense_update
 
 BlockShape = tuple[int, int, int]
 

@@ -1,7 +1,7 @@
 """One request inside the decode batch: its prompt, adapter slot, sampler, stop matcher and text so far.
 
 The text rules (end-of-sequence, stop cut, held-back partial characters and stop prefixes, token counts)
-are those of ``diablo_core.generation``. A row that fails ends alone with its own error.
+are those of ``diablo_core.generation.decoding``. A row that fails ends alone with its own error.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from diablo_core.generation import GenerationResult, _generator
+from diablo_core.generation.decoding import GenerationResult, _generator
+from diablo_core.generation.stop_strings import StopMatcher
 from diablo_core.serving.handle import RequestHandle
-from diablo_core.stop_strings import StopMatcher
 
 
 @dataclass(eq=False)

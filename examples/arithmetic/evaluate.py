@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from diablo_core.adapter_io import load_adapter
-from diablo_core.base_models import load_base_model
-from diablo_core.generation import build_prompt_ids
+from diablo_core.generation.decoding import build_prompt_ids
+from diablo_core.methods.diablo.adapter_io import load_adapter
+from diablo_core.models.loading import load_base_model
 
 
 def read_questions(path: Path) -> list[tuple[list[dict[str, str]], str]]:

@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from api.main import ROUTERS, create_app
-from diablo_core.adapter_io import WEIGHTS_FILE
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from registry.api_keys import create_api_key, revoke_api_key
 from registry.artifacts import add_checkpoint, register_adapter
 from registry.base_models import DEFAULT_MODEL_ID

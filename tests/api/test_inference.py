@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from diablo_core.adapter_io import WEIGHTS_FILE
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from registry.artifacts import add_checkpoint
 from registry.db import session_scope
 from registry.models import Job

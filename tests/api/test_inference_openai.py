@@ -18,10 +18,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.main import create_app
-from diablo_core.adapter_io import WEIGHTS_FILE, save_adapter
-from diablo_core.base_models import load_base_model
-from diablo_core.config import DiaBloConfig
-from diablo_core.model import apply_diablo
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, save_adapter
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.models.loading import load_base_model
 from registry.artifacts import register_adapter
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope

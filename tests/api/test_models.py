@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from api.errors import APIError
 from api.services.adapter_refs import adapter_ref
-from diablo_core.adapter_io import WEIGHTS_FILE
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from registry.artifacts import add_checkpoint, checkpoint_model_name, fine_tuned_model_name, register_adapter
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope

@@ -2,7 +2,7 @@
 
 The model is a 2-layer Llama with the byte-level ChatML tokenizer, saved as a local checkpoint that
 ``registry.base_models`` lists as ``tiny``. Adapters get random non-zero blocks; the reference answer for
-an adapter is ``diablo_core.generation.generate`` on a copy of the model with the adapter merged.
+an adapter is ``diablo_core.generation.decoding.generate`` on a copy of the model with the adapter merged.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diablo_core.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
-from diablo_core.base_models import LoadedModel, load_base_model
-from diablo_core.config import DiaBloConfig
-from diablo_core.generation import GenerationResult, generate
-from diablo_core.identity import BaseModelIdentity
-from diablo_core.model import apply_diablo, merge_diablo
+from diablo_core.generation.decoding import GenerationResult, generate
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo, merge_diablo
+from diablo_core.models.identity import BaseModelIdentity
+from diablo_core.models.loading import LoadedModel, load_base_model
 from registry.artifacts import register_adapter
 from registry.db import session_scope
 from registry.settings import Settings

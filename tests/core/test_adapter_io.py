@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from diablo_core.adapter_io import (
+from diablo_core.errors import AdapterError
+from diablo_core.methods.diablo.adapter_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     load_adapter,
@@ -17,10 +18,9 @@ from diablo_core.adapter_io import (
     read_adapter_config,
     save_adapter,
 )
-from diablo_core.config import DiaBloConfig
-from diablo_core.errors import AdapterError
-from diablo_core.identity import BaseModelIdentity, attach_identity, compute_content_hash
-from diablo_core.model import apply_diablo, diablo_modules, get_diablo_config, merge_diablo
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo, diablo_modules, get_diablo_config, merge_diablo
+from diablo_core.models.identity import BaseModelIdentity, attach_identity, compute_content_hash
 from tests.core.tiny import randomize_blocks, tiny_llama, token_batch
 
 CONFIG = DiaBloConfig(

@@ -6,18 +6,18 @@ import time
 import pytest
 import torch
 
-from diablo_core import base_models
-from diablo_core.base_models import (
+from diablo_core.data.tokenization import IGNORE_INDEX, tokenize_example
+from diablo_core.errors import ModelLoadError
+from diablo_core.generation.decoding import generate
+from diablo_core.models import loading as base_models
+from diablo_core.models.identity import compute_content_hash
+from diablo_core.models.loading import (
     DEFAULT_MODEL_ID,
     IDENTITY_FILE,
     ensure_default_checkpoint,
     load_base_model,
     resolve_model_name,
 )
-from diablo_core.errors import ModelLoadError
-from diablo_core.generation import generate
-from diablo_core.identity import compute_content_hash
-from diablo_core.tokenization import IGNORE_INDEX, tokenize_example
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
 

@@ -10,9 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from diablo_core.adapter_io import load_adapter
-from diablo_core.base_models import load_base_model
-from diablo_core.cli import app
+from diablo_core.cli.main import app
+from diablo_core.methods.diablo.adapter_io import load_adapter
+from diablo_core.models.loading import load_base_model
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
 runner = CliRunner()

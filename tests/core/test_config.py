@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diablo_core.config import DEFAULT_TARGET_MODULES, DiaBloConfig
+from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 
 
 def test_defaults_match_the_paper() -> None:

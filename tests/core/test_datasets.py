@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from diablo_core.datasets import DatasetLimits, read_examples, validate_dataset
+from diablo_core.data.datasets import DatasetLimits, read_examples, validate_dataset
+from diablo_core.data.tokenization import tokenize_example
 from diablo_core.errors import DatasetError
-from diablo_core.tokenization import tokenize_example
 from tests.core.tiny_tokenizer import make_tiny_tokenizer
 
 GOOD_CHAT = {"messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "5"}]}

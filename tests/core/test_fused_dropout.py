@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from diablo_core import dropped_kernels
-from diablo_core import fused as fused_module
-from diablo_core.config import DiaBloConfig
-from diablo_core.fused import FusedDroppedDiaBlo, default_chunk, sample_dropped, walk_gaps
-from diablo_core.layer import DiaBloLinear
-from diablo_core.model import apply_diablo, diablo_modules
+from diablo_core.methods.diablo import fused as fused_module
+from diablo_core.methods.diablo import kernels as dropped_kernels
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.fused import FusedDroppedDiaBlo, default_chunk, sample_dropped, walk_gaps
+from diablo_core.methods.diablo.layer import DiaBloLinear
+from diablo_core.methods.diablo.model import apply_diablo, diablo_modules
 from tests.core.test_layer import SHAPES, make_layer, relative_error
 from tests.core.tiny import randomize_blocks, tiny_llama, token_batch
 

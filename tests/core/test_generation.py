@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diablo_core.generation import (
+from diablo_core.generation.decoding import (
     GenerationResult,
     _pick,
     _safe_delta,

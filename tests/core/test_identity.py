@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diablo_core.config import DiaBloConfig
-from diablo_core.identity import BaseModelIdentity, attach_identity, compute_content_hash, model_identity
-from diablo_core.model import apply_diablo, merge_diablo, unmerge_diablo
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo, merge_diablo, unmerge_diablo
+from diablo_core.models.identity import (
+    BaseModelIdentity,
+    attach_identity,
+    compute_content_hash,
+    model_identity,
+)
 from tests.core.tiny import randomize_blocks, tiny_llama, tiny_llama_config
 
 

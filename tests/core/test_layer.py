@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from diablo_core.layer import DiaBloLinear, block_layout, block_update_with, dense_update
+from diablo_core.methods.diablo.layer import DiaBloLinear, block_layout, block_update_with, dense_update
 
 # (in, out, N): divisible, non-divisible, rectangular both ways, N larger than a dimension allows
 SHAPES = [(16, 16, 4), (10, 7, 3), (64, 24, 8), (24, 64, 8), (10, 10, 6)]

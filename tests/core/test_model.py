@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from diablo_core.config import DiaBloConfig
 from diablo_core.errors import AdapterError, ConfigError
-from diablo_core.layer import DiaBloLinear
-from diablo_core.model import (
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.layer import DiaBloLinear
+from diablo_core.methods.diablo.model import (
     adapter_state_dict,
     apply_diablo,
     diablo_modules,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from diablo_core.config import DiaBloConfig
-from diablo_core.model import apply_diablo, trainable_parameters
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters
 
 LLAMA2_7B = {
     "hidden_size": 4096,

@@ -6,7 +6,7 @@ import torch
 from jinja2 import TemplateError
 from transformers import AutoTokenizer
 
-from diablo_core.tokenization import (
+from diablo_core.data.tokenization import (
     IGNORE_INDEX,
     TokenizedExample,
     collate,

@@ -67,8 +67,8 @@ def test_bad_values_fail_on_their_field(field: str, value: object) -> None:
 
 
 def test_stored_values_build_the_core_configs() -> None:
-    from diablo_core.config import DiaBloConfig
-    from diablo_core.training import TrainingConfig
+    from diablo_core.methods.diablo.config import DiaBloConfig
+    from diablo_core.training.loop import TrainingConfig
 
     method = DiaBloHyperparameters(layers=[3, 1], target_modules=["q_proj"], eval_every=5)
     resolved = resolve_hyperparameters(None, method, num_examples=64, checkpoint_every=0)

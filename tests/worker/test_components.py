@@ -12,7 +12,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from diablo_core.callbacks import TrainingProgress
+from diablo_core.training.callbacks import TrainingProgress
 from registry.durable import fsync_tree
 from registry.jobs import HeartbeatStatus, claim_job, get_job, heartbeat, request_cancel
 from registry.models import JobEvent

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from diablo_core.datasets import validate_dataset
+from diablo_core.data.datasets import validate_dataset
 from registry.jobs import get_job
 from registry.settings import Settings
 from tests.core.tiny_tokenizer import make_tiny_tokenizer

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from diablo_core.base_models import load_base_model
+from diablo_core.models.loading import load_base_model
 from registry.artifacts import checkpoint_model_name, get_adapter
 from registry.db import get_sessionmaker, upgrade_database
 from registry.jobs import get_job

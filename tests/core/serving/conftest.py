@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from diablo_core.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
-from diablo_core.config import DiaBloConfig
-from diablo_core.identity import BaseModelIdentity, model_identity
-from diablo_core.model import apply_diablo, merge_diablo
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo, merge_diablo
+from diablo_core.models.identity import BaseModelIdentity, model_identity
 from diablo_core.serving import AdapterRef
 from tests.core.tiny import randomize_blocks
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer

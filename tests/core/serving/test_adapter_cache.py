@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
-from diablo_core.adapter_io import WEIGHTS_FILE
-from diablo_core.config import DiaBloConfig
 from diablo_core.errors import AdapterError
-from diablo_core.identity import BaseModelIdentity
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.models.identity import BaseModelIdentity
 from diablo_core.serving import AdapterCache, AdapterRef, MultiAdapterModel
 from tests.core.serving.conftest import ADAPTER_CONFIGS, random_ids, write_adapter
 from tests.core.tiny_tokenizer import make_tiny_model

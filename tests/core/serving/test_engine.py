@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from diablo_core.errors import AdapterError
-from diablo_core.generation import generate
+from diablo_core.generation.decoding import generate
 from diablo_core.serving import AdapterRef, EngineClosedError, GenerationRequest, InferenceEngine
 
 PROMPTS = ["Hi", "Tell me a story about a tiny model", "abc", "The quick brown fox jumps over"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diablo_core.generation import generate
+from diablo_core.generation.decoding import generate
 from diablo_core.serving import (
     ContextLengthError,
     EngineBusyError,

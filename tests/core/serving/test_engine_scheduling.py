@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from diablo_core.generation import generate
+from diablo_core.generation.decoding import generate
+from diablo_core.generation.stop_strings import StopMatcher
 from diablo_core.serving import GenerationRequest, InferenceEngine
-from diablo_core.stop_strings import StopMatcher
 
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 6  # 270 byte tokens
 

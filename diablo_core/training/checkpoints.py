@@ -32,9 +32,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from diablo_core.adapter_io import load_adapter, save_adapter
 from diablo_core.errors import ConfigError
-from diablo_core.identity import BaseModelIdentity
+from diablo_core.methods.diablo.adapter_io import load_adapter, save_adapter
+from diablo_core.models.identity import BaseModelIdentity
 
 STEP_PREFIX = "step-"
 # fence(staging, place): run ``place`` (which makes ``staging`` visible) only if the caller may still write;

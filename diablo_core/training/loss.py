@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diablo_core.tokenization import IGNORE_INDEX, TokenizedExample, collate
+from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample, collate
 
 
 def target_mask(labels: torch.Tensor) -> torch.Tensor:

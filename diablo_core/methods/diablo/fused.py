@@ -15,7 +15,7 @@ them, 5% at the default). ``P`` is drawn directly as the gaps between successes 
 ``x`` (shared by q/k/v, which see the same input) and the int64 positions.
 
 On the CPU (float32/64) the drawing, both corrections and most block gradients run in compiled kernels
-(``diablo_core.dropped_kernels``); CUDA, bf16/fp16 and hosts without numba use the tensor ops here.
+(``diablo_core.methods.diablo.kernels``); CUDA, bf16/fp16 and hosts without numba use the tensor ops here.
 
 Shapes: ``M`` rows (all leading dimensions flattened), ``in``/``out`` features, ``n`` blocks of ``bi x bo``,
 ``K`` dropped positions.
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diablo_core.dropped_kernels import (
+from diablo_core.methods.diablo.kernels import (
     block_products,
     draw_positions,
     kernels_apply,

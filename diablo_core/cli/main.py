@@ -11,16 +11,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from diablo_core.adapter_io import load_adapter
-from diablo_core.base_models import load_base_model
-from diablo_core.cli_progress import RichProgress
-from diablo_core.config import DEFAULT_TARGET_MODULES, DiaBloConfig
-from diablo_core.datasets import read_examples, validate_dataset
+from diablo_core.cli.progress import RichProgress
+from diablo_core.data.datasets import read_examples, validate_dataset
+from diablo_core.data.tokenization import tokenize_examples
 from diablo_core.errors import DiaBloError
-from diablo_core.generation import generate as generate_text
-from diablo_core.model import apply_diablo, trainable_parameters, unload_diablo
-from diablo_core.tokenization import tokenize_examples
-from diablo_core.training import TrainingConfig, TrainingResult, train
+from diablo_core.generation.decoding import generate as generate_text
+from diablo_core.methods.diablo.adapter_io import load_adapter
+from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
+from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters, unload_diablo
+from diablo_core.models.loading import load_base_model
+from diablo_core.training.loop import TrainingConfig, TrainingResult, train
 
 app = typer.Typer(
     help="DiaBlo fine-tuning: train, try and export diagonal-block adapters.", no_args_is_help=True

@@ -14,10 +14,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from diablo_core.config import DiaBloConfig
 from diablo_core.errors import AdapterError, ConfigError
-from diablo_core.identity import BaseModelIdentity, model_identity
-from diablo_core.model import (
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.model import (
     adapter_state_dict,
     apply_diablo,
     diablo_modules,
@@ -25,6 +24,7 @@ from diablo_core.model import (
     load_adapter_state_dict,
     unload_diablo,
 )
+from diablo_core.models.identity import BaseModelIdentity, model_identity
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from diablo_core.layer import DiaBloLinear
+from diablo_core.methods.diablo.layer import DiaBloLinear
 
 IDENTITY_ATTRIBUTE = "diablo_base_identity"
 _CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per hash update keeps peak extra memory small

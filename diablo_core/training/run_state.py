@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from diablo_core.callbacks import CallbackList, TrainingProgress
-from diablo_core.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
+from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError
-from diablo_core.identity import model_identity
-from diablo_core.loss import accumulate_gradients
-from diablo_core.model import diablo_modules
-from diablo_core.schedule import build_scheduler, count_total_steps
-from diablo_core.tokenization import TokenizedExample
+from diablo_core.methods.diablo.model import diablo_modules
+from diablo_core.models.identity import model_identity
+from diablo_core.training.callbacks import CallbackList, TrainingProgress
+from diablo_core.training.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
+from diablo_core.training.loss import accumulate_gradients
+from diablo_core.training.schedule import build_scheduler, count_total_steps
 
 if TYPE_CHECKING:
-    from diablo_core.training import TrainingConfig
+    from diablo_core.training.loop import TrainingConfig
 
 
 def _pad_token_id(tokenizer: Any) -> int:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diablo_core.errors import DatasetError
-from diablo_core.jsonl import FRAGMENT_CHARS, Source, TooDeepError, parse_line, read_lines, shorten
-from diablo_core.tokenization import tokenize_example
+from diablo_core.data.jsonl import FRAGMENT_CHARS, Source, TooDeepError, parse_line, read_lines, shorten
+from diablo_core.data.tokenization import tokenize_example
 
 CHAT = "chat"
 PROMPT_COMPLETION = "prompt_completion"

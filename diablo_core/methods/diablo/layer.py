@@ -11,7 +11,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from diablo_core.fused import FusedDiaBlo, FusedDroppedDiaBlo, dense_update, sample_dropped, to_blocks
+from diablo_core.methods.diablo.fused import (
+    FusedDiaBlo,
+    FusedDroppedDiaBlo,
+    dense_update,
+    sample_dropped,
+    to_blocks,
+)
 
 # Above this adapter dropout the dropped-position correction touches too many entries to beat the einsum path.
 MAX_FUSED_DROPOUT = 0.25
@@ -63,7 +69,8 @@ class DiaBloLinear(nn.Module):
         blocks: Trainable ``(n, bi, bo)`` parameter, zero-initialised (the layer starts equal to ``base``).
         merged: Whether the update is currently added into ``base.weight``.
         fused: Selects the folded-weight training forward ``x (W + D)^T + b`` (default True); same function
-            as the einsum path (see ``diablo_core.fused``). With adapter dropout it folds ``W + D/(1-p)`` and
+            as the einsum path (see
+            ``diablo_core.methods.diablo.fused``). With adapter dropout it folds ``W + D/(1-p)`` and
             corrects only the dropped entries, drawn as positions rather than a mask. It applies while
             training the blocks with dropout at most 0.25; otherwise (and always at inference) the einsum
             path runs. Set False to force the einsum path.

@@ -25,7 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from diablo_core.errors import ModelLoadError
-from diablo_core.identity import BaseModelIdentity, attach_identity, compute_content_hash
+from diablo_core.models.identity import BaseModelIdentity, attach_identity, compute_content_hash
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -8,7 +8,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from diablo_core.callbacks import TrainingCallback, TrainingProgress
+from diablo_core.training.callbacks import TrainingCallback, TrainingProgress
 
 
 class RichProgress(TrainingCallback):

@@ -16,7 +16,8 @@ geometric walk that turns uniforms into the dropped positions (``draw_positions`
 product of tiny blocks where the input block is at least as wide as the output block.
 
 The kernels run on contiguous CPU tensors of one floating dtype (float32 or float64) through zero-copy numpy
-views; CUDA tensors, bf16/fp16 and hosts without numba take the tensor-op path in ``diablo_core.fused``.
+views; CUDA tensors, bf16/fp16 and hosts without numba take the tensor-op path in
+``diablo_core.methods.diablo.fused``.
 
 Shapes: ``M`` rows, ``in``/``out`` features, ``n`` blocks of ``bi x bo``, ``K`` dropped positions.
 """

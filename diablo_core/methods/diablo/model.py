@@ -8,9 +8,9 @@ from collections import Counter
 import torch
 from torch import nn
 
-from diablo_core.config import DiaBloConfig
 from diablo_core.errors import AdapterError, ConfigError
-from diablo_core.layer import DiaBloLinear
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.layer import DiaBloLinear
 
 CONFIG_ATTRIBUTE = "diablo_config"
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from diablo_core.adapter_io import save_adapter
-from diablo_core.callbacks import CallbackList, TrainingCallback, TrainingProgress
-from diablo_core.checkpoints import Fence, load_checkpoint, replace_dir, staging_dir, unfenced
+from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import DatasetError
-from diablo_core.loss import evaluate_examples
-from diablo_core.schedule import SCHEDULERS
-from diablo_core.tokenization import TokenizedExample
-from diablo_core.training_run import TrainingRun
+from diablo_core.methods.diablo.adapter_io import save_adapter
+from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
+from diablo_core.training.checkpoints import Fence, load_checkpoint, replace_dir, staging_dir, unfenced
+from diablo_core.training.loss import evaluate_examples
+from diablo_core.training.run_state import TrainingRun
+from diablo_core.training.schedule import SCHEDULERS
 
 __all__ = ["TrainingCallback", "TrainingConfig", "TrainingProgress", "TrainingResult", "train"]
 

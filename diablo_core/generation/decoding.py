@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from diablo_core.stop_strings import StopMatcher
-from diablo_core.tokenization import render_messages
+from diablo_core.data.tokenization import render_messages
+from diablo_core.generation.stop_strings import StopMatcher
 
 _FLOAT64_MAX = torch.finfo(torch.float64).max
 _SEED_SPAN = 2**64  # torch generators take seeds in [0, 2**64)

@@ -1,0 +1,1 @@
+"""Generation: sampling, greedy and streamed decoding, and stop strings."""

@@ -1,0 +1,2 @@
+"""The ways of adapting a model, one package each (config, layer, model, adapter files), as PEFT
+keeps its tuners."""

@@ -1,0 +1,1 @@
+"""Training: the loop, its run state, loss, schedule, checkpoints and progress callbacks."""
