@@ -17,7 +17,7 @@ from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.metrics import ServiceMetrics
 from api.middleware import RequestContext
-from api.routes import dashboard, files, health, inference, jobs, metrics, models
+from api.routes import dashboard, files, health, inference, jobs, metrics, model_content, models
 from api.services.inference import inference_lifespan
 from api.upload_limit import UploadSizeLimit
 from registry.db import upgrade_database
@@ -30,6 +30,7 @@ ROUTERS: list[APIRouter] = [
     health.router,
     files.router,
     jobs.router,
+    model_content.router,  # before models.router: its /{model_id:path} would match .../content
     models.router,
     dashboard.router,
     metrics.router,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -155,6 +156,32 @@ class DiabloClient:
     def delete_model(self, model_id: str) -> dict[str, Any]:
         """``DELETE /v1/models/{id}``; ids keep their ``/`` and ``:`` (the route takes a path)."""
         return self.request("DELETE", f"/v1/models/{quote(model_id, safe='/:')}")
+
+    def get_file(self, file_id: str) -> dict[str, Any]:
+        """``GET /v1/files/{id}``."""
+        return self.request("GET", f"/v1/files/{quote(file_id, safe='')}")
+
+    def list_checkpoints(self, job_id: str, limit: int = 100) -> dict[str, Any]:
+        """``GET /v1/fine_tuning/jobs/{id}/checkpoints``, newest first."""
+        path = f"/v1/fine_tuning/jobs/{quote(job_id, safe='')}/checkpoints"
+        return self.request("GET", path, params={"limit": limit})
+
+    @contextmanager
+    def download(self, path: str, params: dict[str, Any] | None = None) -> Iterator[httpx.Response]:
+        """``GET path`` as a stream, for bodies too large to hold (``iter_bytes`` reads it in pieces).
+
+        Raises:
+            APIRequestError: The API answered with an error.
+            APIConnectionError: The API could not be reached or the transfer broke off.
+        """
+        try:
+            with self._http.stream("GET", path, params=params, timeout=LONG_TIMEOUT) as response:
+                if response.is_error:
+                    response.read()
+                    raise APIRequestError.from_response(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc) from exc
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[str]:
         """``POST /v1/chat/completions`` with ``stream: true``; yields the answer's text as it arrives.

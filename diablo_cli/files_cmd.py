@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -19,8 +20,9 @@ from diablo_cli.connection import (
     stderr_console,
     stdout_console,
 )
+from diablo_cli.transfer import refuse_existing, save_stream
 
-app = typer.Typer(help="Upload, list and delete fine-tuning files.", no_args_is_help=True)
+app = typer.Typer(help="Upload, list, download and delete fine-tuning files.", no_args_is_help=True)
 
 ExistingFile = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A JSONL file of examples.")
@@ -94,3 +96,19 @@ def delete(
         print_json(deleted)
     else:
         stdout_console().print(f"Deleted {deleted['id']}")
+
+
+@app.command()
+def download(
+    file_id: Annotated[str, typer.Argument(help="The id of the file, e.g. file-0123…")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: its uploaded name.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Download a file's bytes as uploaded."""
+    with connect(base_url, api_key) as client:
+        target = output or Path(Path(client.get_file(file_id)["filename"]).name)
+        refuse_existing(target, force)
+        save_stream(client, f"/v1/files/{quote(file_id, safe='')}/content", None, target)
+    stderr_console().print(f"Wrote {target}", markup=False)

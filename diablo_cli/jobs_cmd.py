@@ -1,4 +1,4 @@
-"""``diablo jobs create|list|get|cancel|watch``: fine-tuning jobs."""
+"""``diablo jobs create|list|get|cancel|watch|events|checkpoints``: fine-tuning jobs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from diablo_cli.client import DEFAULT_BASE_URL, DiabloClient
 from diablo_cli.connection import (
@@ -207,3 +208,60 @@ def watch(
     """Follow a job until it ends: progress, loss, learning rate, tokens/s, ETA and status changes."""
     with connect(base_url, api_key) as client:
         follow(client, job_id, stdout_console(), interval)
+
+
+def events_table(events: list[dict[str, Any]]) -> Table:
+    """The events oldest first, as a log reads."""
+    table = Table("created", "level", "message", box=None)
+    for event in reversed(events):
+        table.add_row(format_time(event["created_at"]), event["level"], Text(event["message"]))
+    return table
+
+
+@app.command()
+def events(
+    job_id: JobId,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="The most recent events to show.")] = 50,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a job's most recent events, oldest first."""
+    with connect(base_url, api_key) as client:
+        page = client.list_events(job_id, limit)
+    if json_output:
+        print_json(page)
+    elif not page["data"]:
+        stderr_console().print("No events.")
+    else:
+        stdout_console().print(events_table(page["data"]))
+
+
+def checkpoints_table(checkpoints: list[dict[str, Any]]) -> Table:
+    """The checkpoints, newest first: step, servable model name and metrics."""
+    table = Table("step", "model", "metrics", "created", box=None)
+    for item in checkpoints:
+        metrics = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                            for key, value in (item.get("metrics") or {}).items())  # fmt: skip
+        name = item["fine_tuned_model_checkpoint"]
+        # Text, not a markup string: rich would read ":a:" in a model name as an emoji code.
+        table.add_row(str(item["step_number"]), Text(name), metrics or "-", format_time(item["created_at"]))
+    return table
+
+
+@app.command()
+def checkpoints(
+    job_id: JobId,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List a job's checkpoints; each is a model that chat and export accept."""
+    with connect(base_url, api_key) as client:
+        page = client.list_checkpoints(job_id)
+    if json_output:
+        print_json(page)
+    elif not page["data"]:
+        stderr_console().print("No checkpoints.")
+    else:
+        stdout_console().print(checkpoints_table(page["data"]))

@@ -52,3 +52,13 @@ class ConfigError(DiaBloError, ValueError):
     """
 
     default_code = "config_invalid"
+
+
+class ExportError(DiaBloError):
+    """A model cannot be exported in the requested form.
+
+    Codes: ``export_unsupported`` (an architecture or tokenizer the exporter does not handle),
+    ``export_invalid`` (an unknown format or quantization).
+    """
+
+    default_code = "export_unsupported"

@@ -9,6 +9,7 @@ have none, so theirs is computed from the file, memoized by path, size and mtime
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +26,15 @@ from registry.models import Checkpoint, Job
 from registry.settings import Settings
 
 _HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class AdapterFiles:
+    """A fine-tuned model's or checkpoint's adapter: its weights' sha256, its folder, its base model id."""
+
+    sha256: str
+    directory: Path
+    base_model: str
 
 
 def served_model_id(settings: Settings) -> str:
@@ -61,9 +71,9 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def _checkpoint_ref(
+def _checkpoint_files(
     session: Session, settings: Settings, project: str | None, name: str
-) -> AdapterRef | None:
+) -> AdapterFiles | None:
     statement = select(Checkpoint.storage_path, Checkpoint.sha256, Job.model)
     statement = statement.join(Job, Job.id == Checkpoint.job_id)
     statement = statement.where(Checkpoint.fine_tuned_model_checkpoint == name)
@@ -72,15 +82,23 @@ def _checkpoint_ref(
     row = session.execute(statement.limit(1)).first()
     if row is None or row.storage_path is None:
         return None
-    _check_base(name, row.model, settings)
     directory = _stored_path(row.storage_path, settings)
     try:
         stat = (directory / WEIGHTS_FILE).stat()
     except OSError:  # pruned after it was recorded
         return None
-    if row.sha256 is not None:
-        return AdapterRef(row.sha256, directory)
-    return AdapterRef(_file_sha256(str(directory / WEIGHTS_FILE), stat.st_size, stat.st_mtime_ns), directory)
+    sha256 = row.sha256 or _file_sha256(str(directory / WEIGHTS_FILE), stat.st_size, stat.st_mtime_ns)
+    return AdapterFiles(sha256, directory, row.model)
+
+
+def find_adapter_files(
+    session: Session, settings: Settings, project: str | None, model_id: str
+) -> AdapterFiles | None:
+    """The adapter of the fine-tuned model or checkpoint ``model_id`` in ``project`` (any when None)."""
+    adapter = get_adapter(session, model_id, project)
+    if adapter is not None:
+        return AdapterFiles(adapter.sha256, _stored_path(adapter.storage_path, settings), adapter.base_model)
+    return _checkpoint_files(session, settings, project, model_id)
 
 
 def adapter_ref(settings: Settings, project: str | None, model_id: str) -> AdapterRef | None:
@@ -91,13 +109,10 @@ def adapter_ref(settings: Settings, project: str | None, model_id: str) -> Adapt
             model; 400 ``model_not_served`` for a base model other than the served one.
     """
     with get_sessionmaker(settings.database_url)() as session:
-        adapter = get_adapter(session, model_id, project)
-        if adapter is not None:
-            _check_base(model_id, adapter.base_model, settings)
-            return AdapterRef(adapter.sha256, _stored_path(adapter.storage_path, settings))
-        checkpoint = _checkpoint_ref(session, settings, project, model_id)
-    if checkpoint is not None:
-        return checkpoint
+        files = find_adapter_files(session, settings, project, model_id)
+    if files is not None:
+        _check_base(model_id, files.base_model, settings)
+        return AdapterRef(files.sha256, files.directory)
     base = find_base_model(model_id, settings)
     if base is None:
         raise not_found("model", model_id, code="model_not_found", param="model")

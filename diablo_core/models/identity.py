@@ -16,13 +16,20 @@ _CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per hash update keeps peak extra mem
 
 @dataclass(frozen=True)
 class BaseModelIdentity:
-    """Name and content hash of the exact base weights an adapter belongs to."""
+    """Name and content hash of the exact base weights an adapter belongs to.
+
+    ``source`` says where the weights really come from when the name alone would mislead (the default model
+    is named after its hub id but is dequantized from a GGUF); it is description only: adapters are checked
+    against ``content_hash``.
+    """
 
     name: str
     content_hash: str
+    source: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "content_hash": self.content_hash}
+        described = {"source": self.source} if self.source else {}
+        return {"name": self.name, "content_hash": self.content_hash, **described}
 
 
 def _join(path: str, name: str) -> str:

