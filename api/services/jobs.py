@@ -18,9 +18,9 @@ from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
 from api.services.quota import check_storage_quota
+from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
-from registry.hyperparameters import HyperparameterError, ResolvedHyperparameters, resolve_hyperparameters
 from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
 from registry.models import File, Job, JobEvent
 from registry.project_lock import lock_project
@@ -58,11 +58,11 @@ def check_file(session: Session, project: str, file_id: str, param: str) -> File
     return row
 
 
-def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedHyperparameters:
+def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedJobSpec:
     """The request's hyperparameters with "auto" resolved; 400 naming the field if they conflict."""
     method = body.method
     try:
-        return resolve_hyperparameters(
+        return resolve_job_spec(
             body.hyperparameters,
             method.chosen_hyperparameters() if method else None,
             num_examples=num_examples,
@@ -91,7 +91,7 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         training_file=body.training_file,
         validation_file=body.validation_file,
         hyperparameters=resolved.openai_view(),
-        method=resolved.method_view(),
+        method=resolved.to_dict(),
         suffix=sanitize_suffix(body.suffix) or None,
         seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,
         metadata=body.metadata,
