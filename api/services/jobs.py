@@ -1,7 +1,7 @@
 """Fine-tuning jobs: checking a request, resolving its hyperparameters, queueing it, cancelling it.
 
-A job is created in ``validating_files``, its files are checked again, it moves to ``queued`` and the
-transaction commits; only then is the training task sent, so a worker never receives a job it cannot see.
+A job is created in ``validating_files`` once its files are checked, moves to ``queued`` and the transaction
+commits; only then is the training task sent, so a worker never receives a job it cannot see.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
     training = check_file(session, project, body.training_file, "training_file")
     if body.validation_file is not None:
         check_file(session, project, body.validation_file, "validation_file")
-    resolved = resolve_request(body, settings, count_examples(Path(training.storage_path)))
+    resolved = resolve_request(body, settings, count_examples(training))
     # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
     lock_project(session, project)
     check_concurrent_jobs(session, settings, project)
@@ -119,7 +119,7 @@ def create_fine_tuning_job(
         return load_job(session, project, earlier)
     check_concurrent_jobs(session, settings, project)  # unlocked: refuses early; _record_job decides
     job = _record_job(session, settings, project, body)
-    _validate_files(session, project, job)
+    transition(session, job, JobStatus.QUEUED)  # its files were checked in this transaction
     if earlier := commit_once(session, request, job.id):
         return load_job(session, project, earlier)
     if job.status == JobStatus.QUEUED:
@@ -138,20 +138,6 @@ def check_concurrent_jobs(session: Session, settings: Settings, project: str) ->
             "wait for one to finish or cancel one"
         )
         raise APIError(429, message, RATE_LIMIT, "concurrent_job_limit")
-
-
-def _validate_files(session: Session, project: str, job: Job) -> None:
-    """Check the job's files once more and queue it, or fail it if one vanished meanwhile."""
-    try:
-        files = ((job.training_file, "training_file"), (job.validation_file, "validation_file"))
-        for file_id, param in files:
-            if file_id is not None:
-                check_file(session, project, file_id, param)
-    except APIError as error:
-        failure = {"code": error.code, "message": error.message, "param": error.param}
-        transition(session, job, JobStatus.FAILED, failure)
-        return
-    transition(session, job, JobStatus.QUEUED)
 
 
 def _enqueue(session: Session, settings: Settings, job: Job) -> None:
