@@ -110,8 +110,7 @@ def queue_job(
             model=str(model),
             training_file=training_file,
             validation_file=validation_file,
-            hyperparameters=resolved.openai_view(),
-            method=resolved.to_dict(),
+            spec=resolved,
             suffix="test",
             seed=7,
         )
