@@ -10,14 +10,16 @@ write transaction holds the database's only write lock).
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from diablo_core.spec import ResolvedJobSpec
 from registry.models import DEFAULT_PROJECT, Job, JobEvent, now_unix
 from registry.pagination import Page, paginate
+
+if TYPE_CHECKING:  # only its methods are called: `import registry` stays without diablo_core
+    from diablo_core.spec import ResolvedJobSpec
 
 
 class JobStatus(enum.StrEnum):
