@@ -26,8 +26,9 @@ HEALTH_TIMEOUT_S = 120.0
 # Runs in a subprocess so that torch is loaded (and its memory released) only for the check.
 MODEL_CHECK = """
 import sys
-from diablo_core.models.loading import DEFAULT_MODEL_ID, ensure_default_checkpoint, resolve_model_name
-if resolve_model_name(sys.argv[2]) == DEFAULT_MODEL_ID:
+from diablo_core.models.catalog import DEFAULT_MODEL_ID, canonical_model_id
+from diablo_core.models.loading import ensure_default_checkpoint
+if canonical_model_id(sys.argv[2]) == DEFAULT_MODEL_ID:
     print(ensure_default_checkpoint(sys.argv[1]))
 """
 

@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     "tokenize_examples": "diablo_core.data.tokenization",
     "generate": "diablo_core.generation.decoding",
     "stream_generate": "diablo_core.generation.decoding",
-    "TrainingConfig": "diablo_core.training.loop",
+    "TrainingConfig": "diablo_core.spec.training",
     "TrainingResult": "diablo_core.training.loop",
     "TrainingProgress": "diablo_core.training.callbacks",
     "TrainingCallback": "diablo_core.training.callbacks",
@@ -94,8 +94,9 @@ if TYPE_CHECKING:
     )
     from diablo_core.models.identity import BaseModelIdentity, model_identity
     from diablo_core.models.loading import LoadedModel, load_base_model
+    from diablo_core.spec.training import TrainingConfig
     from diablo_core.training.callbacks import TrainingCallback, TrainingProgress
-    from diablo_core.training.loop import TrainingConfig, TrainingResult, train
+    from diablo_core.training.loop import TrainingResult, train
 
 
 def __getattr__(name: str) -> Any:

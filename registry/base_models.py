@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from diablo_core.models import catalog
+from diablo_core.models.catalog import DEFAULT_CHECKPOINT_DIR, DEFAULT_MODEL_ALIAS, DEFAULT_MODEL_ID
 from registry.settings import Settings
 
-DEFAULT_MODEL_ALIAS = "default"
-DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# Where diablo_core keeps its converted copy of the default model (diablo_core.models.loading).
-DEFAULT_CHECKPOINT_DIR = "SmolLM2-135M-Instruct"
 # Listed as created at the default model's release (2024-10-31); local checkpoints use their mtime.
 DEFAULT_MODEL_CREATED = 1730332800
 
@@ -54,11 +52,8 @@ def list_base_models(settings: Settings) -> list[BaseModelInfo]:
 
 def canonical_model_id(name: str, settings: Settings) -> str:
     """The alias ``"default"`` becomes the configured default model (``settings.default_model``), and the
-    built-in default model's alias its canonical id."""
-    name = name.strip()
-    if name in ("", DEFAULT_MODEL_ALIAS):
-        name = settings.default_model.strip()
-    return DEFAULT_MODEL_ID if name in ("", DEFAULT_MODEL_ALIAS) else name
+    built-in default model's alias its canonical id (``diablo_core.models.catalog``)."""
+    return catalog.canonical_model_id(name, settings.default_model)
 
 
 def find_base_model(name: str, settings: Settings) -> BaseModelInfo | None:

@@ -10,13 +10,16 @@ write transaction holds the database's only write lock).
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from registry.models import DEFAULT_PROJECT, Job, JobEvent, now_unix
 from registry.pagination import Page, paginate
+
+if TYPE_CHECKING:  # only its methods are called: `import registry` stays without diablo_core
+    from diablo_core.spec import ResolvedJobSpec
 
 
 class JobStatus(enum.StrEnum):
@@ -77,22 +80,25 @@ def create_job(
     model: str,
     training_file: str,
     validation_file: str | None = None,
-    hyperparameters: dict[str, Any] | None = None,
-    method: dict[str, Any] | None = None,
+    spec: ResolvedJobSpec | None = None,
     suffix: str | None = None,
     seed: int | None = None,
     metadata: dict[str, str] | None = None,
     integrations: list[Any] | None = None,
     project_id: str = DEFAULT_PROJECT,
 ) -> Job:
-    """Insert a job in ``validating_files`` with its creation event, and flush it."""
+    """Insert a job in ``validating_files`` with its creation event, and flush it.
+
+    The resolved ``spec`` is stored as ``job.method`` (its ``to_dict()``, what the worker trains with) and its
+    OpenAI view as ``job.hyperparameters``; a job without one (tests of the state machine) stores neither.
+    """
     job = Job(
         project_id=project_id,
         model=model,
         training_file=training_file,
         validation_file=validation_file,
-        hyperparameters=hyperparameters or {},
-        method=method,
+        hyperparameters={} if spec is None else spec.openai_view(),
+        method=None if spec is None else spec.to_dict(),
         suffix=suffix,
         seed=seed,
         metadata_=metadata,

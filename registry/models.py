@@ -63,6 +63,8 @@ class File(Base):
     status: Mapped[str] = mapped_column(String(32), default="processed")
     status_details: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
+    # Counted when the file is validated at upload; NULL for files uploaded before it was recorded.
+    num_examples: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Job(Base):

@@ -1,7 +1,7 @@
-"""Turn a job's stored hyperparameters into diablo_core configs.
+"""Turn a job's stored specification into diablo_core configs.
 
-The API resolves every hyperparameter when the job is created (``registry.hyperparameters``) and stores the
-result in ``job.method``; the worker trains with exactly those values, adding only the seed and the device.
+The API resolves every hyperparameter when the job is created (``diablo_core.spec``) and stores the result in
+``job.method``; the worker trains with exactly those values, adding only the seed and the device.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diablo_core.methods.diablo.config import DiaBloConfig
-from diablo_core.training.loop import TrainingConfig
-from registry.hyperparameters import ResolvedHyperparameters, load_resolved
+from diablo_core.spec import ResolvedJobSpec, TrainingConfig
 
 
 class StoredHyperparametersError(ValueError):
@@ -31,14 +30,14 @@ class JobPlan:
         return self.training.max_length
 
 
-def read_resolved(method: dict[str, Any] | None) -> ResolvedHyperparameters:
-    """The resolved hyperparameters stored in ``job.method``.
+def read_spec(method: dict[str, Any] | None) -> ResolvedJobSpec:
+    """The resolved spec stored in ``job.method``.
 
     Raises:
-        StoredHyperparametersError: If ``method`` does not hold a complete resolved set.
+        StoredHyperparametersError: If ``method`` does not hold a complete resolved spec.
     """
     try:
-        return load_resolved(method or {})
+        return ResolvedJobSpec.from_dict(method or {})
     except (KeyError, TypeError, ValueError) as error:
         raise StoredHyperparametersError(f"stored hyperparameters are incomplete: {error}") from error
 
@@ -50,9 +49,8 @@ def plan_job(method: dict[str, Any] | None, *, seed: int | None, device: str) ->
         StoredHyperparametersError: If the stored values are incomplete.
         ValueError: If diablo_core refuses a value.
     """
-    resolved = read_resolved(method)
     # Every checkpoint the API lists is resumable, the epoch-end ones included.
-    training = TrainingConfig(
-        **resolved.training_config_kwargs(), seed=int(seed or 0), device=device, checkpoint_each_epoch=True
+    training, diablo = read_spec(method).configs(
+        seed=int(seed or 0), device=device, checkpoint_each_epoch=True
     )
-    return JobPlan(training=training, diablo=DiaBloConfig(**resolved.diablo_config_kwargs()))
+    return JobPlan(training=training, diablo=diablo)

@@ -1,4 +1,4 @@
-"""A job's data: find its uploaded files, re-validate them with the model's tokenizer, tokenize them.
+"""A job's data: find its uploaded files, re-validate them with the tokenizer, tokenize them (one pass).
 
 The API validated the files' structure at upload without a tokenizer; only here are token counts known, so
 an example longer than ``max_length`` (or one the chat template cannot render) is found now and fails the
@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from diablo_core.data.datasets import DEFAULT_LIMITS, DatasetLimits, read_examples, validate_dataset
-from diablo_core.data.tokenization import TokenizedExample, tokenize_examples
+from diablo_core.data.datasets import DEFAULT_LIMITS, DatasetLimits, validate_dataset
+from diablo_core.data.tokenization import TokenizedExample
 from registry.models import File
 
 MAX_PROBLEMS_SHOWN = 5
@@ -78,14 +78,20 @@ def load_examples(
     max_tokens: int | None = None,
     limits: DatasetLimits = DEFAULT_LIMITS,
 ) -> list[TokenizedExample]:
-    """Validate a file against the tokenizer, ``max_length`` and ``max_tokens``, then tokenize it.
+    """Validate a file against the tokenizer, ``max_length`` and ``max_tokens``, tokenizing it in one pass.
 
     Raises:
         JobDataError: Code ``invalid_<param>`` naming the first problems with their line numbers, or
             ``file_too_many_tokens`` when the file holds more than ``max_tokens`` tokens.
     """
+    examples: list[TokenizedExample] = []
     report = validate_dataset(
-        path, tokenizer=tokenizer, max_length=max_length, max_problems=MAX_PROBLEMS_SHOWN, limits=limits
+        path,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        max_problems=MAX_PROBLEMS_SHOWN,
+        limits=limits,
+        tokenized=examples,
     )
     if not report.ok:
         shown = "; ".join(problem.message for problem in report.problems)
@@ -98,4 +104,4 @@ def load_examples(
             "(DIABLO_MAX_TOKENS_PER_FILE): split it or sample from it"
         )
         raise JobDataError("file_too_many_tokens", param, message)
-    return tokenize_examples(read_examples(path, limits), tokenizer, max_length)
+    return examples

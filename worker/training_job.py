@@ -27,7 +27,8 @@ from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError, ModelLoadError
 from diablo_core.methods.diablo.adapter_io import read_adapter_config
 from diablo_core.methods.diablo.model import apply_diablo
-from diablo_core.models.loading import LoadedModel, load_base_model, resolve_model_name
+from diablo_core.models.catalog import canonical_model_id
+from diablo_core.models.loading import LoadedModel, load_base_model
 from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
@@ -73,7 +74,7 @@ class JobRun:
     @property
     def fine_tuned_model(self) -> str:
         return self.job.fine_tuned_model or fine_tuned_model_name(
-            resolve_model_name(self.job.model), self.job.id, self.job.suffix
+            canonical_model_id(self.job.model), self.job.id, self.job.suffix
         )
 
 
@@ -255,7 +256,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
             name=name,
             job_id=job.id,
             project_id=job.project_id,
-            base_model=resolve_model_name(job.model),
+            base_model=canonical_model_id(job.model),
             storage_path=str(path),
             sha256=staged.sha256,
             size_bytes=staged.size_bytes,

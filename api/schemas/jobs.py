@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from registry.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
+from diablo_core.spec.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
 from registry.models import Checkpoint, Job, JobEvent
 
 MAX_METADATA_PAIRS = 16

@@ -79,8 +79,9 @@ def check_purpose(purpose: str) -> None:
         raise APIError(400, message, code="invalid_purpose", param="purpose")
 
 
-def check_dataset(path: Path, settings: Settings) -> None:
-    """400 ``too_many_examples`` past ``settings.max_examples_per_file``, ``invalid_file`` for bad data."""
+def check_dataset(path: Path, settings: Settings) -> int:
+    """The file's number of examples; 400 ``too_many_examples`` past ``settings.max_examples_per_file``,
+    ``invalid_file`` for bad data."""
     limits = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)
     report = validate_dataset(path, limits=limits)
     if report.num_examples > settings.max_examples_per_file:
@@ -91,6 +92,7 @@ def check_dataset(path: Path, settings: Settings) -> None:
         raise APIError(400, message, code="too_many_examples", param="file")
     if not report.ok:
         raise invalid_file(report)
+    return report.num_examples
 
 
 def store_upload(
@@ -126,14 +128,14 @@ def store_upload(
         if earlier := replayed_id(session, request):
             return get_file(session, project, earlier)
         check_storage_quota(session, settings, project, size, "file")
-        check_dataset(temp, settings)
+        num_examples = check_dataset(temp, settings)
         file_id = new_id(FILE_PREFIX)
         final = settings.files_dir / f"{file_id}.jsonl"
         replace_durably(temp, final)  # on disk before the commit that makes it visible
     finally:
         temp.unlink(missing_ok=True)
     reserve_storage(session, settings, project, size, "file", stored=final)
-    row = File(id=file_id, project_id=project, filename=label, purpose=purpose)
+    row = File(id=file_id, project_id=project, filename=label, purpose=purpose, num_examples=num_examples)
     row.bytes, row.sha256, row.storage_path, row.status = size, sha256, str(final), "processed"
     return _record(session, request, row, final)
 
@@ -188,10 +190,13 @@ def delete_file(session: Session, project: str, file_id: str) -> None:
         path.unlink()
 
 
-def count_examples(path: Path) -> int:
-    """Non-blank lines of a stored (already validated) file: its number of examples."""
+def count_examples(row: File) -> int:
+    """The file's number of examples: recorded at upload, or (a file from before that) its non-blank lines."""
+    if row.num_examples is not None:
+        return row.num_examples
     count = 0
-    with open(path, "rb") as handle:
+    with open(row.storage_path, "rb") as handle:
         for line in handle:
             count += bool(line.strip())
+    row.num_examples = count  # recorded with the caller's transaction: counted once per file
     return count

@@ -1,7 +1,7 @@
 """Fine-tuning jobs: checking a request, resolving its hyperparameters, queueing it, cancelling it.
 
-A job is created in ``validating_files``, its files are checked again, it moves to ``queued`` and the
-transaction commits; only then is the training task sent, so a worker never receives a job it cannot see.
+A job is created in ``validating_files`` once its files are checked, moves to ``queued`` and the transaction
+commits; only then is the training task sent, so a worker never receives a job it cannot see.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
 from api.services.quota import check_storage_quota
+from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
-from registry.hyperparameters import HyperparameterError, ResolvedHyperparameters, resolve_hyperparameters
 from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
 from registry.models import File, Job, JobEvent
 from registry.project_lock import lock_project
@@ -58,11 +58,11 @@ def check_file(session: Session, project: str, file_id: str, param: str) -> File
     return row
 
 
-def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedHyperparameters:
+def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedJobSpec:
     """The request's hyperparameters with "auto" resolved; 400 naming the field if they conflict."""
     method = body.method
     try:
-        return resolve_hyperparameters(
+        return resolve_job_spec(
             body.hyperparameters,
             method.chosen_hyperparameters() if method else None,
             num_examples=num_examples,
@@ -80,7 +80,7 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
     training = check_file(session, project, body.training_file, "training_file")
     if body.validation_file is not None:
         check_file(session, project, body.validation_file, "validation_file")
-    resolved = resolve_request(body, settings, count_examples(Path(training.storage_path)))
+    resolved = resolve_request(body, settings, count_examples(training))
     # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
     lock_project(session, project)
     check_concurrent_jobs(session, settings, project)
@@ -90,8 +90,7 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         model=model,
         training_file=body.training_file,
         validation_file=body.validation_file,
-        hyperparameters=resolved.openai_view(),
-        method=resolved.method_view(),
+        spec=resolved,
         suffix=sanitize_suffix(body.suffix) or None,
         seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,
         metadata=body.metadata,
@@ -119,7 +118,7 @@ def create_fine_tuning_job(
         return load_job(session, project, earlier)
     check_concurrent_jobs(session, settings, project)  # unlocked: refuses early; _record_job decides
     job = _record_job(session, settings, project, body)
-    _validate_files(session, project, job)
+    transition(session, job, JobStatus.QUEUED)  # its files were checked in this transaction
     if earlier := commit_once(session, request, job.id):
         return load_job(session, project, earlier)
     if job.status == JobStatus.QUEUED:
@@ -138,20 +137,6 @@ def check_concurrent_jobs(session: Session, settings: Settings, project: str) ->
             "wait for one to finish or cancel one"
         )
         raise APIError(429, message, RATE_LIMIT, "concurrent_job_limit")
-
-
-def _validate_files(session: Session, project: str, job: Job) -> None:
-    """Check the job's files once more and queue it, or fail it if one vanished meanwhile."""
-    try:
-        files = ((job.training_file, "training_file"), (job.validation_file, "validation_file"))
-        for file_id, param in files:
-            if file_id is not None:
-                check_file(session, project, file_id, param)
-    except APIError as error:
-        failure = {"code": error.code, "message": error.message, "param": error.param}
-        transition(session, job, JobStatus.FAILED, failure)
-        return
-    transition(session, job, JobStatus.QUEUED)
 
 
 def _enqueue(session: Session, settings: Settings, job: Job) -> None:

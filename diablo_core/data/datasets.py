@@ -16,7 +16,7 @@ from typing import Any
 
 from diablo_core.errors import DatasetError
 from diablo_core.data.jsonl import FRAGMENT_CHARS, Source, TooDeepError, parse_line, read_lines, shorten
-from diablo_core.data.tokenization import tokenize_example
+from diablo_core.data.tokenization import TokenizedExample, tokenize_example
 
 CHAT = "chat"
 PROMPT_COMPLETION = "prompt_completion"
@@ -86,6 +86,7 @@ def validate_dataset(
     max_length: int | None = None,
     max_problems: int = 100,
     limits: DatasetLimits = DEFAULT_LIMITS,
+    tokenized: list[TokenizedExample] | None = None,
 ) -> DatasetReport:
     """Validate a JSONL dataset without loading it whole.
 
@@ -95,6 +96,8 @@ def validate_dataset(
         max_length: Token limit per example (needs ``tokenizer``).
         max_problems: Keep at most this many problems (all are still counted).
         limits: Nesting depth and turns allowed per example.
+        tokenized: When given (with ``tokenizer``), each valid example's tokens are appended to it, so a
+            caller that trains on a valid file reads and tokenizes it once.
 
     Returns:
         The report with format, counts and problems.
@@ -110,7 +113,7 @@ def validate_dataset(
         if example is not None:
             problems = problems or _check_format(report, line_no, example)
         if example is not None and not problems and tokenizer is not None:
-            problems = _count_tokens(report, line_no, example, tokenizer, max_length)
+            problems = _count_tokens(report, line_no, example, tokenizer, max_length, tokenized)
         add(problems)
     if report.num_examples == 0:
         add([DatasetProblem(0, "empty_file", "the file contains no examples")])
@@ -263,16 +266,24 @@ def _check_format(report: DatasetReport, line_no: int, example: dict[str, Any]) 
 
 
 def _count_tokens(
-    report: DatasetReport, line_no: int, example: dict[str, Any], tokenizer: Any, max_length: int | None
+    report: DatasetReport,
+    line_no: int,
+    example: dict[str, Any],
+    tokenizer: Any,
+    max_length: int | None,
+    tokenized: list[TokenizedExample] | None,
 ) -> list[DatasetProblem]:
-    """Add the example's tokens to the report; a problem if it exceeds ``max_length``."""
+    """Add the example's tokens to the report (and to ``tokenized``); a problem if it exceeds ``max_length``."""
     try:
-        count = len(tokenize_example(example, tokenizer, max_length=None).input_ids)
+        tokens = tokenize_example(example, tokenizer, max_length=None)
     except Exception as error:  # a chat template may reject a conversation (e.g. roles not alternating)
         detail = f"the chat template cannot render this example: {shorten(str(error), 4 * FRAGMENT_CHARS)}"
         return [_problem(line_no, "template_error", detail)]
+    count = len(tokens.input_ids)
     report.num_tokens = (report.num_tokens or 0) + count
     report.max_example_tokens = max(report.max_example_tokens or 0, count)
     if max_length is None or count <= max_length:
+        if tokenized is not None:
+            tokenized.append(tokens)
         return []
     return [_problem(line_no, "too_long", f"example has {count} tokens, more than max_length {max_length}")]

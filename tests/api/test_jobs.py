@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from registry.base_models import DEFAULT_MODEL_ID
+from registry.models import File
 from registry.settings import Settings
 from tests.api.conftest import assert_error, create_job, make_settings, upload, uploaded_file_id
 
@@ -181,3 +183,23 @@ def test_idempotency_key_returns_the_same_job(client: TestClient) -> None:
     assert_error(other, 409, "idempotency_key_reused", "Idempotency-Key")
     fresh = client.post("/v1/fine_tuning/jobs", json=body, headers={"Idempotency-Key": "retry-2"}).json()
     assert fresh["id"] != first["id"]
+
+
+def test_the_example_count_is_recorded_at_upload_and_counted_once_for_older_files(
+    client: TestClient, db: Session
+) -> None:
+    """Creating a job reads the count the upload recorded; a file from before that is counted once."""
+    recorded = uploaded_file_id(client, examples=4)
+    row = db.get(File, recorded)
+    assert row is not None and row.num_examples == 4
+    # The stored count is what resolution uses: 100 "examples" give 3 epochs, 4 would give 25.
+    row.num_examples = 100
+    db.commit()
+    job = create_job(client, training_file=recorded).json()
+    assert job["hyperparameters"]["n_epochs"] == 3
+    older = uploaded_file_id(client, examples=4)
+    db.get(File, older).num_examples = None  # as rows uploaded before migration 0004
+    db.commit()
+    assert create_job(client, training_file=older).json()["hyperparameters"]["n_epochs"] == 25
+    db.expire_all()
+    assert db.get(File, older).num_examples == 4

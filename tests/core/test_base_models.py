@@ -10,14 +10,9 @@ from diablo_core.data.tokenization import IGNORE_INDEX, tokenize_example
 from diablo_core.errors import ModelLoadError
 from diablo_core.generation.decoding import generate
 from diablo_core.models import loading as base_models
+from diablo_core.models.catalog import DEFAULT_MODEL_ID, canonical_model_id
 from diablo_core.models.identity import compute_content_hash
-from diablo_core.models.loading import (
-    DEFAULT_MODEL_ID,
-    IDENTITY_FILE,
-    ensure_default_checkpoint,
-    load_base_model,
-    resolve_model_name,
-)
+from diablo_core.models.loading import IDENTITY_FILE, ensure_default_checkpoint, load_base_model
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
 
@@ -33,10 +28,15 @@ def tiny_checkpoint(tmp_path):
     return directory, compute_content_hash(model)
 
 
-def test_resolve_model_name():
-    assert resolve_model_name("default") == DEFAULT_MODEL_ID
-    assert resolve_model_name(DEFAULT_MODEL_ID) == DEFAULT_MODEL_ID
-    assert resolve_model_name("org/other") == "org/other"
+def test_canonical_model_id():
+    assert canonical_model_id("default") == DEFAULT_MODEL_ID
+    assert canonical_model_id(" ") == DEFAULT_MODEL_ID
+    assert canonical_model_id(DEFAULT_MODEL_ID) == DEFAULT_MODEL_ID
+    assert canonical_model_id("org/other") == "org/other"
+    # A configured default replaces the alias; a configured "default" (or nothing) is the built-in one.
+    assert canonical_model_id("default", "mine") == "mine"
+    assert canonical_model_id("org/other", "mine") == "org/other"
+    assert canonical_model_id("", "default") == DEFAULT_MODEL_ID
 
 
 def test_local_checkpoint_loads_with_identity_and_pad_token(tiny_checkpoint):

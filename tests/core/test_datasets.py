@@ -4,7 +4,7 @@ import time
 import pytest
 
 from diablo_core.data.datasets import DatasetLimits, read_examples, validate_dataset
-from diablo_core.data.tokenization import tokenize_example
+from diablo_core.data.tokenization import tokenize_example, tokenize_examples
 from diablo_core.errors import DatasetError
 from tests.core.tiny_tokenizer import make_tiny_tokenizer
 
@@ -122,6 +122,19 @@ def test_token_stats_and_too_long():
     assert [(p.line, p.code) for p in report.problems] == [(2, "too_long")]
     assert f"{lengths[1]} tokens, more than max_length 100" in report.problems[0].message
     assert validate_dataset(jsonl(GOOD_CHAT, long_chat), tokenizer=tokenizer).ok
+
+
+def test_validation_can_keep_the_tokenized_examples_of_its_one_pass():
+    """What a worker trains on: the examples tokenized while validating equal a separate read + tokenize."""
+    tokenizer = make_tiny_tokenizer()
+    long_chat = {"messages": [user("x" * 200), assistant()]}
+    data = jsonl(GOOD_CHAT, long_chat, GOOD_CHAT)
+    kept: list = []
+    assert validate_dataset(data, tokenizer=tokenizer, max_length=500, tokenized=kept).ok
+    assert kept == tokenize_examples(read_examples(data), tokenizer, 500)
+    only_valid: list = []
+    assert not validate_dataset(data, tokenizer=tokenizer, max_length=100, tokenized=only_valid).ok
+    assert only_valid == tokenize_examples([GOOD_CHAT, GOOD_CHAT], tokenizer, 100)
 
 
 def test_template_that_rejects_an_example_is_a_problem():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diablo_core.training.schedule import build_scheduler, count_total_steps, effective_warmup, lr_multiplier
+from diablo_core.spec.training import count_total_steps, effective_warmup
+from diablo_core.training.schedule import build_scheduler, lr_multiplier
 
 
 def test_total_steps_from_epochs_or_max_steps() -> None:

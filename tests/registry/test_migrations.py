@@ -14,7 +14,7 @@ from registry.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys", "api_keys"}
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _tables(url: str) -> set[str]:
@@ -86,3 +86,21 @@ def test_api_keys_revision_downgrades_alone(database_url: str) -> None:
     assert _tables(database_url) == TABLES - {"api_keys"}
     upgrade_database(database_url)
     assert _tables(database_url) == TABLES
+
+
+def test_file_example_count_revision_downgrades_alone(database_url: str) -> None:
+    def file_columns() -> set[str]:
+        engine = create_db_engine(database_url)
+        try:
+            with engine.connect() as connection:
+                return {column["name"] for column in inspect(connection).get_columns("files")}
+        finally:
+            engine.dispose()
+
+    upgrade_database(database_url)
+    assert "num_examples" in file_columns()
+    downgrade_database(database_url, "0003")
+    assert current_revision(database_url) == "0003"
+    assert "num_examples" not in file_columns()
+    upgrade_database(database_url)
+    assert "num_examples" in file_columns()

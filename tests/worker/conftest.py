@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from diablo_core.spec import DiaBloHyperparameters, resolve_job_spec
 from registry.db import get_sessionmaker, upgrade_database
-from registry.hyperparameters import DiaBloHyperparameters, resolve_hyperparameters
 from registry.jobs import JobStatus, create_job, transition
 from registry.models import File
 from registry.settings import Settings
@@ -96,7 +96,7 @@ def queue_job(
     The defaults give a fast tiny run: 2 epochs of batch 4, 4 blocks, a high learning rate, no warm-up.
     """
     given = {"n_epochs": 2, "batch_size": 4, "num_blocks": 4, "learning_rate": 2e-2, "warmup_steps": 0}
-    resolved = resolve_hyperparameters(
+    resolved = resolve_job_spec(
         None,
         DiaBloHyperparameters(**(given | {"dropout": 0.0} | (diablo or {}))),
         num_examples=max(1, len(content.splitlines())),
@@ -110,8 +110,7 @@ def queue_job(
             model=str(model),
             training_file=training_file,
             validation_file=validation_file,
-            hyperparameters=resolved.openai_view(),
-            method=resolved.method_view(),
+            spec=resolved,
             suffix="test",
             seed=7,
         )

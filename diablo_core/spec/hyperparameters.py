@@ -1,0 +1,111 @@
+"""What a fine-tuning request may ask for: OpenAI's three hyperparameters and the DiaBlo/schedule settings.
+
+Users give ``n_epochs``, ``batch_size`` and ``learning_rate_multiplier`` (each ``"auto"`` or a number) at the
+top level or in ``method.<type>.hyperparameters``; ``method.diablo`` adds the DiaBlo and schedule settings.
+These models are the API's request schema; their bounds are the service's limits, and their defaults are the
+core configs' own (``TrainingConfig``, ``DiaBloConfig``), read from them rather than restated.
+``diablo_core.spec.job`` resolves them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.spec.training import TrainingConfig
+
+AUTO = "auto"
+OPENAI_KEYS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+MAX_EPOCHS = 50
+MAX_BATCH_SIZE = 256
+MAX_LEARNING_RATE_MULTIPLIER = 100.0
+
+
+def _auto_or_number(integer: bool, low: float, high: float) -> Any:
+    """An ``"auto" | number`` type whose errors name only the field (no union branches)."""
+    kind = "an integer" if integer else "a number"
+    bound = f"between {low:g} and {high:g}" if integer else f"greater than 0 and at most {high:g}"
+
+    def validate(value: Any) -> Any:
+        if value == AUTO:
+            return AUTO
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be 'auto' or {kind} {bound}, got {value!r}")
+        if integer and not float(value).is_integer():
+            raise ValueError(f"must be 'auto' or {kind} {bound}, got {value!r}")
+        number = int(value) if integer else float(value)
+        if not (low <= number <= high if integer else 0 < number <= high):
+            raise ValueError(f"must be 'auto' or {kind} {bound}, got {value!r}")
+        return number
+
+    number_schema: dict[str, Any] = {"type": "integer" if integer else "number", "maximum": high}
+    number_schema |= {"minimum": low} if integer else {"exclusiveMinimum": 0}
+    schema = {"anyOf": [{"type": "string", "const": AUTO}, number_schema], "default": AUTO}
+    return Annotated[Any, PlainValidator(validate), WithJsonSchema(schema)]
+
+
+AutoEpochs = _auto_or_number(True, 1, MAX_EPOCHS)
+AutoBatchSize = _auto_or_number(True, 1, MAX_BATCH_SIZE)
+AutoMultiplier = _auto_or_number(False, 0, MAX_LEARNING_RATE_MULTIPLIER)
+StrictPositive = Annotated[int, Field(strict=True, ge=1)]
+
+
+class HyperparameterError(ValueError):
+    """A combination of hyperparameters that cannot be resolved; ``param`` names the field."""
+
+    def __init__(self, param: str, message: str, code: str = "invalid_hyperparameters") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class OpenAIHyperparameters(BaseModel):
+    """The hyperparameters OpenAI's API takes (top level, or ``method.supervised.hyperparameters``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: AutoEpochs = AUTO
+    batch_size: AutoBatchSize = AUTO
+    learning_rate_multiplier: AutoMultiplier = AUTO
+
+
+class DiaBloHyperparameters(OpenAIHyperparameters):
+    """``method.diablo.hyperparameters``: OpenAI's three plus the DiaBlo and schedule settings."""
+
+    num_blocks: Annotated[int, Field(strict=True, ge=1, le=4096)] = DiaBloConfig.num_blocks
+    target_modules: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    layers: list[Annotated[int, Field(strict=True, ge=0)]] | None = Field(default=None, min_length=1)
+    dropout: float = Field(default=DiaBloConfig.dropout, ge=0.0, lt=1.0)
+    learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
+    warmup_steps: Annotated[int, Field(strict=True, ge=0, le=1_000_000)] = TrainingConfig.warmup_steps
+    max_steps: Annotated[int, Field(strict=True, ge=1, le=10_000_000)] | None = None
+    max_length: Annotated[int, Field(strict=True, ge=8, le=131_072)] = TrainingConfig.max_length
+    scheduler: Literal["linear", "cosine"] = TrainingConfig.scheduler  # SCHEDULERS (a test keeps them equal)
+    micro_batch_size: Annotated[int, Field(strict=True, ge=1, le=MAX_BATCH_SIZE)] | None = None
+    weight_decay: float = Field(default=TrainingConfig.weight_decay, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(default=TrainingConfig.max_grad_norm, gt=0.0)
+    gradient_checkpointing: bool = TrainingConfig.gradient_checkpointing
+    keep_checkpoints: StrictPositive | None = None
+    checkpoint_every: Annotated[int, Field(strict=True, ge=0)] | None = None
+    eval_every: StrictPositive | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _child_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for name in value:
+            if not name or "." in name or not name.replace("_", "").isalnum():
+                raise ValueError(f"entries must be module child names like 'q_proj', got {name!r}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"has duplicates: {value!r}")
+        return value
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"has duplicates: {value!r}")
+        return None if value is None else sorted(value)

@@ -1,0 +1,172 @@
+"""A job's specification: a request's hyperparameters resolved once, stored, and turned back into configs.
+
+Resolution happens when the job is created; the resolved spec is stored on the job (``to_dict()``, the job's
+``method``), the API echoes it and the worker trains with exactly it (``from_dict(...).configs(...)``).
+
+Rules:
+- Method-level numbers win over top-level ones, which win over ``"auto"``.
+- ``n_epochs`` "auto": 3, raised for small files so that about 100 examples are seen (at most 25 epochs) and
+  lowered for large ones so that at most 25,000 are (at least 1), as OpenAI does.
+- ``batch_size`` "auto": 16; any batch size is capped to the number of training examples.
+- ``learning_rate``: ``learning_rate_multiplier`` ("auto": 1.0) times the DiaBlo base rate 5e-4, unless
+  ``learning_rate`` is given (then the multiplier reported is ``learning_rate / 5e-4``).
+- ``target_modules``: ``DiaBloConfig``'s default unless given.
+- ``warmup_steps``: the one actually used (``effective_warmup``) is stored.
+- ``checkpoint_every``: the service setting unless given; 0 turns periodic checkpoints off.
+
+Adding a setting: a field on ``DiaBloHyperparameters`` (the request schema) named like the ``TrainingConfig``
+or ``DiaBloConfig`` field it sets; ``configs`` passes it on by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
+from diablo_core.spec.hyperparameters import (
+    AUTO,
+    OPENAI_KEYS,
+    DiaBloHyperparameters,
+    HyperparameterError,
+    OpenAIHyperparameters,
+)
+from diablo_core.spec.training import TrainingConfig, count_total_steps, effective_warmup
+
+METHOD_TYPE = "diablo"
+BASE_LEARNING_RATE: float = TrainingConfig.learning_rate
+DEFAULT_BATCH_SIZE: int = TrainingConfig.batch_size
+DEFAULT_N_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MAX_AUTO_EPOCHS = 25
+TRAINING_FIELDS = frozenset(f.name for f in fields(TrainingConfig))
+DIABLO_FIELDS = frozenset(f.name for f in fields(DiaBloConfig))
+# Reported on the job, set no config field: the learning rate it scales is stored with it.
+REPORTED_ONLY = frozenset({"learning_rate_multiplier"})
+
+
+class ResolvedJobSpec(DiaBloHyperparameters):
+    """Every training setting of a job, with nothing left "auto" (stored in ``job.method``)."""
+
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    learning_rate: float
+    target_modules: list[str]
+    checkpoint_every: int
+
+    def openai_view(self) -> dict[str, Any]:
+        """The three OpenAI hyperparameters, as the job object's ``hyperparameters`` shows them."""
+        return {key: getattr(self, key) for key in OPENAI_KEYS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form, the job object's ``method``: ``{"type": "diablo", "diablo": {"hyperparameters":
+        {...}}}``."""
+        return {"type": METHOD_TYPE, METHOD_TYPE: {"hyperparameters": self.model_dump()}}
+
+    @classmethod
+    def from_dict(cls, method: Mapping[str, Any]) -> ResolvedJobSpec:
+        """Read a stored spec (``to_dict()`` output, as every job row holds it).
+
+        Raises:
+            KeyError, TypeError, ValueError: If ``method`` holds no complete resolved spec.
+        """
+        return cls.model_validate(method[METHOD_TYPE]["hyperparameters"])
+
+    def total_steps(self, num_examples: int) -> int:
+        """Optimizer steps the run takes over ``num_examples`` examples."""
+        return count_total_steps(num_examples, self.batch_size, self.n_epochs, self.max_steps)
+
+    def configs(self, *, seed: int, device: str, **training: Any) -> tuple[TrainingConfig, DiaBloConfig]:
+        """The core configs this spec trains with; ``training`` sets further ``TrainingConfig`` fields.
+
+        Raises:
+            ValueError: If a config refuses a value.
+        """
+        values = self.model_dump()
+        own = {name: values[name] for name in TRAINING_FIELDS & values.keys()}
+        own["checkpoint_every"] = self.checkpoint_every or None  # 0: no periodic checkpoints
+        adapter = {name: values[name] for name in DIABLO_FIELDS & values.keys()}
+        adapter["target_modules"] = tuple(self.target_modules)
+        adapter["layers"] = None if self.layers is None else tuple(self.layers)
+        config = TrainingConfig(**own, seed=seed, device=device, **training)
+        return config, DiaBloConfig(**adapter)
+
+
+def auto_epochs(num_examples: int) -> int:
+    """OpenAI's "auto" epoch count: 3, adjusted so that 100 to 25,000 examples are seen in total."""
+    if num_examples * DEFAULT_N_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_AUTO_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / max(1, num_examples)))
+    if num_examples * DEFAULT_N_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(1, MAX_TARGET_EXAMPLES // num_examples)
+    return DEFAULT_N_EPOCHS
+
+
+def _merge(top: OpenAIHyperparameters | None, method: OpenAIHyperparameters | None) -> DiaBloHyperparameters:
+    """One set of values: method-level numbers win over top-level ones, which win over "auto"."""
+    merged = method.model_dump() if isinstance(method, DiaBloHyperparameters) else {}
+    for source in (top, method):
+        for key in OPENAI_KEYS:
+            value = AUTO if source is None else getattr(source, key)
+            if value != AUTO:
+                merged[key] = value
+    return DiaBloHyperparameters.model_validate(merged)
+
+
+def resolve_job_spec(
+    hyperparameters: OpenAIHyperparameters | None,
+    method_hyperparameters: OpenAIHyperparameters | None,
+    *,
+    num_examples: int,
+    checkpoint_every: int = 50,
+    method_type: str = METHOD_TYPE,
+    max_steps_limit: int | None = None,
+) -> ResolvedJobSpec:
+    """Resolve "auto" values and defaults for a run over ``num_examples`` training examples.
+
+    Args:
+        hyperparameters: The request's top-level ``hyperparameters``.
+        method_hyperparameters: ``method.<type>.hyperparameters`` (its values win over the top level).
+        num_examples: Examples in the training file.
+        checkpoint_every: The service's default checkpoint interval (0: none).
+        method_type: The method's type, used to name fields in errors.
+        max_steps_limit: The most optimizer steps a run may take (None: no limit).
+
+    Raises:
+        HyperparameterError: For combinations that cannot be honoured, with ``param`` naming the field.
+    """
+    given = _merge(hyperparameters, method_hyperparameters)
+    where = f"method.{method_type}.hyperparameters"
+    if given.learning_rate is not None and given.learning_rate_multiplier != AUTO:
+        message = "give learning_rate or learning_rate_multiplier, not both"
+        raise HyperparameterError(f"{where}.learning_rate", message)
+    batch_size = DEFAULT_BATCH_SIZE if given.batch_size == AUTO else given.batch_size
+    batch_size = max(1, min(batch_size, num_examples))
+    if given.micro_batch_size is not None and given.micro_batch_size > batch_size:
+        message = f"micro_batch_size ({given.micro_batch_size}) exceeds batch_size ({batch_size})"
+        raise HyperparameterError(f"{where}.micro_batch_size", message)
+    multiplier = 1.0 if given.learning_rate_multiplier == AUTO else given.learning_rate_multiplier
+    learning_rate = given.learning_rate or multiplier * BASE_LEARNING_RATE
+    values = given.model_dump() | {
+        "n_epochs": auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs,
+        "batch_size": batch_size,
+        "learning_rate_multiplier": learning_rate / BASE_LEARNING_RATE,
+        "learning_rate": learning_rate,
+        "target_modules": given.target_modules or list(DEFAULT_TARGET_MODULES),
+        "checkpoint_every": checkpoint_every if given.checkpoint_every is None else given.checkpoint_every,
+    }
+    resolved = ResolvedJobSpec.model_validate(values)
+    total = resolved.total_steps(num_examples)
+    if max_steps_limit is not None and total > max_steps_limit:
+        raise _too_many_steps(where, resolved, total, max_steps_limit)
+    return resolved.model_copy(update={"warmup_steps": effective_warmup(resolved.warmup_steps, total)})
+
+
+def _too_many_steps(where: str, resolved: ResolvedJobSpec, total: int, limit: int) -> HyperparameterError:
+    """The error naming ``max_steps`` when it was given, else ``n_epochs`` (the steps come from epochs)."""
+    field = "max_steps" if resolved.max_steps is not None else "n_epochs"
+    message = f"{field}: the run would take {total} optimizer steps; the limit is {limit}"
+    return HyperparameterError(f"{where}.{field}", message, code="max_steps_too_large")

@@ -1,0 +1,142 @@
+"""The job spec (diablo_core.spec): its rules, resolution, stored form, and the configs it rebuilds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import get_args
+
+import pytest
+from pydantic import ValidationError
+
+from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.spec import (
+    DiaBloHyperparameters,
+    HyperparameterError,
+    OpenAIHyperparameters,
+    ResolvedJobSpec,
+    TrainingConfig,
+    auto_epochs,
+    resolve_job_spec,
+)
+from diablo_core.spec.job import DIABLO_FIELDS, REPORTED_ONLY, TRAINING_FIELDS
+from diablo_core.spec.training import SCHEDULERS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("examples", "epochs"), [(1, 25), (10, 10), (34, 3), (5_000, 3), (10_000, 2), (30_000, 1)]
+)
+def test_auto_epochs_aim_at_100_to_25000_examples(examples: int, epochs: int) -> None:
+    assert auto_epochs(examples) == epochs
+
+
+def test_defaults_resolve_to_the_paper_settings() -> None:
+    resolved = resolve_job_spec(None, None, num_examples=1_000, checkpoint_every=25)
+    assert resolved.openai_view() == {"n_epochs": 3, "batch_size": 16, "learning_rate_multiplier": 1.0}
+    assert (resolved.learning_rate, resolved.num_blocks, resolved.dropout) == (5e-4, 64, 0.05)
+    assert resolved.target_modules == ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+    # 3 x 63 steps is longer than the 100-step warm-up, so it is kept.
+    assert (resolved.warmup_steps, resolved.checkpoint_every) == (100, 25)
+    assert resolved.total_steps(1_000) == 189
+
+
+def test_method_values_win_and_warmup_shrinks_for_short_runs() -> None:
+    top = OpenAIHyperparameters(n_epochs=5, batch_size=8)
+    method = DiaBloHyperparameters(n_epochs=2, num_blocks=32, max_steps=50, learning_rate_multiplier=3)
+    resolved = resolve_job_spec(top, method, num_examples=100)
+    assert resolved.openai_view() == {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 3.0}
+    assert resolved.learning_rate == pytest.approx(1.5e-3)
+    assert (resolved.total_steps(100), resolved.warmup_steps) == (50, 5)
+
+
+def test_conflicts_name_the_field() -> None:
+    both = DiaBloHyperparameters(learning_rate=1e-3, learning_rate_multiplier=2)
+    with pytest.raises(HyperparameterError) as conflict:
+        resolve_job_spec(None, both, num_examples=10)
+    assert conflict.value.param == "method.diablo.hyperparameters.learning_rate"
+    micro = DiaBloHyperparameters(micro_batch_size=8)
+    with pytest.raises(HyperparameterError) as too_big:
+        resolve_job_spec(None, micro, num_examples=4, method_type="diablo")
+    assert too_big.value.param == "method.diablo.hyperparameters.micro_batch_size"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_epochs", 0), ("n_epochs", True), ("n_epochs", "3"), ("batch_size", 257), ("num_blocks", 1.5)],
+)
+def test_bad_values_fail_on_their_field(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as error:
+        DiaBloHyperparameters.model_validate({field: value})
+    assert [e["loc"] for e in error.value.errors()] == [(field,)]
+
+
+def test_stored_values_build_the_core_configs() -> None:
+    method = DiaBloHyperparameters(layers=[3, 1], target_modules=["q_proj"], eval_every=5)
+    resolved = resolve_job_spec(None, method, num_examples=64, checkpoint_every=0)
+    again = ResolvedJobSpec.from_dict(resolved.to_dict())
+    assert again == resolved
+    training, diablo = again.configs(seed=1, device="cpu")
+    assert (training.checkpoint_every, training.eval_every, training.batch_size) == (None, 5, 16)
+    assert (diablo.layers, diablo.target_modules) == ((1, 3), ("q_proj",))
+
+
+def test_the_stored_form_of_existing_jobs_still_reads() -> None:
+    """A row written before the spec moved (by registry.hyperparameters) rebuilds its configs."""
+    stored = {"type": "diablo", "diablo": {"hyperparameters": {
+        "n_epochs": 3, "batch_size": 16, "learning_rate_multiplier": 1.0, "learning_rate": 0.0005,
+        "num_blocks": 64, "target_modules": ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"],
+        "layers": None, "dropout": 0.05, "warmup_steps": 100, "max_steps": None, "max_length": 256,
+        "scheduler": "linear", "micro_batch_size": None, "weight_decay": 0.0, "max_grad_norm": 1.0,
+        "gradient_checkpointing": False, "keep_checkpoints": None, "checkpoint_every": 50, "eval_every": None,
+    }}}  # fmt: skip
+    spec = ResolvedJobSpec.from_dict(stored)
+    assert spec.to_dict() == stored
+    training, diablo = spec.configs(seed=7, device="cpu", checkpoint_each_epoch=True)
+    assert training == TrainingConfig(n_epochs=3, checkpoint_every=50, seed=7, checkpoint_each_epoch=True)
+    assert diablo == DiaBloConfig()
+    with pytest.raises(KeyError):
+        ResolvedJobSpec.from_dict({"type": "diablo"})
+
+
+def test_every_setting_reaches_a_config_and_defaults_are_the_configs_own() -> None:
+    """A new request field must be named like the TrainingConfig or DiaBloConfig field it sets."""
+    settings = set(DiaBloHyperparameters.model_fields)
+    assert settings - TRAINING_FIELDS - DIABLO_FIELDS == REPORTED_ONLY
+    assert not TRAINING_FIELDS & DIABLO_FIELDS
+    request = DiaBloHyperparameters()
+    training, diablo = TrainingConfig(), DiaBloConfig()
+    for field in fields(DiaBloConfig):
+        if field.name not in ("target_modules", "layers"):
+            assert getattr(request, field.name) == getattr(diablo, field.name), field.name
+    for name in ("warmup_steps", "max_length", "scheduler", "weight_decay", "max_grad_norm"):
+        assert getattr(request, name) == getattr(training, name), name
+    assert get_args(DiaBloHyperparameters.model_fields["scheduler"].annotation) == SCHEDULERS
+
+
+def test_every_given_setting_is_passed_on_to_the_configs() -> None:
+    given = {
+        "n_epochs": 4, "batch_size": 8, "num_blocks": 16, "target_modules": ["v_proj"], "layers": [2],
+        "dropout": 0.1, "learning_rate": 1e-3, "warmup_steps": 3, "max_steps": 40, "max_length": 64,
+        "scheduler": "cosine", "micro_batch_size": 2, "weight_decay": 0.01, "max_grad_norm": None,
+        "gradient_checkpointing": True, "keep_checkpoints": 2, "checkpoint_every": 7, "eval_every": 5,
+    }  # fmt: skip
+    spec = resolve_job_spec(None, DiaBloHyperparameters(**given), num_examples=100)
+    training, diablo = spec.configs(seed=1, device="cpu")
+    for name, value in given.items():
+        config = diablo if name in DIABLO_FIELDS else training
+        expected = tuple(value) if isinstance(value, list) else value
+        assert getattr(config, name) == expected, name
+
+
+def test_the_spec_imports_neither_torch_nor_transformers() -> None:
+    code = (
+        "import sys, diablo_core.spec, diablo_core.spec.job\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "sys.exit(', '.join(heavy) or None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
