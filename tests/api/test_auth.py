@@ -152,6 +152,7 @@ def _owned_routes(world: World) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"{job}/checkpoints", {}),
         ("GET", f"/v1/models/{world.adapter}", {}),
         ("DELETE", f"/v1/models/{world.adapter}", {}),
+        ("GET", f"/v1/models/{world.adapter}/content", {"params": {"format": "adapter"}}),
         *[
             (route, path, {"json": {"model": model, **body}})
             for route, path, body in (
