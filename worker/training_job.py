@@ -32,6 +32,7 @@ from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
 from registry.db import get_sessionmaker
+from registry.errors import error_object
 from registry.jobs import (
     HeartbeatStatus,
     InvalidTransition,
@@ -39,9 +40,9 @@ from registry.jobs import (
     add_event,
     claim_job,
     get_job,
-    heartbeat,
     transition,
 )
+from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.settings import Settings
 from worker import artifact_store
@@ -129,9 +130,9 @@ def _run_claimed(run: JobRun) -> str | None:
 
 def _internal_error(error: Exception) -> dict[str, Any]:
     if isinstance(error, DeviceUnavailable):
-        return {"code": "internal_error", "param": None, "message": str(error)}
+        return error_object("internal_error", str(error))
     message = f"An internal error ({type(error).__name__}) stopped training; the worker logs have details."
-    return {"code": "internal_error", "param": None, "message": message}
+    return error_object("internal_error", message)
 
 
 def _train_and_publish(run: JobRun) -> str | None:
@@ -299,7 +300,7 @@ def _finish(
     and one requested later finds the job finished (``registry.jobs.request_cancel`` raises).
     """
     with run.sessions.begin() as session:
-        lease = heartbeat(session, run.job.id, run.worker_id)
+        lease = check_lease(session, run.job.id, run.worker_id)
         if lease == HeartbeatStatus.LOST:
             logger.warning("job %s: not ours any more, not marking it %s", run.job.id, status)
             return None
@@ -322,16 +323,10 @@ def _hand_back(run: JobRun) -> None:
 
     A job whose cancellation was requested is cancelled instead.
     """
+    message = "Training was interrupted; the job will be retried"
     try:
         with run.sessions.begin() as session:
-            job = get_job(session, run.job.id)
-            if job is None or job.status != JobStatus.RUNNING or job.worker_id != run.worker_id:
-                return
-            if job.cancel_requested:  # a queued job with a pending cancel would never be claimed again
-                transition(session, job, JobStatus.CANCELLED)
-                return
-            transition(session, job, JobStatus.QUEUED)
-            add_event(session, job.id, "warn", "Training was interrupted; the job will be retried")
+            hand_back(session, run.job.id, run.worker_id, message, level="warn")
     except Exception:
         logger.exception("job %s: could not hand it back; it is claimable when its lease expires", run.job.id)
 

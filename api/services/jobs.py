@@ -20,6 +20,7 @@ from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
 from api.services.quota import check_storage_quota
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
+from registry.errors import error_object
 from registry.hyperparameters import HyperparameterError, ResolvedHyperparameters, resolve_hyperparameters
 from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
 from registry.models import File, Job, JobEvent
@@ -148,7 +149,7 @@ def _validate_files(session: Session, project: str, job: Job) -> None:
             if file_id is not None:
                 check_file(session, project, file_id, param)
     except APIError as error:
-        failure = {"code": error.code, "message": error.message, "param": error.param}
+        failure = error_object(error.code, error.message, error.param)
         transition(session, job, JobStatus.FAILED, failure)
         return
     transition(session, job, JobStatus.QUEUED)
@@ -160,7 +161,7 @@ def _enqueue(session: Session, settings: Settings, job: Job) -> None:
         enqueue_training(job.id, settings)
     except Exception as exc:
         logger.exception("could not enqueue job %s", job.id)
-        error = {"code": "enqueue_failed", "message": "The job could not be queued", "param": None}
+        error = error_object("enqueue_failed", "The job could not be queued")
         try:
             transition(session, job, JobStatus.FAILED, error)
             session.commit()
