@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.settings import Settings
+from registry.storage import models_dir
 
 DEFAULT_MODEL_ALIAS = "default"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -28,11 +29,6 @@ class BaseModelInfo:
     id: str
     created: int
     path: Path | None = None
-
-
-def models_dir(settings: Settings) -> Path:
-    """The folder of local base-model checkpoints."""
-    return settings.data_dir / "models"
 
 
 def _local_models(settings: Settings) -> list[BaseModelInfo]:

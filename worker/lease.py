@@ -22,9 +22,9 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.durable import fsync_dir, fsync_tree
 from registry.jobs import HeartbeatStatus, heartbeat
 from registry.lease import check_lease
+from registry.storage import fsync_dir, fsync_tree
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from registry.job_metrics import api_metrics, estimated_finish, eval_metrics
 from registry.jobs import HeartbeatStatus, add_event
 from registry.lease import check_lease
 from registry.models import Job, now_unix
-from worker.artifact_store import file_sha256
+from registry.storage import file_sha256
 from worker.shutdown import stop_requested
 
 logger = logging.getLogger(__name__)

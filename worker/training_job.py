@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
+from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
 from diablo_core.errors import ConfigError, ModelLoadError
 from diablo_core.methods.diablo.adapter_io import read_adapter_config
 from diablo_core.methods.diablo.model import apply_diablo
@@ -45,8 +46,8 @@ from registry.jobs import (
 from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.settings import Settings
+from registry.storage import job_dir
 from worker import artifact_store
-from worker.device import DeviceUnavailable, TrainingDevice, release_device_memory, resolve_device
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.lease import JobLease
@@ -69,7 +70,7 @@ class JobRun:
     sessions: sessionmaker[Session]
     worker_id: str
     lease: JobLease
-    device: TrainingDevice | None = None
+    device: Device | None = None
 
     @property
     def fine_tuned_model(self) -> str:
@@ -220,7 +221,7 @@ def _train(
         train_set,
         plan.training,
         valid_examples=valid_set,
-        output_dir=artifact_store.job_dir(run.settings.adapters_dir, run.job.id),
+        output_dir=job_dir(run.settings.adapters_dir, run.job.id),
         callbacks=[reporter],
         fence=run.lease.fence,
     )

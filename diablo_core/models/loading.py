@@ -9,14 +9,12 @@ do not re-hash the weights.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from diablo_core.errors import ModelLoadError
+from diablo_core.file_lock import file_lock
 from diablo_core.models.identity import BaseModelIdentity, attach_identity, compute_content_hash
 
 DEFAULT_MODEL = "default"
@@ -104,7 +103,7 @@ def ensure_default_checkpoint(data_dir: str | Path) -> Path:
     if (target / IDENTITY_FILE).is_file():
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(models_dir / f".{DEFAULT_CHECKPOINT_DIR}.lock"):
+    with file_lock(models_dir / f".{DEFAULT_CHECKPOINT_DIR}.lock"):
         if (target / IDENTITY_FILE).is_file():
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_CHECKPOINT_DIR}.", dir=models_dir))
@@ -202,14 +201,3 @@ def _write_sidecar(directory: Path, identity: BaseModelIdentity) -> None:
     staging = directory / f".{IDENTITY_FILE}.tmp"
     staging.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(staging, directory / IDENTITY_FILE)
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held for the duration of the block (blocks until free)."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
