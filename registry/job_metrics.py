@@ -25,6 +25,11 @@ API_METRIC_NAMES: dict[str, str] = {
     "eta_seconds": "eta_seconds",
 }
 
+# What a checkpoint's row keeps (OpenAI's checkpoint metrics), under the API's names.
+CHECKPOINT_METRICS = frozenset(
+    {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"}
+)
+
 
 def api_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """``metrics`` under the API's names, in their order, without those the API does not report."""
@@ -34,6 +39,11 @@ def api_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 def eval_metrics(step: int, metrics: dict[str, float]) -> dict[str, Any]:
     """A validation pass's metrics (``loss``, ``accuracy`` of the validation set) under the API's names."""
     return api_metrics({"step": step, **{f"eval_{key}": value for key, value in metrics.items()}})
+
+
+def checkpoint_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's metrics (training's, with ``eval_``-prefixed validation ones) under the API's names."""
+    return {key: value for key, value in api_metrics(metrics).items() if key in CHECKPOINT_METRICS}
 
 
 def estimated_finish(

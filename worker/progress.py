@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from diablo_core.training.callbacks import TrainingProgress
 from registry.artifacts import add_checkpoint, checkpoint_model_name
-from registry.job_metrics import api_metrics, estimated_finish, eval_metrics
+from registry.job_metrics import api_metrics, checkpoint_metrics, estimated_finish, eval_metrics
 from registry.jobs import HeartbeatStatus, add_event
 from registry.lease import check_lease
 from registry.models import Job, now_unix
@@ -120,7 +120,7 @@ class JobReporter:
                 step,
                 name,
                 storage_path=str(path),
-                metrics=api_metrics({**metrics, "step": step}),
+                metrics=checkpoint_metrics({**metrics, "step": step}),
                 sha256=digest,
             )
             add_event(session, self.job_id, "info", f"Checkpoint created at step {step}")

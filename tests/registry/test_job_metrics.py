@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.job_metrics import api_metrics, estimated_finish, eval_metrics
+from registry.job_metrics import api_metrics, checkpoint_metrics, estimated_finish, eval_metrics
 
 
 def test_core_metric_names_become_the_api_names_and_unknown_ones_are_dropped() -> None:
@@ -13,6 +13,13 @@ def test_core_metric_names_become_the_api_names_and_unknown_ones_are_dropped() -
         "train_mean_token_accuracy": 0.5,
         "valid_loss": 2.0,
         "valid_mean_token_accuracy": 0.25,
+    }
+    checkpoint = {"step": 4, "loss": 1.5, "accuracy": 0.5, "learning_rate": 1e-3, "eval_loss": 2.0}
+    assert checkpoint_metrics(checkpoint) == {
+        "step": 4,
+        "train_loss": 1.5,
+        "train_mean_token_accuracy": 0.5,
+        "valid_loss": 2.0,
     }
     assert eval_metrics(7, {"loss": 0.5, "accuracy": 0.75}) == {
         "step": 7,
