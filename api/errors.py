@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diablo_core.data.jsonl import shorten
+from registry.errors import error_object
 
 logger = logging.getLogger("api")
 
@@ -63,7 +64,7 @@ def error_body(
     """The error envelope, its message and param cut to ``MAX_MESSAGE_CHARS`` and ``MAX_PARAM_CHARS``."""
     message = shorten(message, MAX_MESSAGE_CHARS)
     param = None if param is None else shorten(param, MAX_PARAM_CHARS)
-    return {"error": {"message": message, "type": type, "param": param, "code": code, **extra}}
+    return {"error": {"message": message, "type": type, **error_object(code, message, param, **extra)}}
 
 
 def not_found(kind: str, object_id: str, code: str = "not_found", param: str | None = None) -> APIError:

@@ -50,7 +50,7 @@ from registry.api_keys import create_api_key
 from registry.artifacts import register_adapter
 from registry.base_models import DEFAULT_CHECKPOINT_DIR, DEFAULT_MODEL_ID
 from registry.db import session_scope
-from worker.artifact_store import file_sha256, safe_dir_name
+from registry.storage import file_sha256, safe_dir_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tiny"

@@ -1,6 +1,6 @@
 """The registry shared by the API and the workers: settings, tables, sessions, job lifecycle.
 
-Torch-free by design: importing it never loads torch or ``diablo_core``.
+Torch-free by design: importing it never loads torch or transformers (only torch-free diablo_core modules).
 """
 
 from registry.artifacts import (

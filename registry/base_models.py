@@ -14,6 +14,7 @@ from pathlib import Path
 from diablo_core.models import catalog
 from diablo_core.models.catalog import DEFAULT_CHECKPOINT_DIR, DEFAULT_MODEL_ALIAS, DEFAULT_MODEL_ID
 from registry.settings import Settings
+from registry.storage import models_dir
 
 # Listed as created at the default model's release (2024-10-31); local checkpoints use their mtime.
 DEFAULT_MODEL_CREATED = 1730332800
@@ -26,11 +27,6 @@ class BaseModelInfo:
     id: str
     created: int
     path: Path | None = None
-
-
-def models_dir(settings: Settings) -> Path:
-    """The folder of local base-model checkpoints."""
-    return settings.data_dir / "models"
 
 
 def _local_models(settings: Settings) -> list[BaseModelInfo]:

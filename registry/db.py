@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
+
+from registry.storage import file_lock
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Arbitrary constant shared by every process that migrates the same Postgres database.
@@ -132,23 +133,12 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _run_alembic(url: str, action: str, revision: str) -> None:
     """Run ``alembic <action> <revision>`` while holding a lock that serializes concurrent migrators."""
     config = alembic_config(url)
     engine = create_db_engine(url)
     path = sqlite_path(url)
-    lock = _file_lock(path.with_name(path.name + ".migrate.lock")) if path else contextlib.nullcontext()
+    lock = file_lock(path.with_name(path.name + ".migrate.lock")) if path else contextlib.nullcontext()
     try:
         with lock, engine.begin() as connection:
             if connection.dialect.name == "postgresql":

@@ -20,11 +20,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import get_sessionmaker
-from registry.jobs import JobStatus, add_event, get_job, stale_jobs, transition
+from registry.jobs import JobStatus, add_event, get_job, stale_jobs
+from registry.lease import release_stale_lease, settle_unfinished
 from registry.models import Job, JobEvent, now_unix
 from registry.queue import enqueue_training
 from registry.settings import Settings
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 3
 # A queued job is sent again after this many heartbeat timeouts without news (600 s by default).
 QUEUED_TIMEOUT_FACTOR = 5
-WORKER_LOST = "worker_lost"
 Enqueue = Callable[[str, Settings], Any]
 
 
@@ -81,30 +81,13 @@ def _settle_lost(
 ) -> JobStatus | None:
     """Take a dead worker's lease and decide the job's fate; None if its worker turned out to be alive."""
     with sessions.begin() as session:
-        released = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-            .where(or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
-            .values(worker_id=None),
-            execution_options={"synchronize_session": False},
-        )
-        if released.rowcount != 1:
+        job = release_stale_lease(session, job_id, cutoff)
+        if job is None:
             return None
-        job = get_job(session, job_id)
-        if job.cancel_requested:
-            transition(session, job, JobStatus.CANCELLED)
-        elif job.attempts >= max_attempts:
-            transition(session, job, JobStatus.FAILED, _lost_error(job.attempts))
-        else:
-            transition(session, job, JobStatus.QUEUED)
-            add_event(session, job_id, "warn", f"Worker lost; re-queued (attempt {job.attempts + 1})")
-        logger.warning("job %s: worker lost after attempt %d; now %s", job_id, job.attempts, job.status)
-        return JobStatus(job.status)
-
-
-def _lost_error(attempts: int) -> dict[str, Any]:
-    message = f"The worker running this job stopped responding; gave up after {attempts} attempts"
-    return {"code": WORKER_LOST, "message": message, "param": None}
+        message = f"Worker lost; re-queued (attempt {job.attempts + 1})"
+        status = settle_unfinished(session, job, message, level="warn", max_attempts=max_attempts)
+        logger.warning("job %s: worker lost after attempt %d; now %s", job_id, job.attempts, status)
+        return status
 
 
 def _idle_queued(sessions: sessionmaker[Session], cutoff: float) -> list[str]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from diablo_core.data.datasets import DEFAULT_LIMITS, DatasetLimits, validate_dataset
 from diablo_core.data.tokenization import TokenizedExample
+from registry.errors import error_object
 from registry.models import File
 
 MAX_PROBLEMS_SHOWN = 5
@@ -27,9 +28,9 @@ class JobDataError(Exception):
         super().__init__(message)
         self.code, self.param, self.message = code, param, message
 
-    def as_error(self) -> dict[str, str]:
+    def as_error(self) -> dict[str, Any]:
         """The job's ``error`` object."""
-        return {"code": self.code, "param": self.param, "message": self.message}
+        return error_object(self.code, self.message, self.param)
 
 
 @dataclass(frozen=True)

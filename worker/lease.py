@@ -22,8 +22,9 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.durable import fsync_dir, fsync_tree
 from registry.jobs import HeartbeatStatus, heartbeat
+from registry.lease import check_lease
+from registry.storage import fsync_dir, fsync_tree
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class JobLease:
         """
         fsync_tree(staging)
         with self.sessions.begin() as session:
-            if self.lost or heartbeat(session, self.job_id, self.worker_id) == HeartbeatStatus.LOST:
+            if self.lost or check_lease(session, self.job_id, self.worker_id) == HeartbeatStatus.LOST:
                 self.lost = True
                 logger.warning("job %s: lease lost; not placing %s", self.job_id, staging.name)
                 return False

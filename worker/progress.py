@@ -12,21 +12,23 @@ the sha256 of its weights, in a transaction that first renews the lease.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from diablo_core.training.callbacks import TrainingProgress
 from registry.artifacts import add_checkpoint, checkpoint_model_name
-from registry.jobs import HeartbeatStatus, JobStatus, add_event, heartbeat
+from registry.job_metrics import api_metrics, checkpoint_metrics, estimated_finish, eval_metrics
+from registry.jobs import HeartbeatStatus, add_event
+from registry.lease import check_lease
 from registry.models import Job, now_unix
-from worker.artifact_store import file_sha256
+from registry.storage import file_sha256
 from worker.shutdown import stop_requested
 
 logger = logging.getLogger(__name__)
@@ -36,18 +38,6 @@ MAX_METRICS_EVENTS = 200
 def metrics_interval(total_steps: int) -> int:
     """Steps between metrics events: 1 up to 200 steps, then ``total_steps // 200``."""
     return 1 if total_steps <= MAX_METRICS_EVENTS else max(1, total_steps // MAX_METRICS_EVENTS)
-
-
-def checkpoint_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Rename diablo_core's checkpoint metrics to the API's names."""
-    names = {
-        "step": "step",
-        "loss": "train_loss",
-        "accuracy": "train_mean_token_accuracy",
-        "eval_loss": "valid_loss",
-        "eval_accuracy": "valid_mean_token_accuracy",
-    }
-    return {names[key]: value for key, value in metrics.items() if key in names}
 
 
 class JobReporter:
@@ -103,7 +93,7 @@ class JobReporter:
         """Record a validation pass as a metrics event."""
         if self.stop_reason == "lost":
             return
-        data = {"step": step, "valid_loss": metrics["loss"], "valid_mean_token_accuracy": metrics["accuracy"]}
+        data = eval_metrics(step, metrics)
         with self.sessions.begin() as session:
             add_event(
                 session,
@@ -121,7 +111,7 @@ class JobReporter:
         name = checkpoint_model_name(self.fine_tuned_model, step)
         digest = file_sha256(path / WEIGHTS_FILE)  # of the bytes just written and flushed
         with self.sessions.begin() as session:
-            if heartbeat(session, self.job_id, self.worker_id) == HeartbeatStatus.LOST:
+            if check_lease(session, self.job_id, self.worker_id) == HeartbeatStatus.LOST:
                 self.stop_reason = "lost"
                 return
             add_checkpoint(
@@ -137,15 +127,10 @@ class JobReporter:
 
     def _check(self, session: Session) -> HeartbeatStatus:
         """Renew the lease when due; otherwise only read whether the job is still ours and not cancelled."""
-        if self.clock() - self.last_heartbeat >= self.heartbeat_interval_s:
+        renew = self.clock() - self.last_heartbeat >= self.heartbeat_interval_s
+        if renew:
             self.last_heartbeat = self.clock()
-            return heartbeat(session, self.job_id, self.worker_id)
-        row = session.execute(
-            select(Job.status, Job.worker_id, Job.cancel_requested).where(Job.id == self.job_id)
-        ).one_or_none()
-        if row is None or row.status != JobStatus.RUNNING or row.worker_id != self.worker_id:
-            return HeartbeatStatus.LOST
-        return HeartbeatStatus.CANCEL_REQUESTED if row.cancel_requested else HeartbeatStatus.OK
+        return check_lease(session, self.job_id, self.worker_id, renew=renew)
 
     @staticmethod
     def _metrics_due(progress: TrainingProgress) -> bool:
@@ -156,22 +141,11 @@ class JobReporter:
         data = metrics_data(progress)
         message = f"Step {progress.step}/{progress.total_steps}: training loss={progress.loss:.4f}"
         add_event(session, self.job_id, "info", message, type="metrics", data=data)
-        values = {
-            "trained_tokens": progress.trained_tokens,
-            "estimated_finish": now_unix() + math.ceil(progress.eta_seconds),
-        }
+        finish = estimated_finish(now_unix(), eta_seconds=progress.eta_seconds)
+        values = {"trained_tokens": progress.trained_tokens, "estimated_finish": finish}
         session.execute(update(Job).where(Job.id == self.job_id).values(**values))
 
 
 def metrics_data(progress: TrainingProgress) -> dict[str, Any]:
     """The data of a step's metrics event."""
-    return {
-        "step": progress.step,
-        "total_steps": progress.total_steps,
-        "train_loss": progress.loss,
-        "train_mean_token_accuracy": progress.accuracy,
-        "learning_rate": progress.learning_rate,
-        "tokens_per_second": progress.tokens_per_second,
-        "epoch": progress.epoch + 1,
-        "eta_seconds": progress.eta_seconds,
-    }
+    return api_metrics({**asdict(progress), "epoch": progress.epoch + 1})

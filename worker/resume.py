@@ -14,8 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
+from diablo_core.training.checkpoints import is_resumable
 from registry.models import Checkpoint
-from worker.artifact_store import file_sha256, is_resumable
+from registry.storage import file_sha256
 
 MAX_REASONS = 3
 

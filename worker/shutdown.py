@@ -16,7 +16,8 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.jobs import InvalidTransition, JobStatus, add_event, get_job, transition
+from registry.jobs import InvalidTransition, JobStatus
+from registry.lease import hand_back
 from registry.queue import enqueue_training
 from registry.settings import Settings
 from registry.sweeper import Enqueue
@@ -72,19 +73,13 @@ def hand_back_for_shutdown(
         The job's status afterwards (``queued`` or ``cancelled``), or None if it was no longer ours.
     """
     with sessions.begin() as session:
-        job = get_job(session, job_id)
-        if job is None or job.status != JobStatus.RUNNING or job.worker_id != worker_id:
-            logger.warning("job %s: not ours any more, not handing it back", job_id)
-            return None
-        target = JobStatus.CANCELLED if job.cancel_requested else JobStatus.QUEUED
         try:
-            transition(session, job, target)
-        except InvalidTransition:
-            logger.warning("job %s changed status concurrently; leaving it %s", job_id, job.status)
-            return job.status
-        if target == JobStatus.CANCELLED:
-            return job.status
-        add_event(session, job_id, "info", shutdown_message(step))
+            status = hand_back(session, job_id, worker_id, shutdown_message(step))
+        except InvalidTransition as error:
+            logger.warning("job %s changed status concurrently; leaving it %s", job_id, error.current)
+            return error.current
+    if status != JobStatus.QUEUED:
+        return status
     _send_again(enqueue, job_id, settings)
     return JobStatus.QUEUED
 

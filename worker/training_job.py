@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
+from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
 from diablo_core.errors import ConfigError, ModelLoadError
 from diablo_core.methods.diablo.adapter_io import read_adapter_config
 from diablo_core.methods.diablo.model import apply_diablo
@@ -33,6 +34,7 @@ from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
 from registry.db import get_sessionmaker
+from registry.errors import error_object
 from registry.jobs import (
     HeartbeatStatus,
     InvalidTransition,
@@ -40,13 +42,13 @@ from registry.jobs import (
     add_event,
     claim_job,
     get_job,
-    heartbeat,
     transition,
 )
+from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.settings import Settings
+from registry.storage import job_dir
 from worker import artifact_store
-from worker.device import DeviceUnavailable, TrainingDevice, release_device_memory, resolve_device
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.lease import JobLease
@@ -69,7 +71,7 @@ class JobRun:
     sessions: sessionmaker[Session]
     worker_id: str
     lease: JobLease
-    device: TrainingDevice | None = None
+    device: Device | None = None
 
     @property
     def fine_tuned_model(self) -> str:
@@ -130,9 +132,9 @@ def _run_claimed(run: JobRun) -> str | None:
 
 def _internal_error(error: Exception) -> dict[str, Any]:
     if isinstance(error, DeviceUnavailable):
-        return {"code": "internal_error", "param": None, "message": str(error)}
+        return error_object("internal_error", str(error))
     message = f"An internal error ({type(error).__name__}) stopped training; the worker logs have details."
-    return {"code": "internal_error", "param": None, "message": message}
+    return error_object("internal_error", message)
 
 
 def _train_and_publish(run: JobRun) -> str | None:
@@ -220,7 +222,7 @@ def _train(
         train_set,
         plan.training,
         valid_examples=valid_set,
-        output_dir=artifact_store.job_dir(run.settings.adapters_dir, run.job.id),
+        output_dir=job_dir(run.settings.adapters_dir, run.job.id),
         callbacks=[reporter],
         fence=run.lease.fence,
     )
@@ -300,7 +302,7 @@ def _finish(
     and one requested later finds the job finished (``registry.jobs.request_cancel`` raises).
     """
     with run.sessions.begin() as session:
-        lease = heartbeat(session, run.job.id, run.worker_id)
+        lease = check_lease(session, run.job.id, run.worker_id)
         if lease == HeartbeatStatus.LOST:
             logger.warning("job %s: not ours any more, not marking it %s", run.job.id, status)
             return None
@@ -323,16 +325,10 @@ def _hand_back(run: JobRun) -> None:
 
     A job whose cancellation was requested is cancelled instead.
     """
+    message = "Training was interrupted; the job will be retried"
     try:
         with run.sessions.begin() as session:
-            job = get_job(session, run.job.id)
-            if job is None or job.status != JobStatus.RUNNING or job.worker_id != run.worker_id:
-                return
-            if job.cancel_requested:  # a queued job with a pending cancel would never be claimed again
-                transition(session, job, JobStatus.CANCELLED)
-                return
-            transition(session, job, JobStatus.QUEUED)
-            add_event(session, job.id, "warn", "Training was interrupted; the job will be retried")
+            hand_back(session, run.job.id, run.worker_id, message, level="warn")
     except Exception:
         logger.exception("job %s: could not hand it back; it is claimable when its lease expires", run.job.id)
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from diablo_core.spec.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
+from registry.job_metrics import estimated_finish
 from registry.models import Checkpoint, Job, JobEvent
 
 MAX_METADATA_PAIRS = 16
@@ -154,12 +155,11 @@ def _progress(event: JobEvent | None) -> JobProgress | None:
 
 def _estimate_finish(job: Job, progress: JobProgress | None, event: JobEvent | None) -> int | None:
     """Extrapolate the pace so far (started_at to the latest metrics) to the remaining steps."""
-    if job.status != "running" or progress is None or event is None or job.started_at is None:
+    if job.status != "running" or progress is None or event is None:
         return None
-    if not progress.total_steps or progress.step <= 0:
-        return None
-    elapsed = max(0, event.created_at - job.started_at)
-    return job.started_at + round(elapsed * progress.total_steps / progress.step)
+    return estimated_finish(
+        event.created_at, started_at=job.started_at, step=progress.step, total_steps=progress.total_steps
+    )
 
 
 class JobsPublic(BaseModel):

@@ -8,9 +8,7 @@ have none, so theirs is computed from the file, memoized by path, size and mtime
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import select
@@ -24,8 +22,7 @@ from registry.base_models import canonical_model_id, find_base_model
 from registry.db import get_sessionmaker
 from registry.models import Checkpoint, Job
 from registry.settings import Settings
-
-_HASH_CHUNK = 1 << 20
+from registry.storage import cached_file_sha256, stored_path
 
 
 @dataclass(frozen=True)
@@ -43,9 +40,7 @@ def served_model_id(settings: Settings) -> str:
 
 
 def _stored_path(storage_path: str, settings: Settings) -> Path:
-    """A recorded storage path; a relative one lies under ``adapters_dir``."""
-    path = Path(storage_path)
-    return path if path.is_absolute() else settings.adapters_dir / path
+    return stored_path(storage_path, settings.adapters_dir)
 
 
 def _check_base(model_id: str, base_model: str, settings: Settings) -> None:
@@ -60,17 +55,6 @@ def _check_base(model_id: str, base_model: str, settings: Settings) -> None:
         )
 
 
-@lru_cache(maxsize=1024)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """The file's sha256; the size and mtime are part of the cache key, so a rewritten file is re-hashed."""
-    del size, mtime_ns
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checkpoint_files(
     session: Session, settings: Settings, project: str | None, name: str
 ) -> AdapterFiles | None:
@@ -83,12 +67,14 @@ def _checkpoint_files(
     if row is None or row.storage_path is None:
         return None
     directory = _stored_path(row.storage_path, settings)
-    try:
-        stat = (directory / WEIGHTS_FILE).stat()
-    except OSError:  # pruned after it was recorded
+    if not (directory / WEIGHTS_FILE).is_file():  # pruned after it was recorded
         return None
-    sha256 = row.sha256 or _file_sha256(str(directory / WEIGHTS_FILE), stat.st_size, stat.st_mtime_ns)
-    return AdapterFiles(sha256, directory, row.model)
+    if row.sha256 is not None:
+        return AdapterFiles(row.sha256, directory, row.model)
+    try:
+        return AdapterFiles(cached_file_sha256(directory / WEIGHTS_FILE), directory, row.model)
+    except OSError:  # pruned meanwhile
+        return None
 
 
 def find_adapter_files(

@@ -22,11 +22,11 @@ from api.services.file_use import ensure_file_unused
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
 from api.services.quota import check_storage_quota, reserve_storage
 from diablo_core.data.datasets import DatasetLimits, DatasetReport, validate_dataset
-from registry.durable import replace_durably
 from registry.ids import FILE_PREFIX, new_id
 from registry.models import File
 from registry.pagination import Page, paginate
 from registry.settings import Settings
+from registry.storage import replace_durably, uploaded_file_path
 
 FINE_TUNE = "fine-tune"
 UPLOAD_ROUTE = "POST /v1/files"
@@ -130,7 +130,7 @@ def store_upload(
         check_storage_quota(session, settings, project, size, "file")
         num_examples = check_dataset(temp, settings)
         file_id = new_id(FILE_PREFIX)
-        final = settings.files_dir / f"{file_id}.jsonl"
+        final = uploaded_file_path(settings, file_id)
         replace_durably(temp, final)  # on disk before the commit that makes it visible
     finally:
         temp.unlink(missing_ok=True)

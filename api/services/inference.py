@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import torch
 from fastapi import FastAPI, Request
 
 from api.errors import SERVER_ERROR, APIError
@@ -23,6 +22,7 @@ from api.rate_limit import Caller
 from api.schemas.inference import SamplingParams
 from api.services.adapter_refs import adapter_ref, served_model_id
 from api.services.engine_errors import api_error
+from diablo_core.devices import resolve_device
 from diablo_core.errors import DiaBloError
 from diablo_core.generation.decoding import GenerationResult
 from diablo_core.models.loading import load_base_model
@@ -43,14 +43,6 @@ CLIENT_CLOSED = 499
 _settling: set[asyncio.Task] = set()
 
 
-def serving_device(setting: str) -> str:
-    """``auto`` is CUDA when available, else CPU; other values (``cpu``, ``cuda:1``) are used as given."""
-    setting = setting.strip().lower()
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
-
-
 @dataclass
 class InferenceService:
     """The served base model (``model_id``) inside an :class:`InferenceEngine`."""
@@ -63,7 +55,7 @@ class InferenceService:
         """Loads ``settings.default_model`` (blocking: seconds to minutes) and starts its engine."""
         model_id = served_model_id(settings)
         merged = _merged_adapter(settings)
-        device = serving_device(settings.device)
+        device = resolve_device(settings.device).name
         loaded = load_base_model(load_source(model_id, settings), data_dir=settings.data_dir, device=device)
         engine = InferenceEngine(
             loaded.model,

@@ -21,6 +21,7 @@ from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
+from registry.errors import error_object
 from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
 from registry.models import File, Job, JobEvent
 from registry.project_lock import lock_project
@@ -145,7 +146,7 @@ def _enqueue(session: Session, settings: Settings, job: Job) -> None:
         enqueue_training(job.id, settings)
     except Exception as exc:
         logger.exception("could not enqueue job %s", job.id)
-        error = {"code": "enqueue_failed", "message": "The job could not be queued", "param": None}
+        error = error_object("enqueue_failed", "The job could not be queued")
         try:
             transition(session, job, JobStatus.FAILED, error)
             session.commit()

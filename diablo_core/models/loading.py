@@ -9,14 +9,12 @@ do not re-hash the weights.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from diablo_core.errors import ModelLoadError
+from diablo_core.file_lock import file_lock
 from diablo_core.models.catalog import (
     DEFAULT_CHECKPOINT_DIR,
     DEFAULT_MODEL_ALIAS,
@@ -217,14 +216,3 @@ def _write_sidecar(directory: Path, identity: BaseModelIdentity) -> None:
     staging = directory / f".{IDENTITY_FILE}.tmp"
     staging.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(staging, directory / IDENTITY_FILE)
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held for the duration of the block (blocks until free)."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -33,10 +33,12 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from diablo_core.errors import ConfigError
-from diablo_core.methods.diablo.adapter_io import load_adapter, save_adapter
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
 from diablo_core.models.identity import BaseModelIdentity
 
 STEP_PREFIX = "step-"
+CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE_FILE = "trainer_state.json"
 # fence(staging, place): run ``place`` (which makes ``staging`` visible) only if the caller may still write;
 # True when it ran. The worker checks its job's lease in the same database transaction.
 Fence = Callable[[Path, Callable[[], None]], bool]
@@ -85,12 +87,27 @@ class TrainerState:
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
+def checkpoints_root(output_dir: Path) -> Path:
+    """Where a run writing to ``output_dir`` keeps its ``step-<n>`` checkpoints."""
+    return output_dir / CHECKPOINTS_DIR
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a ``step-<n>`` checkpoint directory."""
+    return int(path.name[len(STEP_PREFIX) :])
+
+
+def is_resumable(path: Path) -> bool:
+    """True when ``path`` is a full training checkpoint, not an adapter-only snapshot."""
+    return (path / TRAINER_STATE_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Returns the finished ``step-<n>`` directories under ``root``, oldest step first."""
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+    return sorted(found, key=checkpoint_step)
 
 
 def prune_checkpoints(root: Path, keep: int | None) -> None:
@@ -205,7 +222,7 @@ def _write_files(
     _write_json(directory / "optimizer.json", meta)
     _write_json(directory / "scheduler.json", scheduler.state_dict())
     save_file(_rng_tensors(), str(directory / "rng.safetensors"))
-    _write_json(directory / "trainer_state.json", {**asdict(state), "python_rng": random.getstate()})
+    _write_json(directory / TRAINER_STATE_FILE, {**asdict(state), "python_rng": random.getstate()})
 
 
 def load_checkpoint(
@@ -227,11 +244,11 @@ def load_checkpoint(
     Raises:
         ConfigError: The checkpoint is missing or belongs to a run with a different fingerprint.
     """
-    if not (path / "trainer_state.json").is_file():
+    if not (path / TRAINER_STATE_FILE).is_file():
         raise ConfigError(
-            f"{path} is not a training checkpoint (no trainer_state.json)", "checkpoint_invalid"
+            f"{path} is not a training checkpoint (no {TRAINER_STATE_FILE})", "checkpoint_invalid"
         )
-    saved = json.loads((path / "trainer_state.json").read_text())
+    saved = json.loads((path / TRAINER_STATE_FILE).read_text())
     python_rng = saved.pop("python_rng")
     state = TrainerState(**saved)
     if state.fingerprint != fingerprint:

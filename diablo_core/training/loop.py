@@ -21,7 +21,14 @@ from diablo_core.errors import DatasetError
 from diablo_core.methods.diablo.adapter_io import save_adapter
 from diablo_core.spec.training import TrainingConfig
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
-from diablo_core.training.checkpoints import Fence, load_checkpoint, replace_dir, staging_dir, unfenced
+from diablo_core.training.checkpoints import (
+    Fence,
+    checkpoints_root,
+    load_checkpoint,
+    replace_dir,
+    staging_dir,
+    unfenced,
+)
 from diablo_core.training.loss import evaluate_examples
 from diablo_core.training.run_state import TrainingRun
 
@@ -145,7 +152,7 @@ def _loop(
             if valid and _due(run.state.step, config.eval_every) and not stopped:
                 eval_metrics = _evaluate(run, valid, hooks)
             if stopped or _due(run.state.step, config.checkpoint_every) or _epoch_checkpoint_due(run):
-                run.checkpoint(output_dir / "checkpoints", hooks, {**run.last, **_prefixed(eval_metrics)})
+                run.checkpoint(checkpoints_root(output_dir), hooks, {**run.last, **_prefixed(eval_metrics)})
         if valid and not stopped and not (run.state.history and "eval_loss" in run.state.history[-1]):
             eval_metrics = _evaluate(run, valid, hooks)
     finally:

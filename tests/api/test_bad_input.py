@@ -21,8 +21,8 @@ from api.main import create_app
 from registry.artifacts import fine_tuned_model_name
 from registry.models import File
 from registry.settings import Settings
+from registry.storage import safe_dir_name
 from tests.api.conftest import CHAT_EXAMPLE, assert_error, create_job, jsonl, make_settings, upload
-from worker.artifact_store import safe_dir_name
 
 JOBS = "/v1/fine_tuning/jobs"
 LABEL = re.compile(r"[A-Za-z0-9._ -]+")

@@ -13,6 +13,7 @@ import pytest
 
 from registry.artifacts import get_adapter
 from registry.db import session_scope
+from registry.storage import file_sha256
 from tests.e2e.conftest import (
     TERMINAL,
     TINY_MODEL,
@@ -24,7 +25,6 @@ from tests.e2e.conftest import (
     upload,
     wait_for_job,
 )
-from worker.artifact_store import file_sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 JOB_TIMEOUT_S = 180.0

@@ -12,14 +12,14 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from diablo_core.devices import DeviceUnavailable, resolve_device
 from diablo_core.training.callbacks import TrainingProgress
-from registry.durable import fsync_tree
+from registry import lease as lease_module
 from registry.jobs import HeartbeatStatus, claim_job, get_job, heartbeat, request_cancel
 from registry.models import JobEvent
 from registry.settings import Settings
-from worker import progress as progress_module
-from worker.artifact_store import discard_staged, place_adapter, safe_dir_name, stage_adapter
-from worker.device import DeviceUnavailable, resolve_device
+from registry.storage import fsync_tree, safe_dir_name
+from worker.artifact_store import discard_staged, place_adapter, stage_adapter
 from worker.progress import JobReporter, metrics_interval
 
 WORKER = "test-worker:1"
@@ -123,7 +123,7 @@ def test_reporter_throttles_events_and_heartbeats_but_sees_a_cancel_at_once(
         beats.append(now[0])
         return heartbeat(session, job, worker)
 
-    monkeypatch.setattr(progress_module, "heartbeat", counted_heartbeat)
+    monkeypatch.setattr(lease_module, "heartbeat", counted_heartbeat)  # the guard renews through it
     reporter = JobReporter(
         sessions,
         job_id,

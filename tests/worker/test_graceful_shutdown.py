@@ -19,6 +19,7 @@ from kombu import Connection
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from diablo_core.training.checkpoints import is_resumable
 from registry.db import get_sessionmaker, upgrade_database
 from registry.jobs import claim_job, get_job, request_cancel
 from registry.models import Checkpoint, JobEvent
@@ -30,7 +31,6 @@ from tests.worker.test_job_outcomes import job_row, messages, metric_steps, on_s
 from tests.worker.test_worker_process import REDIS_URL, worker_env
 from tests.worker.worker_process import start_worker, stop_worker, wait_for
 from worker import shutdown, training_job
-from worker.artifact_store import is_resumable
 from worker.progress import JobReporter
 from worker.resume import find_resume_point
 from worker.training_job import run_training_job

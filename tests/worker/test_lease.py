@@ -17,11 +17,11 @@ from registry.db import get_sessionmaker, upgrade_database
 from registry.jobs import get_job, request_cancel
 from registry.models import Adapter, Checkpoint, Job, JobEvent, now_unix
 from registry.settings import Settings
+from registry.storage import safe_dir_name
 from registry.sweeper import recover_stale_jobs
 from tests.worker.conftest import chat_example, jsonl, make_settings, queue_job
 from tests.worker.test_job_outcomes import files_under, job_row, messages, metric_steps, on_step
 from worker import artifact_store, training_job
-from worker.artifact_store import safe_dir_name
 from worker.training_job import run_training_job
 
 WORKER = "test-worker:1"

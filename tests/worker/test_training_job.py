@@ -9,13 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.models.loading import load_base_model
+from diablo_core.training.checkpoints import is_resumable
 from registry.artifacts import checkpoint_model_name, get_adapter
 from registry.db import get_sessionmaker, upgrade_database
 from registry.jobs import get_job
 from registry.models import Adapter, Checkpoint, JobEvent
 from registry.settings import Settings
+from registry.storage import file_sha256
 from tests.worker.conftest import chat_example, jsonl, make_settings, queue_job
-from worker.artifact_store import file_sha256, is_resumable
 from worker.training_job import run_training_job
 
 WORKER = "test-worker:1"

@@ -14,9 +14,9 @@ from registry.db import current_revision, get_sessionmaker, upgrade_database
 from registry.jobs import get_job
 from registry.queue import enqueue_training
 from registry.settings import Settings
+from registry.storage import file_sha256
 from tests.worker.conftest import chat_example, jsonl, make_settings, queue_job
 from tests.worker.worker_process import TERMINAL, start_worker, stop_worker, wait_for
-from worker.artifact_store import file_sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -1,0 +1,67 @@
+"""What a running job reports: the API's names for diablo_core's metrics, and when the job should finish.
+
+diablo_core names its metrics as training sees them (``loss``, ``eval_accuracy``); the API uses OpenAI's
+names (``train_loss``, ``valid_mean_token_accuracy``). The renaming happens here only, for every metrics
+event and checkpoint the worker records. A job's ``estimated_finish`` is also computed here only: the worker
+stores one from training's own estimate, and the API falls back to the pace so far when none is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# diablo_core's metric name -> the API's; a metric not listed here is not reported.
+API_METRIC_NAMES: dict[str, str] = {
+    "step": "step",
+    "total_steps": "total_steps",
+    "loss": "train_loss",
+    "accuracy": "train_mean_token_accuracy",
+    "eval_loss": "valid_loss",
+    "eval_accuracy": "valid_mean_token_accuracy",
+    "learning_rate": "learning_rate",
+    "tokens_per_second": "tokens_per_second",
+    "epoch": "epoch",
+    "eta_seconds": "eta_seconds",
+}
+
+# What a checkpoint's row keeps (OpenAI's checkpoint metrics), under the API's names.
+CHECKPOINT_METRICS = frozenset(
+    {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"}
+)
+
+
+def api_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` under the API's names, in their order, without those the API does not report."""
+    return {API_METRIC_NAMES[key]: value for key, value in metrics.items() if key in API_METRIC_NAMES}
+
+
+def eval_metrics(step: int, metrics: dict[str, float]) -> dict[str, Any]:
+    """A validation pass's metrics (``loss``, ``accuracy`` of the validation set) under the API's names."""
+    return api_metrics({"step": step, **{f"eval_{key}": value for key, value in metrics.items()}})
+
+
+def checkpoint_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's metrics (training's, with ``eval_``-prefixed validation ones) under the API's names."""
+    return {key: value for key, value in api_metrics(metrics).items() if key in CHECKPOINT_METRICS}
+
+
+def estimated_finish(
+    now: int,
+    *,
+    eta_seconds: float | None = None,
+    started_at: int | None = None,
+    step: int | None = None,
+    total_steps: int | None = None,
+) -> int | None:
+    """The unix time a running job should finish.
+
+    From training's own estimate when given (``now + eta_seconds``), else by extrapolating the pace from
+    ``started_at`` to ``now`` (when step ``step`` was reported) over ``total_steps``; else None.
+    """
+    if eta_seconds is not None:
+        return now + math.ceil(eta_seconds)
+    if started_at is None or not total_steps or step is None or step <= 0:
+        return None
+    elapsed = max(0, now - started_at)
+    return started_at + round(elapsed * total_steps / step)

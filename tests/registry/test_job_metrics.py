@@ -1,0 +1,37 @@
+"""Metric names are renamed in one place, and estimated_finish is computed in one place."""
+
+from __future__ import annotations
+
+from registry.job_metrics import api_metrics, checkpoint_metrics, estimated_finish, eval_metrics
+
+
+def test_core_metric_names_become_the_api_names_and_unknown_ones_are_dropped() -> None:
+    core = {"step": 4, "loss": 1.5, "accuracy": 0.5, "eval_loss": 2.0, "eval_accuracy": 0.25, "other": 1}
+    assert api_metrics(core) == {
+        "step": 4,
+        "train_loss": 1.5,
+        "train_mean_token_accuracy": 0.5,
+        "valid_loss": 2.0,
+        "valid_mean_token_accuracy": 0.25,
+    }
+    checkpoint = {"step": 4, "loss": 1.5, "accuracy": 0.5, "learning_rate": 1e-3, "eval_loss": 2.0}
+    assert checkpoint_metrics(checkpoint) == {
+        "step": 4,
+        "train_loss": 1.5,
+        "train_mean_token_accuracy": 0.5,
+        "valid_loss": 2.0,
+    }
+    assert eval_metrics(7, {"loss": 0.5, "accuracy": 0.75}) == {
+        "step": 7,
+        "valid_loss": 0.5,
+        "valid_mean_token_accuracy": 0.75,
+    }
+
+
+def test_estimated_finish_from_training_eta_or_from_the_pace_so_far() -> None:
+    assert estimated_finish(1_000, eta_seconds=9.2) == 1_010  # rounded up
+    # 10 of 40 steps in the 100 s since the start: 400 s in all
+    assert estimated_finish(1_100, started_at=1_000, step=10, total_steps=40) == 1_400
+    assert estimated_finish(1_100, started_at=None, step=10, total_steps=40) is None
+    assert estimated_finish(1_100, started_at=1_000, step=0, total_steps=40) is None
+    assert estimated_finish(1_100, started_at=1_000, step=10, total_steps=None) is None
