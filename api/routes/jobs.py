@@ -24,10 +24,6 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 CheckpointLimit = Annotated[int, Query(ge=1, le=100)]
 
 
-def _ends(ids: list[str]) -> tuple[str | None, str | None]:
-    return (ids[0], ids[-1]) if ids else (None, None)
-
-
 @router.post("", response_model=JobPublic)
 def create_job(
     session: SessionDep,
@@ -47,9 +43,7 @@ def list_fine_tuning_jobs(
 ) -> JobsPublic:
     """List the project's jobs, newest first."""
     page = list_jobs(session, project_id=project, after=after, limit=limit)
-    data = service.jobs_public(session, page.data)
-    first, last = _ends([job.id for job in data])
-    return JobsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+    return JobsPublic.of(service.jobs_public(session, page.data), page.has_more)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -78,9 +72,7 @@ def list_job_events(
     """List a job's status messages and step metrics, newest first."""
     service.load_job(session, project, job_id)
     page = list_events(session, job_id, after=after, limit=limit)
-    data = [EventPublic.from_row(event) for event in page.data]
-    first, last = _ends([event.id for event in data])
-    return EventsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+    return EventsPublic.of([EventPublic.from_row(event) for event in page.data], page.has_more)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic)
@@ -94,6 +86,4 @@ def list_job_checkpoints(
     """List a job's checkpoints, newest first."""
     service.load_job(session, project, job_id)
     page = list_checkpoints(session, job_id, after=after, limit=limit)
-    data = [CheckpointPublic.from_row(checkpoint) for checkpoint in page.data]
-    first, last = _ends([checkpoint.id for checkpoint in data])
-    return CheckpointsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+    return CheckpointsPublic.of([CheckpointPublic.from_row(row) for row in page.data], page.has_more)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from api.schemas.lists import ListPublic
 from registry.models import File
 
 
@@ -33,12 +34,8 @@ class FilePublic(BaseModel):
         )
 
 
-class FilesPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FilePublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class FilesPublic(ListPublic[FilePublic]):
+    pass
 
 
 class FileDeleted(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.schemas.lists import ListPublic
 from registry.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
 from registry.models import Checkpoint, Job, JobEvent
 
@@ -162,12 +163,8 @@ def _estimate_finish(job: Job, progress: JobProgress | None, event: JobEvent | N
     return job.started_at + round(elapsed * progress.total_steps / progress.step)
 
 
-class JobsPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[JobPublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class JobsPublic(ListPublic[JobPublic]):
+    pass
 
 
 class EventPublic(BaseModel):
@@ -191,12 +188,8 @@ class EventPublic(BaseModel):
         )
 
 
-class EventsPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[EventPublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class EventsPublic(ListPublic[EventPublic]):
+    pass
 
 
 class CheckpointPublic(BaseModel):
@@ -220,9 +213,5 @@ class CheckpointPublic(BaseModel):
         )
 
 
-class CheckpointsPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[CheckpointPublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class CheckpointsPublic(ListPublic[CheckpointPublic]):
+    pass
