@@ -7,8 +7,9 @@ without loading torch; the engine and the adapter cache load torch when first us
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from diablo_core.lazy_exports import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "AdapterCache": "diablo_core.serving.adapter_cache",
@@ -53,15 +54,4 @@ if TYPE_CHECKING:
     from diablo_core.serving.multi_adapter import MultiAdapterLinear, MultiAdapterModel, merge_blocks
     from diablo_core.serving.stats import EngineStats
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'diablo_core.serving' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
