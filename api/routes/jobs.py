@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, LimitQuery, SessionDep, SettingsDep
 from api.schemas.jobs import (
@@ -22,6 +22,15 @@ from registry.jobs import list_events, list_jobs
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 CheckpointLimit = Annotated[int, Query(ge=1, le=100)]
+
+
+def _owned_job_id(session: SessionDep, project: CurrentProject, job_id: str) -> str:
+    """The path's job id once the job is known to be the project's (404 otherwise)."""
+    service.load_job(session, project, job_id)
+    return job_id
+
+
+OwnedJobId = Annotated[str, Depends(_owned_job_id)]
 
 
 @router.post("", response_model=JobPublic)
@@ -63,27 +72,17 @@ def cancel_job(
 
 @router.get("/{job_id}/events", response_model=EventsPublic)
 def list_job_events(
-    session: SessionDep,
-    project: CurrentProject,
-    job_id: str,
-    after: AfterQuery = None,
-    limit: LimitQuery = 20,
+    session: SessionDep, job_id: OwnedJobId, after: AfterQuery = None, limit: LimitQuery = 20
 ) -> EventsPublic:
     """List a job's status messages and step metrics, newest first."""
-    service.load_job(session, project, job_id)
     page = list_events(session, job_id, after=after, limit=limit)
     return EventsPublic.of([EventPublic.from_row(event) for event in page.data], page.has_more)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic)
 def list_job_checkpoints(
-    session: SessionDep,
-    project: CurrentProject,
-    job_id: str,
-    after: AfterQuery = None,
-    limit: CheckpointLimit = 10,
+    session: SessionDep, job_id: OwnedJobId, after: AfterQuery = None, limit: CheckpointLimit = 10
 ) -> CheckpointsPublic:
     """List a job's checkpoints, newest first."""
-    service.load_job(session, project, job_id)
     page = list_checkpoints(session, job_id, after=after, limit=limit)
     return CheckpointsPublic.of([CheckpointPublic.from_row(row) for row in page.data], page.has_more)

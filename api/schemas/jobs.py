@@ -168,6 +168,8 @@ class JobsPublic(ListPublic[JobPublic]):
 
 
 class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from a registry row
+
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
@@ -178,14 +180,7 @@ class EventPublic(BaseModel):
 
     @classmethod
     def from_row(cls, event: JobEvent) -> EventPublic:
-        return cls(
-            id=event.id,
-            created_at=event.created_at,
-            level=event.level,
-            message=event.message,
-            type=event.type,
-            data=event.data,
-        )
+        return cls.model_validate(event)
 
 
 class EventsPublic(ListPublic[EventPublic]):
@@ -193,24 +188,19 @@ class EventsPublic(ListPublic[EventPublic]):
 
 
 class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from a registry row
+
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     created_at: int
     fine_tuned_model_checkpoint: str
-    fine_tuning_job_id: str
+    fine_tuning_job_id: str = Field(validation_alias="job_id")  # the row's name
     step_number: int
     metrics: dict[str, Any]
 
     @classmethod
     def from_row(cls, checkpoint: Checkpoint) -> CheckpointPublic:
-        return cls(
-            id=checkpoint.id,
-            created_at=checkpoint.created_at,
-            fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
-            fine_tuning_job_id=checkpoint.job_id,
-            step_number=checkpoint.step_number,
-            metrics=checkpoint.metrics,
-        )
+        return cls.model_validate(checkpoint)
 
 
 class CheckpointsPublic(ListPublic[CheckpointPublic]):
