@@ -50,8 +50,9 @@ def prepare_storage(settings: Settings) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(app.state.settings.log_format)
     await asyncio.to_thread(prepare_storage, app.state.settings)
-    # The ~300k objects of the imports (torch, transformers) never die: moving them out of the collector's
-    # reach turns 140-195 ms full-collection pauses into 5-16 ms ones (benchmarks/api_latency.py, p99).
+    # The objects of the imports never die: moving them out of the collector's reach keeps full collections
+    # short (benchmarks/api_latency.py, p99). torch and transformers are not among them: they load with the
+    # inference engine, which freezes its own objects (api.services.inference).
     gc.collect()
     gc.freeze()
     # Recovers jobs of dead workers and lost queue messages while the API runs (registry.sweeper).

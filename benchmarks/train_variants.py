@@ -17,6 +17,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from benchmarks.model_shapes import RANDOM_CONFIGS
 from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.methods.diablo.layer import block_layout
@@ -42,27 +43,6 @@ class Variant:
     @property
     def trainable(self) -> int:
         return sum(p.numel() for p in self.params)
-
-
-# Random-weight Llamas, for speed and memory only: "tiny" for tests, "llama-1b" (TinyLlama shape) for GPUs.
-RANDOM_CONFIGS: dict[str, dict[str, int]] = {
-    "tiny": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 256,
-    },
-    "llama-1b": {
-        "hidden_size": 2048,
-        "intermediate_size": 5632,
-        "num_hidden_layers": 22,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 4,
-        "vocab_size": 32000,
-    },
-}
 
 
 def load_plain(name: str, device: str, dtype: torch.dtype) -> Any:

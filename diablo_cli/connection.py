@@ -6,15 +6,18 @@ Exit codes: 0 success; 1 an API error (or, when watching, a job that failed or w
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from diablo_cli.client import DEFAULT_BASE_URL, APIConnectionError, APIRequestError, DiabloClient
 from diablo_cli.dev_key import dev_key_for
@@ -40,6 +43,8 @@ ApiKeyOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON object instead of a summary.")]
+# How a command shows an API object when --json is not given.
+Summary = Callable[[dict[str, Any]], None]
 
 
 def stdout_console() -> Console:
@@ -95,3 +100,72 @@ def connect(base_url: str = DEFAULT_BASE_URL, api_key: str | None = None) -> Ite
     except APIConnectionError as error:
         err.print(f"[red]error[/red]: {escape(str(error))}")
         raise typer.Exit(EXIT_UNREACHABLE) from error
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """What an API command does: one call of the client, and how to show its result without ``--json``."""
+
+    call: Callable[[DiabloClient], dict[str, Any]]
+    summary: Summary
+
+
+# The options every API command takes, after its own (typer reads them from the command's signature).
+CONNECTION_PARAMETERS = (
+    inspect.Parameter(
+        "base_url", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_BASE_URL, annotation=BaseUrlOption
+    ),
+    inspect.Parameter("api_key", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ApiKeyOption),
+    inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption),
+)
+
+
+def api_command(app: typer.Typer, name: str | None = None) -> Callable[[Callable[..., ApiCall]], Callable]:
+    """Registers a command that makes one API call, adding ``--base-url``, ``--api-key`` and ``--json``.
+
+    The decorated function takes the command's own arguments and returns the :class:`ApiCall` to make; with
+    ``--json`` the API's JSON object is printed, else the call's summary. Failures end the command with their
+    exit code (see :func:`connect`).
+    """
+
+    def register(command: Callable[..., ApiCall]) -> Callable:
+        def run(*args: Any, base_url: str, api_key: str | None, json_output: bool, **kwargs: Any) -> None:
+            request = command(*args, **kwargs)
+            with connect(base_url, api_key) as client:
+                result = request.call(client)
+            if json_output:
+                print_json(result)
+            else:
+                request.summary(result)
+
+        own = inspect.signature(command, eval_str=True)
+        parameters = [*own.parameters.values(), *CONNECTION_PARAMETERS]
+        run.__signature__ = own.replace(parameters=parameters, return_annotation=None)  # type: ignore[attr-defined]
+        run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
+        app.command(name)(run)
+        return run
+
+    return register
+
+
+def page_printer(table: Callable[[list[dict[str, Any]]], Table], empty: str) -> Summary:
+    """A summary of a list page: its items as ``table(items)`` on stdout, or ``empty`` on stderr."""
+
+    def show(page: dict[str, Any]) -> None:
+        if page["data"]:
+            stdout_console().print(table(page["data"]))
+        else:
+            stderr_console().print(empty)
+
+    return show
+
+
+def print_line(text: str) -> None:
+    """A one-line summary on stdout, printed as it is (no markup)."""
+    stdout_console().print(text, markup=False)
+
+
+def print_deleted(deleted: dict[str, Any]) -> None:
+    """The summary of a deletion: ``Deleted <id>``."""
+    print_line(f"Deleted {deleted['id']}")

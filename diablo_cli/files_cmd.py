@@ -12,13 +12,14 @@ from rich.table import Table
 
 from diablo_cli.client import DEFAULT_BASE_URL
 from diablo_cli.connection import (
+    ApiCall,
     ApiKeyOption,
     BaseUrlOption,
-    JsonOption,
+    api_command,
     connect,
-    print_json,
+    page_printer,
+    print_deleted,
     stderr_console,
-    stdout_console,
 )
 from diablo_cli.transfer import refuse_existing, save_stream
 
@@ -36,23 +37,18 @@ def format_time(unix_seconds: int | None) -> str:
     return dt.datetime.fromtimestamp(unix_seconds).strftime("%Y-%m-%d %H:%M")
 
 
-@app.command()
+@api_command(app)
 def upload(
-    path: ExistingFile,
-    purpose: Annotated[str, typer.Option(help="The file's purpose.")] = "fine-tune",
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+    path: ExistingFile, purpose: Annotated[str, typer.Option(help="The file's purpose.")] = "fine-tune"
+) -> ApiCall:
     """Upload and validate a file; prints only its id on stdout (details go to stderr)."""
-    with connect(base_url, api_key) as client:
-        uploaded = client.upload_file(path, purpose)
-    if json_output:
-        print_json(uploaded)
-        return
-    details = f"Uploaded {path.name}: {uploaded['bytes']} bytes, {uploaded['status']}"
-    stderr_console().print(details, markup=False)
-    typer.echo(uploaded["id"])
+
+    def summary(uploaded: dict[str, Any]) -> None:
+        details = f"Uploaded {path.name}: {uploaded['bytes']} bytes, {uploaded['status']}"
+        stderr_console().print(details, markup=False)
+        typer.echo(uploaded["id"])
+
+    return ApiCall(lambda client: client.upload_file(path, purpose), summary)
 
 
 def files_table(files: list[dict[str, Any]]) -> Table:
@@ -64,38 +60,18 @@ def files_table(files: list[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command("list")
+@api_command(app, "list")
 def list_files(
     purpose: Annotated[str | None, typer.Option(help="Only files of this purpose.")] = None,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+) -> ApiCall:
     """List the uploaded files, newest first."""
-    with connect(base_url, api_key) as client:
-        page = client.list_files(purpose)
-    if json_output:
-        print_json(page)
-    elif not page["data"]:
-        stderr_console().print("No files.")
-    else:
-        stdout_console().print(files_table(page["data"]))
+    return ApiCall(lambda client: client.list_files(purpose), page_printer(files_table, "No files."))
 
 
-@app.command()
-def delete(
-    file_id: Annotated[str, typer.Argument(help="The id of the file, e.g. file-0123…")],
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@api_command(app)
+def delete(file_id: Annotated[str, typer.Argument(help="The id of the file, e.g. file-0123…")]) -> ApiCall:
     """Delete a file and its stored bytes."""
-    with connect(base_url, api_key) as client:
-        deleted = client.delete_file(file_id)
-    if json_output:
-        print_json(deleted)
-    else:
-        stdout_console().print(f"Deleted {deleted['id']}")
+    return ApiCall(lambda client: client.delete_file(file_id), print_deleted)
 
 
 @app.command()

@@ -13,11 +13,15 @@ from rich.text import Text
 from diablo_cli.client import DEFAULT_BASE_URL, DiabloClient
 from diablo_cli.connection import (
     EXIT_FAILED,
+    ApiCall,
     ApiKeyOption,
     BaseUrlOption,
     JsonOption,
+    api_command,
     connect,
+    page_printer,
     print_json,
+    print_line,
     stderr_console,
     stdout_console,
 )
@@ -128,23 +132,13 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command("list")
+@api_command(app, "list")
 def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=100, help="The most jobs to list.")] = 20,
     after: Annotated[str | None, typer.Option(help="List jobs older than this job id.")] = None,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+) -> ApiCall:
     """List fine-tuning jobs, newest first."""
-    with connect(base_url, api_key) as client:
-        page = client.list_jobs(limit, after)
-    if json_output:
-        print_json(page)
-    elif not page["data"]:
-        stderr_console().print("No jobs.")
-    else:
-        stdout_console().print(jobs_table(page["data"]))
+    return ApiCall(lambda client: client.list_jobs(limit, after), page_printer(jobs_table, "No jobs."))
 
 
 def job_details(job: dict[str, Any]) -> Table:
@@ -166,36 +160,20 @@ def job_details(job: dict[str, Any]) -> Table:
     return table
 
 
-@app.command()
-def get(
-    job_id: JobId,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@api_command(app)
+def get(job_id: JobId) -> ApiCall:
     """Show a job."""
-    with connect(base_url, api_key) as client:
-        job = client.get_job(job_id)
-    if json_output:
-        print_json(job)
-    else:
-        stdout_console().print(job_details(job))
+    return ApiCall(
+        lambda client: client.get_job(job_id), lambda job: stdout_console().print(job_details(job))
+    )
 
 
-@app.command()
-def cancel(
-    job_id: JobId,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@api_command(app)
+def cancel(job_id: JobId) -> ApiCall:
     """Cancel a job (a running one stops within one training step)."""
-    with connect(base_url, api_key) as client:
-        job = client.cancel_job(job_id)
-    if json_output:
-        print_json(job)
-    else:
-        stdout_console().print(f"{job['id']}: {job['status']}")
+    return ApiCall(
+        lambda client: client.cancel_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
+    )
 
 
 @app.command()

@@ -13,11 +13,12 @@ from rich.text import Text
 
 from diablo_cli.client import DEFAULT_BASE_URL
 from diablo_cli.connection import (
+    ApiCall,
     ApiKeyOption,
     BaseUrlOption,
-    JsonOption,
+    api_command,
     connect,
-    print_json,
+    print_deleted,
     stderr_console,
     stdout_console,
 )
@@ -64,35 +65,20 @@ def models_table(models: list[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command("list")
-def list_models(
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@api_command(app, "list")
+def list_models() -> ApiCall:
     """List the base models and the fine-tuned models."""
-    with connect(base_url, api_key) as client:
-        page = client.list_models()
-    if json_output:
-        print_json(page)
-    else:
-        stdout_console().print(models_table(page["data"]))
+    return ApiCall(
+        lambda client: client.list_models(), lambda page: stdout_console().print(models_table(page["data"]))
+    )
 
 
-@app.command()
+@api_command(app)
 def delete(
     model_id: Annotated[str, typer.Argument(help="A fine-tuned model, e.g. ft:<base>:<suffix>:<id>.")],
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+) -> ApiCall:
     """Delete a fine-tuned model and its adapter files (base models cannot be deleted)."""
-    with connect(base_url, api_key) as client:
-        deleted = client.delete_model(model_id)
-    if json_output:
-        print_json(deleted)
-    else:
-        stdout_console().print(f"Deleted {deleted['id']}", markup=False)
+    return ApiCall(lambda client: client.delete_model(model_id), print_deleted)
 
 
 @app.command()

@@ -6,8 +6,9 @@ such as ``diablo_core.data.datasets`` in the API's upload path, does not import 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from diablo_core.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -98,15 +99,4 @@ if TYPE_CHECKING:
     from diablo_core.training.callbacks import TrainingCallback, TrainingProgress
     from diablo_core.training.loop import TrainingResult, train
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'diablo_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

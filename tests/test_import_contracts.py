@@ -1,5 +1,5 @@
 """The dependency directions of docs/architecture.md hold: import-linter's contracts in pyproject.toml, and
-at run time every registry module imports without torch or transformers."""
+at run time every registry module, `api.main` and upload validation import without torch or transformers."""
 
 from __future__ import annotations
 
@@ -29,5 +29,22 @@ def test_every_registry_module_imports_without_torch() -> None:
         "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
         "sys.exit(', '.join(heavy) or None)"
     )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_api_main_and_upload_validation_import_without_torch() -> None:
+    code = (
+        "import sys\nimport api.main, diablo_core.data.datasets\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'numba') if m in sys.modules)\n"
+        "sys.exit(', '.join(heavy) or None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_inference_engine_still_loads_torch_when_it_starts() -> None:
+    """The guard above is not vacuous: the lazy path it leaves open does load torch."""
+    code = "import sys\nimport api.services.engine_start\nsys.exit(0 if 'torch' in sys.modules else 1)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -42,9 +42,7 @@ def list_files(
 ) -> FilesPublic:
     """List the project's files, newest first."""
     page = service.list_files(session, project, purpose=purpose, after=after, limit=limit)
-    data = [FilePublic.from_row(row) for row in page.data]
-    first, last = (data[0].id, data[-1].id) if data else (None, None)
-    return FilesPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+    return FilesPublic.of([FilePublic.from_row(row) for row in page.data], page.has_more)
 
 
 @router.get("/{file_id}", response_model=FilePublic)

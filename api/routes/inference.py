@@ -37,7 +37,7 @@ from api.schemas.inference import (
 )
 from api.services import inference as service
 from api.services.engine_errors import api_error
-from diablo_core.serving import RequestHandle
+from diablo_core.serving.handle import RequestHandle
 from registry.ids import new_id
 
 router = APIRouter(prefix="/v1", tags=["inference"])

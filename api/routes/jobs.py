@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, LimitQuery, SessionDep, SettingsDep
 from api.schemas.jobs import (
@@ -24,8 +24,13 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 CheckpointLimit = Annotated[int, Query(ge=1, le=100)]
 
 
-def _ends(ids: list[str]) -> tuple[str | None, str | None]:
-    return (ids[0], ids[-1]) if ids else (None, None)
+def _owned_job_id(session: SessionDep, project: CurrentProject, job_id: str) -> str:
+    """The path's job id once the job is known to be the project's (404 otherwise)."""
+    service.load_job(session, project, job_id)
+    return job_id
+
+
+OwnedJobId = Annotated[str, Depends(_owned_job_id)]
 
 
 @router.post("", response_model=JobPublic)
@@ -47,9 +52,7 @@ def list_fine_tuning_jobs(
 ) -> JobsPublic:
     """List the project's jobs, newest first."""
     page = list_jobs(session, project_id=project, after=after, limit=limit)
-    data = service.jobs_public(session, page.data)
-    first, last = _ends([job.id for job in data])
-    return JobsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+    return JobsPublic.of(service.jobs_public(session, page.data), page.has_more)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -69,31 +72,17 @@ def cancel_job(
 
 @router.get("/{job_id}/events", response_model=EventsPublic)
 def list_job_events(
-    session: SessionDep,
-    project: CurrentProject,
-    job_id: str,
-    after: AfterQuery = None,
-    limit: LimitQuery = 20,
+    session: SessionDep, job_id: OwnedJobId, after: AfterQuery = None, limit: LimitQuery = 20
 ) -> EventsPublic:
     """List a job's status messages and step metrics, newest first."""
-    service.load_job(session, project, job_id)
     page = list_events(session, job_id, after=after, limit=limit)
-    data = [EventPublic.from_row(event) for event in page.data]
-    first, last = _ends([event.id for event in data])
-    return EventsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+    return EventsPublic.of([EventPublic.from_row(event) for event in page.data], page.has_more)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic)
 def list_job_checkpoints(
-    session: SessionDep,
-    project: CurrentProject,
-    job_id: str,
-    after: AfterQuery = None,
-    limit: CheckpointLimit = 10,
+    session: SessionDep, job_id: OwnedJobId, after: AfterQuery = None, limit: CheckpointLimit = 10
 ) -> CheckpointsPublic:
     """List a job's checkpoints, newest first."""
-    service.load_job(session, project, job_id)
     page = list_checkpoints(session, job_id, after=after, limit=limit)
-    data = [CheckpointPublic.from_row(checkpoint) for checkpoint in page.data]
-    first, last = _ends([checkpoint.id for checkpoint in data])
-    return CheckpointsPublic(data=data, has_more=page.has_more, first_id=first, last_id=last)
+    return CheckpointsPublic.of([CheckpointPublic.from_row(row) for row in page.data], page.has_more)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from api.schemas.lists import ListPublic
 from registry.models import File
 
 
 class FilePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from a registry row
+
     id: str
     object: Literal["file"] = "file"
     bytes: int
@@ -22,23 +25,11 @@ class FilePublic(BaseModel):
 
     @classmethod
     def from_row(cls, row: File) -> FilePublic:
-        return cls(
-            id=row.id,
-            bytes=row.bytes,
-            created_at=row.created_at,
-            filename=row.filename,
-            purpose=row.purpose,
-            status=row.status,
-            status_details=row.status_details,
-        )
+        return cls.model_validate(row)
 
 
-class FilesPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FilePublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class FilesPublic(ListPublic[FilePublic]):
+    pass
 
 
 class FileDeleted(BaseModel):

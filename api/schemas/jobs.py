@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.schemas.lists import ListPublic
 from diablo_core.spec.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
 from registry.job_metrics import estimated_finish
 from registry.models import Checkpoint, Job, JobEvent
@@ -162,15 +163,13 @@ def _estimate_finish(job: Job, progress: JobProgress | None, event: JobEvent | N
     )
 
 
-class JobsPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[JobPublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class JobsPublic(ListPublic[JobPublic]):
+    pass
 
 
 class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from a registry row
+
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
@@ -181,48 +180,28 @@ class EventPublic(BaseModel):
 
     @classmethod
     def from_row(cls, event: JobEvent) -> EventPublic:
-        return cls(
-            id=event.id,
-            created_at=event.created_at,
-            level=event.level,
-            message=event.message,
-            type=event.type,
-            data=event.data,
-        )
+        return cls.model_validate(event)
 
 
-class EventsPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[EventPublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class EventsPublic(ListPublic[EventPublic]):
+    pass
 
 
 class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from a registry row
+
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     created_at: int
     fine_tuned_model_checkpoint: str
-    fine_tuning_job_id: str
+    fine_tuning_job_id: str = Field(validation_alias="job_id")  # the row's name
     step_number: int
     metrics: dict[str, Any]
 
     @classmethod
     def from_row(cls, checkpoint: Checkpoint) -> CheckpointPublic:
-        return cls(
-            id=checkpoint.id,
-            created_at=checkpoint.created_at,
-            fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
-            fine_tuning_job_id=checkpoint.job_id,
-            step_number=checkpoint.step_number,
-            metrics=checkpoint.metrics,
-        )
+        return cls.model_validate(checkpoint)
 
 
-class CheckpointsPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[CheckpointPublic]
-    has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+class CheckpointsPublic(ListPublic[CheckpointPublic]):
+    pass

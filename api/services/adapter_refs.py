@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
-from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
-from diablo_core.serving import AdapterRef
+from diablo_core.methods.diablo.config import WEIGHTS_FILE
+from diablo_core.serving.adapter_ref import AdapterRef
 from registry.artifacts import get_adapter
 from registry.base_models import canonical_model_id, find_base_model
 from registry.db import get_sessionmaker

@@ -7,7 +7,7 @@ import math
 
 from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from diablo_core.errors import AdapterError
-from diablo_core.serving import ContextLengthError, EngineBusyError, EngineClosedError
+from diablo_core.serving.errors import ContextLengthError, EngineBusyError, EngineClosedError
 
 logger = logging.getLogger("api.inference")
 # Engine AdapterError codes that are the client's to fix (400); the rest mean a bad artifact (500).

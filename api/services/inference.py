@@ -10,10 +10,12 @@ adapter's sha256, never by its name.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 
@@ -22,18 +24,14 @@ from api.rate_limit import Caller
 from api.schemas.inference import SamplingParams
 from api.services.adapter_refs import adapter_ref, served_model_id
 from api.services.engine_errors import api_error
-from diablo_core.devices import resolve_device
 from diablo_core.errors import DiaBloError
-from diablo_core.generation.decoding import GenerationResult
-from diablo_core.models.loading import load_base_model
-from diablo_core.serving import (
-    AdapterRef,
-    GenerationRequest,
-    InferenceEngine,
-    RequestHandle,
-)
-from registry.base_models import load_source
+from diablo_core.generation.result import GenerationResult
+from diablo_core.serving.adapter_ref import AdapterRef
+from diablo_core.serving.handle import GenerationRequest, RequestHandle
 from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from diablo_core.serving.engine import InferenceEngine
 
 logger = logging.getLogger("api.inference")
 STATE_KEY = "inference"
@@ -53,25 +51,11 @@ class InferenceService:
     @classmethod
     def load(cls, settings: Settings) -> InferenceService:
         """Loads ``settings.default_model`` (blocking: seconds to minutes) and starts its engine."""
+        # The one place the API loads torch and transformers: the engine starts here, never at import.
+        from api.services.engine_start import start_engine
+
         model_id = served_model_id(settings)
-        merged = _merged_adapter(settings)
-        device = resolve_device(settings.device).name
-        loaded = load_base_model(load_source(model_id, settings), data_dir=settings.data_dir, device=device)
-        engine = InferenceEngine(
-            loaded.model,
-            loaded.tokenizer,
-            identity=loaded.identity,
-            max_batch_size=settings.inference_max_batch,
-            max_adapters=settings.adapter_cache_count,
-            max_adapter_bytes=settings.adapter_cache_bytes,
-            merged_adapter=merged,
-            max_waiting=settings.inference_max_waiting,
-            max_waiting_per_tenant=settings.inference_max_waiting_per_project,
-            max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
-            prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
-        )
-        logger.info("serving %s on %s (merged adapter: %s)", model_id, device, settings.merged_adapter)
-        return cls(engine, model_id)
+        return cls(start_engine(settings, model_id, _merged_adapter(settings)), model_id)
 
     def close(self) -> None:
         """Stops the engine; requests still running fail with ``engine_closed``."""
@@ -90,12 +74,17 @@ def _merged_adapter(settings: Settings) -> AdapterRef | None:
 
 def _load(settings: Settings) -> InferenceService:
     try:
-        return InferenceService.load(settings)
+        service = InferenceService.load(settings)
     except (DiaBloError, LookupError, APIError) as error:
         logger.exception("the served model could not be loaded")
         detail = error.message if isinstance(error, DiaBloError | APIError) else str(error)
         message = f"The served model could not be loaded: {detail}"
         raise APIError(503, message, SERVER_ERROR, "model_unavailable") from error
+    # torch's, transformers' and the model's objects live as long as the process: out of the collector's
+    # reach, like the imports frozen at start-up (api.main), so full collections stay short.
+    gc.collect()
+    gc.freeze()
+    return service
 
 
 async def get_inference(app: FastAPI) -> InferenceService:

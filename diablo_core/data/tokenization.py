@@ -1,4 +1,4 @@
-"""Turn training examples into token ids and loss labels, and batch them.
+"""Turn training examples into token ids and loss labels (torch-free: ``training.loss`` batches them).
 
 Chat examples are rendered with the tokenizer's chat template. The learned span of each assistant message is
 the text between "everything before this message plus the generation prompt" and "everything up to and
@@ -17,8 +17,6 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 IGNORE_INDEX = -100
 
@@ -64,20 +62,6 @@ def tokenize_examples(
 ) -> list[TokenizedExample]:
     """Tokenize every example with :func:`tokenize_example`."""
     return [tokenize_example(example, tokenizer, max_length) for example in examples]
-
-
-def collate(batch: list[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch into ``input_ids``, ``attention_mask`` and ``labels`` tensors of shape (B, T)."""
-    width = max(len(example.input_ids) for example in batch)
-    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)  # (B, T)
-    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
-    for row, example in enumerate(batch):
-        length = len(example.input_ids)
-        input_ids[row, :length] = torch.tensor(example.input_ids, dtype=torch.long)
-        labels[row, :length] = torch.tensor(example.labels, dtype=torch.long)
-        attention_mask[row, :length] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def render_messages(messages: list[dict[str, Any]], tokenizer: Any, add_generation_prompt: bool) -> str:

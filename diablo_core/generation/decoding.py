@@ -10,26 +10,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from diablo_core.data.tokenization import render_messages
+from diablo_core.generation.result import GenerationResult
 from diablo_core.generation.stop_strings import StopMatcher
 
 _FLOAT64_MAX = torch.finfo(torch.float64).max
 _SEED_SPAN = 2**64  # torch generators take seeds in [0, 2**64)
 
 
-@dataclass
-class GenerationResult:
-    """A finished completion: its text, token counts and why it ended (``"stop"`` or ``"length"``)."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
+__all__ = [
+    "GenerationResult",
+    "build_prompt_ids",
+    "eos_token_ids",
+    "generate",
+    "pick_token",
+    "sampling_generator",
+    "seed_in_range",
+    "stream_generate",
+]
 
 
 def build_prompt_ids(
@@ -40,34 +42,6 @@ def build_prompt_ids(
         raise ValueError("give exactly one of messages and prompt")
     text = prompt if messages is None else render_messages(messages, tokenizer, add_generation_prompt=True)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def generate(
-    model: Any,
-    tokenizer: Any,
-    *,
-    messages: list[dict[str, Any]] | None = None,
-    prompt: str | None = None,
-    max_new_tokens: int = 128,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop: list[str] | None = None,
-    seed: int | None = None,
-) -> GenerationResult:
-    """Generate a completion; see :func:`stream_generate` for the arguments."""
-    stream = stream_generate(
-        model,
-        tokenizer,
-        messages=messages,
-        prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        stop=stop,
-        seed=seed,
-    )
-    *_, result = stream
-    return result
 
 
 def stream_generate(
@@ -103,9 +77,8 @@ def stream_generate(
         raise ValueError(f"invalid generation settings: {detail}")
     prompt_ids = build_prompt_ids(tokenizer, messages, prompt)
     stops = StopMatcher(stop)
-    eos_ids = _eos_ids(model, tokenizer)
-    device = next(model.parameters()).device
-    generator = _generator(device, seed) if temperature > 0 else None
+    eos_ids = eos_token_ids(model, tokenizer)
+    generator = sampling_generator(next(model.parameters()).device, seed, temperature)
     completion: list[int] = []
     emitted, text, finish_reason = "", "", "length"
     for token in _decode_tokens(model, prompt_ids, max_new_tokens, temperature, top_p, generator):
@@ -127,6 +100,16 @@ def stream_generate(
     yield GenerationResult(text, len(prompt_ids), len(completion), finish_reason)
 
 
+def generate(model: Any, tokenizer: Any, **settings: Any) -> GenerationResult:
+    """Generate a completion: :func:`stream_generate` run to its end, returning only its final result.
+
+    ``settings`` are :func:`stream_generate`'s keyword arguments (``messages`` or ``prompt``,
+    ``max_new_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``) with the same defaults.
+    """
+    *_, result = stream_generate(model, tokenizer, **settings)
+    return result
+
+
 @torch.inference_mode()
 def _decode_tokens(
     model: Any,
@@ -144,12 +127,14 @@ def _decode_tokens(
         output = model(input_ids=step_ids, past_key_values=past, use_cache=True)
         past = output.past_key_values
         logits = output.logits[0, -1].float()  # (V,)
-        token = _pick(logits, temperature, top_p, generator)
+        token = pick_token(logits, temperature, top_p, generator)
         yield token
         step_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
 
 
-def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+def pick_token(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> int:
     """Greedy at temperature 0, else sample from the tempered, top-p-filtered distribution.
 
     Safe for any finite settings: the arithmetic runs in float64 on logits shifted so that the largest is 0,
@@ -177,7 +162,10 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: tor
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def _generator(device: torch.device, seed: int | None) -> torch.Generator:
+def sampling_generator(device: torch.device, seed: int | None, temperature: float) -> torch.Generator | None:
+    """The sampling generator of one completion, seeded with ``seed`` (random when None); None when greedy."""
+    if not temperature > 0:
+        return None
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
@@ -191,7 +179,7 @@ def seed_in_range(seed: int) -> int:
     return int(seed) % _SEED_SPAN
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     """End-of-sequence ids from the tokenizer and the model's generation config."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

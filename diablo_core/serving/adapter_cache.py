@@ -14,7 +14,6 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
@@ -30,35 +29,11 @@ from diablo_core.methods.diablo.adapter_io import (
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.layer import block_layout
 from diablo_core.models.identity import BaseModelIdentity
+from diablo_core.serving.adapter_ref import AdapterRef, normalize_sha256
 from diablo_core.serving.multi_adapter import MultiAdapterModel
 
 DEFAULT_MAX_ADAPTERS = 16
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
-
-
-def normalize_sha256(value: str) -> str:
-    """Lower-case hex digest of ``value`` (``"sha256:<hex>"`` or ``"<hex>"``); ValueError if malformed."""
-    digest = value.lower().removeprefix("sha256:")
-    if len(digest) != 64 or any(char not in "0123456789abcdef" for char in digest):
-        raise ValueError(f"sha256 must be 64 hex digits (optionally prefixed 'sha256:'), got {value!r}")
-    return digest
-
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """Where an adapter lives and the sha256 its weights file must have.
-
-    Attributes:
-        sha256: Expected digest of ``adapter_model.safetensors`` (``"sha256:<hex>"`` or ``"<hex>"``).
-        path: Directory holding ``adapter_config.json`` and ``adapter_model.safetensors``.
-    """
-
-    sha256: str
-    path: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha256", normalize_sha256(self.sha256))
-        object.__setattr__(self, "path", Path(self.path))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from diablo_core.generation.decoding import _pick
+from diablo_core.generation.decoding import pick_token
 from diablo_core.serving.multi_adapter import MultiAdapterModel
 from diablo_core.serving.row import Row
 
@@ -53,7 +53,7 @@ def sample(rows: Sequence[Row], logits: Sequence[torch.Tensor | None]) -> list[i
         if row_logits is not None and row.finish_reason is None:
             request = row.handle.request
             try:
-                token = _pick(row_logits, request.temperature, request.top_p, row.generator)
+                token = pick_token(row_logits, request.temperature, request.top_p, row.generator)
             except Exception as error:
                 row.fail(error)
         picks.append(token)

@@ -21,7 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from diablo_core.generation.decoding import GenerationResult, _eos_ids, build_prompt_ids
+from diablo_core.generation.decoding import build_prompt_ids, eos_token_ids, sampling_generator
+from diablo_core.generation.result import GenerationResult
 from diablo_core.models.identity import BaseModelIdentity, model_identity
 from diablo_core.serving.adapter_cache import (
     DEFAULT_MAX_ADAPTERS,
@@ -36,7 +37,7 @@ from diablo_core.serving.errors import ContextLengthError, EngineClosedError
 from diablo_core.serving.handle import GenerationRequest, RequestHandle
 from diablo_core.serving.multi_adapter import MultiAdapterModel, merge_blocks
 from diablo_core.serving.prefill import PrefillGroup, pack_groups
-from diablo_core.serving.row import Row, new_generator
+from diablo_core.serving.row import Row
 from diablo_core.serving.stats import EngineStats, model_context_length
 
 __all__ = ["EngineClosedError", "EngineStats", "InferenceEngine"]
@@ -94,7 +95,7 @@ class InferenceEngine:
         if merged_adapter is not None:
             merge_blocks(model, self.cache.read(merged_adapter).blocks)
         self._slots = AdapterSlots(self.cache, merged_adapter, self._notify)
-        self._eos_ids = _eos_ids(model, tokenizer)
+        self._eos_ids = eos_token_ids(model, tokenizer)
         self._batch = DecodeBatch(self.adapters)
         self._prefills: list[PrefillGroup] = []
         self.stats = EngineStats()
@@ -262,7 +263,7 @@ class InferenceEngine:
         slot, key = self._slots.acquire(request.adapter)
         if slot is None:
             return None
-        generator = new_generator(self._batch.device, request.seed, request.temperature)
+        generator = sampling_generator(self._batch.device, request.seed, request.temperature)
         return Row(item.handle, item.prompt_ids, slot, key, self._eos_ids, self.tokenizer, generator)
 
     def _advance_prefills(self) -> None:

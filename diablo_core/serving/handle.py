@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from diablo_core.generation.decoding import GenerationResult
-from diablo_core.serving.adapter_cache import AdapterRef
+from diablo_core.generation.result import GenerationResult
+from diablo_core.serving.adapter_ref import AdapterRef
 
 _request_ids = itertools.count(1)
 

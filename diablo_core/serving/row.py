@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from diablo_core.generation.decoding import GenerationResult, _generator
+from diablo_core.generation.result import GenerationResult
 from diablo_core.generation.stop_strings import StopMatcher
 from diablo_core.serving.handle import RequestHandle
 
@@ -80,8 +80,3 @@ class Row:
             action(*args)
         except Exception as error:
             self.fail(error)
-
-
-def new_generator(device: torch.device, seed: int | None, temperature: float) -> torch.Generator | None:
-    """The row's own sampling generator (None when greedy), seeded like ``generation.generate``."""
-    return _generator(device, seed) if temperature > 0 else None

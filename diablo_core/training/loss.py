@@ -10,7 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample, collate
+from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample
+
+
+def collate(batch: list[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch into ``input_ids``, ``attention_mask`` and ``labels`` tensors of shape (B, T)."""
+    width = max(len(example.input_ids) for example in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+    for row, example in enumerate(batch):
+        length = len(example.input_ids)
+        input_ids[row, :length] = torch.tensor(example.input_ids, dtype=torch.long)
+        labels[row, :length] = torch.tensor(example.labels, dtype=torch.long)
+        attention_mask[row, :length] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def target_mask(labels: torch.Tensor) -> torch.Tensor:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.main import create_app
 from registry.db import session_scope
 from registry.settings import Settings
+from tests.process_helpers import free_port
 
 CHAT_EXAMPLE = {
     "messages": [
@@ -39,6 +45,24 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "auth": "off",
     }
     return Settings(**(values | overrides))
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on loopback in a thread (lifespan included); yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from registry.storage import durable
 from registry.db import get_engine
 from registry.settings import Settings
+from registry.storage import durable
 from tests.api.conftest import CHAT_EXAMPLE, jsonl, upload
 
 

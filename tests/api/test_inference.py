@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,25 +17,11 @@ from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from registry.artifacts import add_checkpoint
 from registry.db import session_scope
 from registry.models import Job
-from registry.settings import Settings
 from tests.api.conftest import CHAT_EXAMPLE, assert_error, create_job, jsonl, upload
-from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, tiny_settings
+from tests.api.tiny_serving import TINY_MODEL, serving_settings, tiny_fixture  # noqa: F401 (fixtures by name)
 
 PROMPT = "Tell me a story"
 MESSAGES = [{"role": "user", "content": PROMPT}]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyServing:
-    return build_tiny_serving(tmp_path_factory.mktemp("tiny-serving"))
-
-
-@pytest.fixture
-def settings(
-    tmp_path: Path, database_url: str, tiny: TinyServing, request: pytest.FixtureRequest
-) -> Settings:
-    """Settings serving the tiny model; ``@pytest.mark.parametrize("overrides", [{...}])`` adds settings."""
-    return tiny_settings(tmp_path / "data", database_url, tiny, **getattr(request, "param", {}))
 
 
 def chat(client: TestClient, model: str, max_tokens: int = 12, **body: Any):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,24 +12,10 @@ from api.rate_limit import RateLimiter
 from api.schemas.inference import MAX_STOP_CHARS
 from registry.api_keys import create_api_key
 from registry.db import session_scope
-from registry.settings import Settings
 from tests.api.conftest import assert_error
-from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, tiny_settings
+from tests.api.tiny_serving import TINY_MODEL, serving_settings, tiny_fixture  # noqa: F401 (fixtures by name)
 
 MESSAGES = [{"role": "user", "content": "Tell me a story"}]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyServing:
-    return build_tiny_serving(tmp_path_factory.mktemp("tiny-serving"))
-
-
-@pytest.fixture
-def settings(
-    tmp_path: Path, database_url: str, tiny: TinyServing, request: pytest.FixtureRequest
-) -> Settings:
-    """``@pytest.mark.parametrize("settings", [{...}], indirect=True)`` adds settings."""
-    return tiny_settings(tmp_path / "data", database_url, tiny, **getattr(request, "param", {}))
 
 
 def chat(client: TestClient, max_tokens: int = 4, headers: dict[str, str] | None = None, **body: Any):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,23 +12,10 @@ from fastapi.testclient import TestClient
 
 from registry.api_keys import create_api_key
 from registry.db import session_scope
-from registry.settings import Settings
 from tests.api.conftest import assert_error
-from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, tiny_settings
+from tests.api.tiny_serving import TINY_MODEL, serving_settings, tiny_fixture  # noqa: F401 (fixtures by name)
 
 SLOW_STEP_S = 0.05  # each forward of the slowed model: a request of 40 tokens holds its row 2 s or more
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyServing:
-    return build_tiny_serving(tmp_path_factory.mktemp("tiny-serving"))
-
-
-@pytest.fixture
-def settings(
-    tmp_path: Path, database_url: str, tiny: TinyServing, request: pytest.FixtureRequest
-) -> Settings:
-    return tiny_settings(tmp_path / "data", database_url, tiny, **getattr(request, "param", {}))
 
 
 def chat(client: TestClient, content: str = "Hi", max_tokens: int = 4, key: str | None = None):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +12,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from api.main import create_app
@@ -26,7 +23,7 @@ from registry.artifacts import register_adapter
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope
 from registry.settings import Settings
-from tests.api.conftest import make_settings
+from tests.api.conftest import make_settings, served
 from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, link_tiny_model, sha256_of
 from tests.core.tiny import randomize_blocks
 from tests.process_helpers import converted_models_dir, link_models
@@ -47,28 +44,11 @@ def settings(tmp_path: Path, sqlite_url: str, tiny: TinyServing) -> Settings:
     return settings
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a thread (lifespan included); yields its ``/v1`` URL."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with served(app) as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture

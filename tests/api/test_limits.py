@@ -3,9 +3,7 @@ concurrent creates on SQLite and Postgres), request bodies and list fields (413,
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +11,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from registry.api_keys import create_api_key
 from registry.db import session_scope
 from registry.settings import Settings
-from tests.api.conftest import CHAT_EXAMPLE, assert_error, jsonl, make_settings, upload
+from tests.api.conftest import CHAT_EXAMPLE, assert_error, jsonl, make_settings, served, upload
 
 AppFactory = Callable[..., TestClient]
 
@@ -94,19 +91,8 @@ def live_settings(tmp_path: Path, database_url: str) -> Settings:
 @pytest.fixture
 def live_url(live_settings: Settings) -> Iterator[str]:
     """The app served by uvicorn on loopback, so that requests really run at once (thread pool)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(live_settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(live_settings)) as url:
+        yield url
 
 
 def test_parallel_creates_never_pass_the_job_limit(live_url: str) -> None:

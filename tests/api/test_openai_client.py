@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
-import uvicorn
 
 from api.main import create_app
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.settings import Settings
-from tests.api.conftest import CHAT_EXAMPLE, jsonl, make_settings
+from tests.api.conftest import CHAT_EXAMPLE, jsonl, make_settings, served
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -34,18 +24,8 @@ def server_settings(tmp_path: Path, sqlite_url: str) -> Settings:
 @pytest.fixture
 def base_url(server_settings: Settings) -> Iterator[str]:
     """Serve the app with uvicorn in a thread; yields its ``/v1`` URL."""
-    port = _free_port()
-    config = uvicorn.Config(create_app(server_settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(server_settings)) as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from diablo_core.generation.decoding import GenerationResult, generate
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
 from diablo_core.methods.diablo.config import DiaBloConfig
@@ -124,3 +126,20 @@ def tiny_settings(data_dir: Path, database_url: str, serving: TinyServing, **ove
     settings = make_settings(data_dir, database_url, **values)
     link_tiny_model(settings, serving)
     return settings
+
+
+# Fixtures of the inference test modules, which import them by these names (pytest registers them as
+# ``tiny`` and ``settings``); a module's ``settings`` replaces the plain one of tests/api/conftest.py.
+@pytest.fixture(scope="module", name="tiny")
+def tiny_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyServing:
+    """The tiny model and its adapters, built once per module."""
+    return build_tiny_serving(tmp_path_factory.mktemp("tiny-serving"))
+
+
+@pytest.fixture(name="settings")
+def serving_settings(
+    tmp_path: Path, database_url: str, tiny: TinyServing, request: pytest.FixtureRequest
+) -> Settings:
+    """Settings serving the tiny model; ``@pytest.mark.parametrize("settings", [{...}], indirect=True)`` adds
+    settings."""
+    return tiny_settings(tmp_path / "data", database_url, tiny, **getattr(request, "param", {}))

@@ -3,10 +3,10 @@ import torch
 
 from diablo_core.generation.decoding import (
     GenerationResult,
-    _pick,
     _safe_delta,
     build_prompt_ids,
     generate,
+    pick_token,
     seed_in_range,
     stream_generate,
 )
@@ -184,7 +184,7 @@ def test_pick_never_fails_or_returns_an_impossible_token(scale):
     generator = torch.Generator().manual_seed(1)
     for temperature in (1e-40, 5e-324, 1e-3, 1.0, 2.0, 1e300):
         for top_p in (5e-324, 1e-300, 0.5, 1.0):
-            token = _pick(logits, temperature, top_p, generator)
+            token = pick_token(logits, temperature, top_p, generator)
             assert 0 <= token < 300
             if (top_p < 1e-200 and temperature <= 2) or temperature < 1e-30:
                 # top_p keeps the most likely token (at 1e300 every token ties); a tiny temperature is greedy
@@ -195,8 +195,8 @@ def test_pick_ignores_nan_and_handles_infinite_logits():
     logits = torch.tensor([float("nan"), 1.0, float("inf"), float("-inf")])  # (V,)
     generator = torch.Generator().manual_seed(0)
 
-    assert {_pick(logits, 1.0, 1.0, generator) for _ in range(20)} == {2}
-    assert _pick(torch.full((4,), float("-inf")), 1.0, 0.9, generator) in range(4)
+    assert {pick_token(logits, 1.0, 1.0, generator) for _ in range(20)} == {2}
+    assert pick_token(torch.full((4,), float("-inf")), 1.0, 0.9, generator) in range(4)
 
 
 def test_non_finite_temperature_is_refused(model, tokenizer):

@@ -9,11 +9,11 @@ from transformers import AutoTokenizer
 from diablo_core.data.tokenization import (
     IGNORE_INDEX,
     TokenizedExample,
-    collate,
     render_messages,
     tokenize_example,
     tokenize_examples,
 )
+from diablo_core.training.loss import collate
 from registry.base_models import DEFAULT_CHECKPOINT_DIR
 from tests.core.tiny_tokenizer import CHATML_TEMPLATE, make_tiny_tokenizer
 from tests.process_helpers import converted_models_dir

@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample, collate
+from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample
 from diablo_core.errors import ConfigError, DatasetError
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.model import adapter_state_dict, apply_diablo
 from diablo_core.training.loop import TrainingConfig, TrainingProgress, train
-from diablo_core.training.loss import accumulate_gradients, evaluate_examples
+from diablo_core.training.loss import accumulate_gradients, collate, evaluate_examples
 from tests.core.tiny_tokenizer import make_tiny_model
 
 PAD = 0

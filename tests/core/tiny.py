@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-TINY_LLAMA = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 256,
-}
+from benchmarks.model_shapes import TINY_LLAMA
 
 
 def tiny_llama_config(**overrides: object) -> LlamaConfig:

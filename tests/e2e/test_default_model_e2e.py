@@ -14,17 +14,8 @@ from pathlib import Path
 import pytest
 
 from registry.base_models import DEFAULT_MODEL_ID
-from tests.e2e.conftest import (
-    TERMINAL,
-    api_client,
-    arithmetic_examples,
-    create_job,
-    events,
-    jsonl,
-    new_api_key,
-    upload,
-    wait_for_job,
-)
+from tests.e2e.client import ServiceClient
+from tests.e2e.conftest import new_api_key
 from tests.process_helpers import (
     embedded_env,
     free_port,
@@ -54,11 +45,11 @@ def test_diablo_serve_fine_tunes_the_default_model(tmp_path: Path, converted_mod
         wait_for_text(log, "Try it", timeout_s=STARTUP_TIMEOUT_S)  # the banner: the API answers
         wait_for_text(log, " ready.", timeout_s=STARTUP_TIMEOUT_S)  # the worker consumes
         key = new_api_key(f"sqlite:///{data_dir / 'registry.db'}")
-        with api_client(f"http://127.0.0.1:{port}", key) as client:
-            file_id = upload(client, jsonl(arithmetic_examples(16)))
-            created = create_job(client, "default", file_id, **SHORT_RUN)
-            job = wait_for_job(client, created["id"], TERMINAL, JOB_TIMEOUT_S, lambda: tail(log))
-            history = events(client, job["id"])
+        with ServiceClient(f"http://127.0.0.1:{port}", key, lambda: tail(log)) as client:
+            file_id = client.upload_examples(16)
+            created = client.create_job(file_id, "default", **SHORT_RUN)
+            job = client.wait_for_job(created["id"], JOB_TIMEOUT_S)
+            history = client.events(job["id"])
             models = {model["id"]: model for model in client.get("/v1/models").json()["data"]}
         os.killpg(serve.pid, signal.SIGINT)
         assert serve.wait(timeout=60) == 0

@@ -14,17 +14,8 @@ import pytest
 from registry.artifacts import get_adapter
 from registry.db import session_scope
 from registry.storage import file_sha256
-from tests.e2e.conftest import (
-    TERMINAL,
-    TINY_MODEL,
-    Service,
-    arithmetic_examples,
-    create_job,
-    events,
-    jsonl,
-    upload,
-    wait_for_job,
-)
+from tests.e2e.client import TINY_MODEL
+from tests.e2e.conftest import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 JOB_TIMEOUT_S = 180.0
@@ -45,12 +36,12 @@ def assert_adapter_on_disk(database_url: str, name: str) -> None:
 
 def test_fine_tune_over_http_trains_and_registers_the_adapter(service: Service) -> None:
     with service.client() as client:
-        file_id = upload(client, jsonl(arithmetic_examples(32)))
-        created = create_job(client, TINY_MODEL, file_id, dropout=0.0, checkpoint_every=4, **TINY_RUN)
+        file_id = client.upload_examples(32)
+        created = client.create_job(file_id, dropout=0.0, checkpoint_every=4, **TINY_RUN)
         assert created["status"] == "queued" and created["model"] == TINY_MODEL
-        job = wait_for_job(client, created["id"], TERMINAL, JOB_TIMEOUT_S, service.output)
+        job = client.wait_for_job(created["id"], JOB_TIMEOUT_S)
         assert (job["status"], job["error"]) == ("succeeded", None), service.output()
-        history = events(client, job["id"])
+        history = client.events(job["id"])
         checkpoints = client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
         models = [model["id"] for model in client.get("/v1/models").json()["data"]]
     losses = [event["data"]["train_loss"] for event in history if event["type"] == "metrics"]
@@ -65,21 +56,21 @@ def test_fine_tune_over_http_trains_and_registers_the_adapter(service: Service) 
 
 def test_cancelling_a_long_job_stops_it_within_seconds(service: Service) -> None:
     with service.client() as client:
-        file_id = upload(client, jsonl(arithmetic_examples(32)))
-        created = create_job(client, TINY_MODEL, file_id, **(TINY_RUN | {"max_steps": 10_000}))
-        wait_for_job(client, created["id"], ("running",), JOB_TIMEOUT_S, service.output)
-        while not any(event["type"] == "metrics" for event in events(client, created["id"])):
+        file_id = client.upload_examples(32)
+        created = client.create_job(file_id, **(TINY_RUN | {"max_steps": 10_000}))
+        client.wait_for_job(created["id"], JOB_TIMEOUT_S, until=("running",))
+        while not any(event["type"] == "metrics" for event in client.events(created["id"])):
             time.sleep(0.2)  # training has started: the cancel must stop an optimizer loop
         asked = time.monotonic()
         response = client.post(f"/v1/fine_tuning/jobs/{created['id']}/cancel")
         assert response.status_code == 200, response.text
-        job = wait_for_job(client, created["id"], TERMINAL, CANCEL_TIMEOUT_S, service.output)
+        job = client.wait_for_job(created["id"], CANCEL_TIMEOUT_S)
         took = time.monotonic() - asked
         later = []
         for _ in range(10):
             time.sleep(0.2)
             later.append(client.get(f"/v1/fine_tuning/jobs/{created['id']}").json()["status"])
-        messages = [event["message"] for event in events(client, created["id"])]
+        messages = [event["message"] for event in client.events(created["id"])]
     assert job["status"] == "cancelled" and took < CANCEL_TIMEOUT_S
     assert job["progress"]["step"] < 10_000 and job["fine_tuned_model"] is None
     assert set(later) == {"cancelled"}

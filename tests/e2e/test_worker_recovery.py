@@ -11,17 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.conftest import (
-    TERMINAL,
-    TINY_MODEL,
-    Service,
-    arithmetic_examples,
-    create_job,
-    events,
-    jsonl,
-    upload,
-    wait_for_job,
-)
+from tests.e2e.conftest import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HEARTBEAT_TIMEOUT_S = 3
@@ -50,16 +40,16 @@ def test_a_job_whose_worker_was_killed_resumes_on_the_next_worker(
     short_leases: dict[str, str], service: Service
 ) -> None:
     with service.client() as client:
-        file_id = upload(client, jsonl(arithmetic_examples(32)))
-        job_id = create_job(client, TINY_MODEL, file_id, checkpoint_every=4, **LONG_RUN)["id"]
+        file_id = client.upload_examples(32)
+        job_id = client.create_job(file_id, checkpoint_every=4, **LONG_RUN)["id"]
         wait_for_checkpoint(client, job_id, service)
         service.workers[0].kill()  # SIGKILL: no hand-back, no acknowledgement, the lease just stops
         service.workers[0].wait()
         assert client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"] == "running"
         time.sleep(HEARTBEAT_TIMEOUT_S + 2)  # the dead worker's lease expires
         service.start_worker()
-        job = wait_for_job(client, job_id, TERMINAL, JOB_TIMEOUT_S, service.output)
-        history = events(client, job_id)
+        job = client.wait_for_job(job_id, JOB_TIMEOUT_S)
+        history = client.events(job_id)
     messages = [event["message"] for event in history]
     assert job["status"] == "succeeded", service.output()
     assert "Worker lost; re-queued (attempt 2)" in messages

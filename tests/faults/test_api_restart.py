@@ -11,21 +11,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import (
-    REDIS_URL,
-    TERMINAL,
-    TINY_MODEL,
-    Service,
-    arithmetic_examples,
-    create_job,
-    events,
-    jsonl,
-    upload,
-    wait_for_job,
-)
+from tests.e2e.client import ServiceClient
+from tests.e2e.conftest import REDIS_URL, Service
 from tests.faults.conftest import fault_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,14 +23,14 @@ JOB_TIMEOUT_S = 180.0
 TINY_RUN = {"max_steps": 4, "learning_rate": 1e-2, "batch_size": 4, "num_blocks": 4, "warmup_steps": 0}
 
 
-def snapshot(client: httpx.Client, job_ids: list[str]) -> dict[str, Any]:
+def snapshot(client: ServiceClient, job_ids: list[str]) -> dict[str, Any]:
     """What a client sees of the service: files with their bytes, jobs, and every job's events."""
     files = client.get("/v1/files").json()["data"]
     return {
         "files": files,
         "contents": [client.get(f"/v1/files/{item['id']}/content").content for item in files],
         "jobs": client.get("/v1/fine_tuning/jobs").json()["data"],
-        "events": {job_id: events(client, job_id) for job_id in job_ids},
+        "events": {job_id: client.events(job_id) for job_id in job_ids},
     }
 
 
@@ -61,15 +50,15 @@ def test_nothing_is_lost_when_the_api_restarts(
     try:
         service.start_api()
         with service.client() as client:
-            file_ids = [upload(client, jsonl(arithmetic_examples(8, seed=seed))) for seed in range(2)]
-            job_ids = [create_job(client, TINY_MODEL, file_id, **TINY_RUN)["id"] for file_id in file_ids]
+            file_ids = [client.upload_examples(8, seed) for seed in range(2)]
+            job_ids = [client.create_job(file_id, **TINY_RUN)["id"] for file_id in file_ids]
             before = snapshot(client, job_ids)
         assert stop_api(service) in (0, -signal.SIGTERM), service.output()
         service.start_api()
         with service.client() as client:
             after = snapshot(client, job_ids)
             service.start_worker()
-            finished = [wait_for_job(client, i, TERMINAL, JOB_TIMEOUT_S, service.output) for i in job_ids]
+            finished = [client.wait_for_job(i, JOB_TIMEOUT_S) for i in job_ids]
     finally:
         service.stop()
     assert [item["id"] for item in before["files"]] == file_ids[::-1]

@@ -15,17 +15,7 @@ import httpx
 import pytest
 
 from registry.sweeper import QUEUED_TIMEOUT_FACTOR
-from tests.e2e.conftest import (
-    TERMINAL,
-    TINY_MODEL,
-    Service,
-    arithmetic_examples,
-    create_job,
-    events,
-    jsonl,
-    upload,
-    wait_for_job,
-)
+from tests.e2e.conftest import Service
 from tests.faults.conftest import RedisServer, fault_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,8 +49,8 @@ def test_queued_jobs_survive_a_redis_restart(
     try:
         service.start_api()
         with service.client() as client:
-            file_id = upload(client, jsonl(arithmetic_examples(8)))
-            job_ids = [create_job(client, TINY_MODEL, file_id, **TINY_RUN)["id"] for _ in range(JOBS)]
+            file_id = client.upload_examples(8)
+            job_ids = [client.create_job(file_id, **TINY_RUN)["id"] for _ in range(JOBS)]
             with redis_server.client() as broker:
                 assert broker.llen(queue) == JOBS  # the messages are in Redis...
             assert queue_depths(client) == {"registry": JOBS, "broker": JOBS}
@@ -72,8 +62,8 @@ def test_queued_jobs_survive_a_redis_restart(
             assert all(client.get(f"/v1/fine_tuning/jobs/{i}").json()["status"] == "queued" for i in job_ids)
             service.start_worker()
             timeout = JOB_TIMEOUT_S + QUEUED_TIMEOUT_FACTOR * HEARTBEAT_TIMEOUT_S
-            finished = [wait_for_job(client, i, TERMINAL, timeout, service.output) for i in job_ids]
-            histories = [[event["message"] for event in events(client, i)] for i in job_ids]
+            finished = [client.wait_for_job(i, timeout) for i in job_ids]
+            histories = [[event["message"] for event in client.events(i)] for i in job_ids]
     finally:
         service.stop()
     assert [job["status"] for job in finished] == ["succeeded"] * JOBS, service.output()

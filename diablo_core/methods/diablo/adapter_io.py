@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diablo_core.errors import AdapterError, ConfigError
-from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.diablo.config import CONFIG_FILE, WEIGHTS_FILE, DiaBloConfig
 from diablo_core.methods.diablo.model import (
     adapter_state_dict,
     apply_diablo,
@@ -26,8 +26,6 @@ from diablo_core.methods.diablo.model import (
 )
 from diablo_core.models.identity import BaseModelIdentity, model_identity
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 FORMAT_VERSION = 1
 _CONFIG_FIELDS = ("num_blocks", "target_modules", "dropout", "layers")
 _DOCUMENT_KEYS = {"method", "format_version", *_CONFIG_FIELDS, "base_model", "modules", "dtype", "library"}

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_TARGET_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
+# An adapter directory's two files (written by ``adapter_io``); named here, torch-free, for the API.
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 def _as_tuple(name: str, value: Any) -> tuple:

@@ -36,14 +36,14 @@ def _both(engine: InferenceEngine, poison: GenerationRequest):
 
 
 def test_a_failing_sampler_ends_its_row_only(engine, base_model, tokenizer, monkeypatch):
-    pick = batch_module._pick
+    pick = batch_module.pick_token
 
     def poisoned_pick(logits, temperature, top_p, generator):
         if temperature == 0.5:
             raise Poisoned("this row's sampling failed")
         return pick(logits, temperature, top_p, generator)
 
-    monkeypatch.setattr(batch_module, "_pick", poisoned_pick)
+    monkeypatch.setattr(batch_module, "pick_token", poisoned_pick)
     alone = generate(base_model, tokenizer, prompt=GOOD.prompt, max_new_tokens=12)
     assert _both(engine, GenerationRequest(prompt="Hi", temperature=0.5, seed=1)) == alone
     assert engine.stats.peak_batch_size == 2
