@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 SECTION = "## Fine-tune the arithmetic example"
 SETUP, CURL, OPENAI, CLI = "", "With curl", "With the `openai` client", "With the `diablo` command"
+EXPORT = "Getting the model out"
 DIABLO = Path(sys.executable).parent / "diablo"
 STEPS = "3"
 STARTUP_TIMEOUT_S = 300
@@ -84,7 +85,8 @@ def way(blocks: list[CodeBlock], subsection: str, language: str) -> str:
 def test_readme_section_has_the_setup_and_three_ways() -> None:
     blocks = section_blocks(README.read_text(), SECTION)
     layout = [(block.subsection, block.language) for block in blocks]
-    assert layout == [(SETUP, "bash"), (CURL, "bash"), (CURL, "bash"), (OPENAI, "python"), (CLI, "bash")]
+    ways = [(CURL, "bash"), (CURL, "bash"), (OPENAI, "python"), (CLI, "bash")]
+    assert layout == [(SETUP, "bash"), *ways, (EXPORT, "bash")]
     assert "STEPS" in way(blocks, SETUP, "bash") and "--watch" in way(blocks, CLI, "bash")
 
 
@@ -172,8 +174,13 @@ def test_readme_fine_tunes_the_arithmetic_example_three_ways(checkout: Checkout,
     assert status.startswith("succeeded ft:") and ":arith:" in status, checkout.explain(python)
     assert answer.strip(), checkout.explain(python)
 
-    cli = checkout.bash(way(blocks, CLI, "bash"), env)
+    # The export block uses the CLI block's $MODEL and $JOB_ID, as a reader's terminal would.
+    marker = "--- the export block ---"
+    cli = checkout.bash(f"{way(blocks, CLI, 'bash')}\necho '{marker}'\n{way(blocks, EXPORT, 'bash')}", env)
     assert cli.returncode == 0, checkout.explain(cli)
-    table, _, answer = cli.stdout.rpartition(":arith:")  # `models list`, then the chat's answer
+    for exported in ("arith-adapter/adapter_model.safetensors", "arith-hf/config.json", "arith.gguf"):
+        assert (checkout.root / exported).is_file(), exported
+    chat_part = cli.stdout.partition(marker)[0]
+    table, _, answer = chat_part.rpartition(":arith:")  # `models list`, then the chat's answer
     assert table.count(":arith:") == 2, checkout.explain(cli)  # three adapters: curl's, Python's, this one
     assert answer.partition("\n")[2].strip(), checkout.explain(cli)
