@@ -60,10 +60,12 @@ async function runExport(model, kind, buttons, status) {
     const file = await download(contentPath(model, kind.query), { onResponse, onProgress,
       fallbackName: `${model.replace(/[^\w.-]+/g, "_")}-${kind.key}` });
     saveFile(file);
-    setStatus(status, "saved", `${kind.label}: saved ${file.filename} (${formatBytes(file.blob.size)}, ${elapsed()})`);
+    const size = formatBytes(file.blob.size);
+    setStatus(status, "saved", `${kind.label}: saved ${file.filename} (${size}, ${elapsed()})`);
     status.dataset.filename = file.filename;
   } catch (error) {
-    setStatus(status, "failed", `${kind.label} failed: ${error.message} `, error.code ? h("code", {}, error.code) : null);
+    const code = error.code ? h("code", {}, error.code) : null;
+    setStatus(status, "failed", `${kind.label} failed: ${error.message} `, code);
   } finally {
     clearInterval(timer);
     for (const button of buttons) button.disabled = false;
@@ -75,7 +77,9 @@ function exportCell(model) {
   const buttons = EXPORTS.map((kind) =>
     h("button", { class: "button compact", type: "button", title: kind.title, dataset: { format: kind.key } },
       kind.label));
-  buttons.forEach((button, i) => button.addEventListener("click", () => runExport(model, EXPORTS[i], buttons, status)));
+  buttons.forEach((button, i) => {
+    button.addEventListener("click", () => runExport(model, EXPORTS[i], buttons, status));
+  });
   return h("td", {}, h("div", { class: "export-buttons" }, buttons), status);
 }
 
@@ -86,17 +90,19 @@ function chatLink(model) {
 function modelRow(model) {
   return h("tr", { class: "model-row", dataset: { model: model.id } },
     h("td", {}, h("div", { class: "mono" }, model.id), chatLink(model.id)),
-    h("td", {}, model.base_model, " ",
+    h("td", {}, h("div", {}, model.base_model),
       model.job_id ? h("a", { href: `#/jobs/${model.job_id}`, class: "mono small" }, model.job_id) : null),
     h("td", {}, timeElement(model.created)),
     exportCell(model.id));
 }
 
-function checkpointRow(checkpoint) {
+/** A checkpoint's row, under its model's: named by what follows the model's name (`:ckpt-step-25`). */
+function checkpointRow(model, checkpoint) {
   const name = checkpoint.fine_tuned_model_checkpoint;
+  const short = name.startsWith(model.id) ? `↳ ${name.slice(model.id.length)}` : name;
   const loss = (checkpoint.metrics || {}).valid_loss ?? (checkpoint.metrics || {}).train_loss;
   return h("tr", { class: "model-row checkpoint", dataset: { model: name } },
-    h("td", { class: "indent" }, h("div", { class: "mono small" }, name), chatLink(name)),
+    h("td", { class: "indent" }, h("div", { class: "mono", title: name }, short), chatLink(name)),
     h("td", { class: "muted" }, `checkpoint at step ${checkpoint.step_number} · loss ${formatNumber(loss)}`),
     h("td", {}, timeElement(checkpoint.created_at)),
     exportCell(name));
@@ -116,7 +122,8 @@ function modelsTable(models, checkpoints) {
   return h("table", { class: "table", id: "models-table" },
     h("thead", {}, h("tr", {}, ["Model", "Trained from", "Created", "Download or export"]
       .map((title) => h("th", {}, title)))),
-    h("tbody", {}, models.flatMap((model, i) => [modelRow(model), ...checkpoints[i].map(checkpointRow)])));
+    h("tbody", {}, models.flatMap((model, i) =>
+      [modelRow(model), ...checkpoints[i].map((checkpoint) => checkpointRow(model, checkpoint))])));
 }
 
 /** Render the models page into `view` (loaded once: a refresh would drop the state of running downloads). */
@@ -124,10 +131,11 @@ export async function renderModels(view) {
   view.replaceChildren(h("p", { class: "muted" }, "Loading models…"));
   const models = (await request("/v1/models")).data.filter((model) => model.base_model);
   const checkpoints = await Promise.all(models.map(checkpointsOf));
-  const reload = h("button", { class: "button", type: "button", onclick: () => renderModels(view).catch(notify) }, "Reload");
+  const again = () => renderModels(view).catch(notify);
+  const reload = h("button", { class: "button", type: "button", onclick: again }, "Reload");
   view.replaceChildren(
     h("div", { class: "page-head" }, h("h1", {}, "Models"), h("div", { class: "actions" }, reload)),
-    h("p", { class: "muted" }, "Each export is built on the server the first time it is asked for (a merged or ",
-      "GGUF export loads the base model) and kept for later downloads."),
+    h("p", { class: "muted" }, "Each export is built on the server the first time it is asked for ",
+      "(a merged or GGUF export loads the base model) and kept for later downloads."),
     h("section", { class: "card" }, h("div", { class: "scroll-x" }, modelsTable(models, checkpoints))));
 }
