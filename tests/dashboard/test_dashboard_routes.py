@@ -29,6 +29,8 @@ def test_root_serves_the_page_that_loads_the_app(client: TestClient) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/dashboard/js/app.js">' in response.text
     assert '<link rel="stylesheet" href="/dashboard/styles.css">' in response.text
+    for page in ("jobs", "new", "models", "playground"):
+        assert f'<a href="#/{page}" data-page="{page}">' in response.text
     assert "/" not in client.get("/openapi.json").json()["paths"]
 
 

@@ -123,3 +123,36 @@ export async function chat(body, onText, signal) {
   parseEvents(buffer + "\n\n", onChunk);
   return result;
 }
+
+/** The file name in a Content-Disposition header (`filename*=utf-8''…` preferred), or `fallback`. */
+export function filenameOf(disposition, fallback) {
+  const encoded = /filename\*=utf-8''([^;]+)/i.exec(disposition || "");
+  if (encoded) return decodeURIComponent(encoded[1]);
+  const plain = /filename="([^"]+)"/i.exec(disposition || "");
+  return plain ? plain[1] : fallback;
+}
+
+/**
+ * A file fetched with the API key (a plain link could not send it), read whole as a Blob. `onResponse` is
+ * called once the server answers (an export is built before that), `onProgress(received, total)` per piece;
+ * `total` is null without a Content-Length. Resolves to `{ blob, filename }`.
+ */
+export async function download(path, { onResponse, onProgress, fallbackName = "download" } = {}) {
+  const response = await fetch(path, { headers: headersWith() });
+  if (!response.ok) throw await errorOf(response);
+  if (onResponse) onResponse();
+  const total = Number(response.headers.get("Content-Length")) || null;
+  const chunks = [];
+  let received = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    received += value.length;
+    if (onProgress) onProgress(received, total);
+  }
+  const type = response.headers.get("Content-Type") || "application/octet-stream";
+  const filename = filenameOf(response.headers.get("Content-Disposition"), fallbackName);
+  return { blob: new Blob(chunks, { type }), filename };
+}

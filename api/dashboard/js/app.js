@@ -4,6 +4,7 @@ import { apiKey, setApiKey } from "./api.js";
 import { h, notify } from "./dom.js";
 import { renderJob } from "./job.js";
 import { renderJobs } from "./jobs.js";
+import { renderModels } from "./models.js";
 import { renderNewJob } from "./new_job.js";
 import { renderPlayground } from "./playground.js";
 
@@ -22,6 +23,7 @@ function pageFor(parts) {
   const pages = {
     jobs: (root) => renderJobs(root),
     new: (root) => renderNewJob(root),
+    models: (root) => renderModels(root),
     playground: (root, params) => renderPlayground(root, params),
   };
   return pages[page] ? { name: page, render: pages[page] } : null;

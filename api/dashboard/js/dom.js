@@ -47,6 +47,18 @@ export function formatNumber(value, digits = 4) {
   return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "—";
 }
 
+/** `1536` -> "1.5 KiB". */
+export function formatBytes(bytes) {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
 /** Show an error (or a message) in the banner under the top bar; `null` hides it. */
 export function notify(error) {
   const notice = document.getElementById("notice");
