@@ -20,6 +20,7 @@ from torch import nn
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import DatasetError
 from diablo_core.methods.diablo.adapter_io import save_adapter
+from diablo_core.precision import check_training_precision
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
 from diablo_core.training.checkpoints import Fence, load_checkpoint, replace_dir, staging_dir, unfenced
 from diablo_core.training.loss import evaluate_examples
@@ -60,7 +61,10 @@ class TrainingConfig:
         checkpoint_every: Write a resumable checkpoint every this many steps.
         checkpoint_each_epoch: Also write a resumable checkpoint at the end of every epoch.
         keep_checkpoints: Keep only this many most recent checkpoints (``None`` keeps all).
-        device: Device of the model and the batches (``"cpu"``, ``"cuda"``...); bf16 autocast on CUDA.
+        device: Device of the model and the batches (``"cpu"``, ``"cuda"``...).
+        precision: ``"auto"`` (bf16 where the device computes it natively, else fp32), ``"fp32"``, ``"bf16"``
+            (frozen base stored in bf16, fp32 blocks and optimizer states) or ``"fp16"`` (CUDA only: fp16
+            autocast with a gradient scaler); see ``diablo_core.training.mixed_precision``.
         adam_betas: AdamW betas.
         adam_eps: AdamW epsilon.
     """
@@ -82,6 +86,7 @@ class TrainingConfig:
     checkpoint_each_epoch: bool = False
     keep_checkpoints: int | None = None
     device: str = "cpu"
+    precision: str = "auto"
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -104,6 +109,7 @@ class TrainingConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
+        check_training_precision(self.precision, self.device)
         self.adam_betas = tuple(self.adam_betas)
 
     @property
@@ -141,6 +147,7 @@ class TrainingResult:
         train_seconds: Wall time spent in training steps during this call (excluding evaluation/checkpoints).
         adapter_dir: ``<output_dir>/adapter`` with the final adapter (None when stopped).
         checkpoint_dir: Most recent checkpoint written, if any.
+        precision: The precision the run used, resolved (``"fp32"``, ``"bf16"`` or ``"fp16"``).
     """
 
     steps: int
@@ -154,11 +161,12 @@ class TrainingResult:
     train_seconds: float = 0.0
     adapter_dir: Path | None = None
     checkpoint_dir: Path | None = None
+    precision: str = "fp32"
 
 
 def _evaluate(run: TrainingRun, valid: list[TokenizedExample], callbacks: CallbackList) -> dict[str, float]:
     micro = run.config.micro_batch_size or run.config.batch_size
-    metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device)
+    metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device, run.precision)
     run.state.history.append(
         {"step": run.state.step, "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"]}
     )
@@ -183,6 +191,9 @@ def train(
     fence: Fence = unfenced,
 ) -> TrainingResult:
     """Trains the DiaBlo blocks of ``model`` (DiaBlo already applied) on tokenized examples.
+
+    The run's precision is resolved first (``config.precision``); the frozen weights of ``model`` are cast in
+    place to its storage dtype (bf16 halves their memory) and the blocks to float32, and stay so afterwards.
 
     The loss is the mean cross-entropy over response tokens (labels != -100) of the whole effective batch,
     whatever the micro-batching. Checkpoints go to ``output_dir/checkpoints/step-<n>/``; the final adapter
@@ -210,7 +221,8 @@ def train(
 
     Raises:
         DatasetError: No training examples.
-        ConfigError: No DiaBlo layers, or a checkpoint from a different run.
+        ConfigError: No DiaBlo layers, or a checkpoint from a different run (or another precision).
+        ValueError: ``precision="fp16"`` on a device other than CUDA.
     """
     if not train_examples:
         raise DatasetError("there are no training examples", "empty_dataset")
@@ -220,7 +232,11 @@ def train(
     torch.manual_seed(config.seed)
     run = TrainingRun(model, tokenizer, train_examples, config, fence)
     if resume_from is not None:
-        run.state = load_checkpoint(Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint())
+        run.state = load_checkpoint(
+            Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint(), run.precision
+        )
+        run.state.precision = run.precision  # an older checkpoint recorded none
+        run.restore_scaler()
     return _loop(run, valid_examples, output_dir, hooks)
 
 
@@ -298,4 +314,5 @@ def _result(
         train_seconds=run.train_seconds,
         adapter_dir=adapter_dir,
         checkpoint_dir=run.last_checkpoint,
+        precision=run.precision,
     )
