@@ -5,7 +5,7 @@
   adapter blocks stay float32 master weights, so their AdamW states are float32 too. The fused path adds the
   blocks into the bf16 weight it builds on the fly, and returns float32 block gradients. On CUDA a bf16
   autocast also covers the few float32 ops left; on the CPU nothing needs it. The loss is taken in float32.
-- ``fp16`` (CUDA): the frozen base stored in float16 under float16 autocast (norms and softmax run in float32),
+- ``fp16`` (CUDA): the frozen base stored in float16 under float16 autocast (norms and softmax in float32),
   float32 blocks, and a gradient scaler against underflow.
 
 Floating buffers (rotary ``inv_freq``) keep their dtype: the model computes its rotary angles in float32.

@@ -1,4 +1,4 @@
-"""Training precision: "auto" resolution, bf16 storage with fp32 master blocks, recorded and checked on resume."""
+"""Training precision: "auto" resolution, bf16 storage with fp32 master blocks, checked on resume."""
 
 from __future__ import annotations
 
