@@ -26,6 +26,7 @@ from api.services.engine_errors import api_error
 from diablo_core.errors import DiaBloError
 from diablo_core.generation.decoding import GenerationResult
 from diablo_core.models.loading import load_base_model
+from diablo_core.precision.hardware import apply_torch_threads, resolve_inference_dtype, torch_dtype
 from diablo_core.serving import (
     AdapterRef,
     GenerationRequest,
@@ -64,7 +65,10 @@ class InferenceService:
         model_id = served_model_id(settings)
         merged = _merged_adapter(settings)
         device = serving_device(settings.device)
-        loaded = load_base_model(load_source(model_id, settings), data_dir=settings.data_dir, device=device)
+        threads = apply_torch_threads(settings.torch_threads)
+        dtype = resolve_inference_dtype(settings.inference_dtype, device)
+        source = load_source(model_id, settings)
+        loaded = load_base_model(source, data_dir=settings.data_dir, device=device, dtype=torch_dtype(dtype))
         engine = InferenceEngine(
             loaded.model,
             loaded.tokenizer,
@@ -78,7 +82,10 @@ class InferenceService:
             max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
             prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
         )
-        logger.info("serving %s on %s (merged adapter: %s)", model_id, device, settings.merged_adapter)
+        logger.info(
+            "serving %s on %s in %s with %d torch threads (merged adapter: %s)",
+            model_id, device, dtype, threads, settings.merged_adapter,
+        )  # fmt: skip
         return cls(engine, model_id)
 
     def close(self) -> None:

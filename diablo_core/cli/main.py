@@ -20,7 +20,7 @@ from diablo_core.methods.diablo.adapter_io import load_adapter
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters, unload_diablo
 from diablo_core.models.loading import load_base_model
-from diablo_core.precision import resolve_precision
+from diablo_core.precision.hardware import resolve_precision
 from diablo_core.training.loop import TrainingConfig, TrainingResult, train
 
 app = typer.Typer(

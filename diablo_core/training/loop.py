@@ -20,7 +20,7 @@ from torch import nn
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import DatasetError
 from diablo_core.methods.diablo.adapter_io import save_adapter
-from diablo_core.precision import check_training_precision
+from diablo_core.precision.names import check_training_precision
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
 from diablo_core.training.checkpoints import Fence, load_checkpoint, replace_dir, staging_dir, unfenced
 from diablo_core.training.loss import evaluate_examples

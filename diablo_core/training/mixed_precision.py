@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from diablo_core.methods.diablo.model import diablo_modules
-from diablo_core.precision import torch_dtype
+from diablo_core.precision.hardware import torch_dtype
 
 
 def hold_in_precision(model: nn.Module, precision: str) -> None:

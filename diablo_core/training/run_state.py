@@ -13,7 +13,7 @@ from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.model import diablo_modules
 from diablo_core.models.identity import attach_identity, model_identity
-from diablo_core.precision import resolve_precision
+from diablo_core.precision.hardware import resolve_precision
 from diablo_core.training.callbacks import CallbackList, TrainingProgress
 from diablo_core.training.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
 from diablo_core.training.loss import accumulate_gradients

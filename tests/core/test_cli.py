@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from diablo_core.cli.main import app
 from diablo_core.methods.diablo.adapter_io import load_adapter
 from diablo_core.models.loading import load_base_model
-from diablo_core.precision import resolve_precision
+from diablo_core.precision.hardware import resolve_precision
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
 runner = CliRunner()

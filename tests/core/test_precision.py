@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diablo_core import precision as precision_module
 from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.adapter_io import load_adapter
-from diablo_core.precision import (
+from diablo_core.precision import hardware as precision_module
+from diablo_core.precision.hardware import (
     cpu_has_native_bf16,
     resolve_inference_dtype,
     resolve_precision,

@@ -1,52 +1,25 @@
-"""Numeric precision: the names a user may ask for and the one rule that turns "auto" into a choice.
+"""What the hardware computes natively, the one rule that turns "auto" into a precision, torch threads.
 
-Training takes ``"auto" | "fp32" | "bf16" | "fp16"``; serving takes ``"auto" | "fp32" | "bf16"``. ``"auto"``
-means bf16 wherever the hardware computes it natively (a CUDA device with bf16 support, or a CPU with
-AVX512-BF16 or AMX, detected at run time) and fp32 elsewhere. fp16 is CUDA only: it needs a gradient scaler
-and the CPU has no fast fp16 matrix product.
-
-The names are importable without torch (the torch-free job specification validates against them); torch is
-imported only by the functions that look at the hardware.
+``"auto"`` is bf16 on a CUDA device with bf16 support and on a CPU with AVX512-BF16 or AMX (detected at run
+time: torch's CPU probes, then the ``/proc/cpuinfo`` flags), fp32 elsewhere.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-INFERENCE_DTYPES = ("auto", "fp32", "bf16")
+from diablo_core.precision.names import INFERENCE_DTYPES, check_precision, check_training_precision
+
 # /proc/cpuinfo flags of the CPUs whose matrix units compute bf16 products natively.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def check_precision(value: str, field: str = "precision", allowed: tuple[str, ...] = PRECISIONS) -> str:
-    """Returns ``value`` when it is one of ``allowed``; otherwise a ValueError naming ``field``."""
-    if value not in allowed:
-        raise ValueError(f"{field} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def check_training_precision(precision: str, device: str) -> str:
-    """``check_precision`` plus the device rule: fp16 only on CUDA (a ValueError that says what to use)."""
-    check_precision(precision)
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise ValueError(
-            f"precision 'fp16' needs a CUDA device (fp16 autocast with a gradient scaler), got device "
-            f"{device!r}; use 'bf16' or 'fp32'"
-        )
-    return precision
 
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX-BF16)."""
-    import torch
-
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     if any(getattr(torch.cpu, probe, lambda: False)() for probe in probes):
         return True
@@ -68,8 +41,6 @@ def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 def device_has_native_bf16(device: str) -> bool:
     """Whether ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``...) computes bf16 natively."""
-    import torch
-
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
@@ -100,9 +71,20 @@ def resolve_inference_dtype(requested: str, device: str) -> str:
 
 def torch_dtype(precision: str) -> torch.dtype:
     """The storage dtype of the frozen weights for a resolved precision."""
-    import torch
-
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of {list(dtypes)} once resolved, got {precision!r}")
     return dtypes[precision]
+
+
+def apply_torch_threads(threads: int) -> int:
+    """Sets torch's intra-op thread count when ``threads`` is positive (0 keeps torch's default).
+
+    Returns:
+        The thread count torch uses now.
+    """
+    if threads < 0:
+        raise ValueError(f"torch threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
