@@ -81,6 +81,7 @@ class InferenceService:
             max_waiting_per_tenant=settings.inference_max_waiting_per_project,
             max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
             prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
+            torch_threads=settings.torch_threads,
         )
         logger.info(
             "serving %s on %s in %s with %d torch threads (merged adapter: %s)",
