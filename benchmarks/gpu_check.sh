@@ -19,7 +19,7 @@ $PY benchmarks/cuda_check.py --device cuda 2>&1 | tee "$OUT/gpu_cuda_check.txt"
 correct=${PIPESTATUS[0]}
 
 echo "== 2. training throughput and memory, llama-1b (random weights), bf16, batch 16 x 512 =="
-$PY benchmarks/train_throughput.py --device cuda --dtype bfloat16 --model llama-1b --batch-size 16 \
+$PY benchmarks/train_throughput.py --device cuda --precision bf16 --model llama-1b --batch-size 16 \
   --seq-len 512 --response-len 256 --rounds 10 --warmup 3 --memory-steps 3 \
   --variants floor,diablo,diablo-fused,lora-matched,lora-r32,diablo-dropout,lora-dropout --json "$OUT/gpu_train_throughput.json" \
   2>&1 | tee "$OUT/gpu_train_throughput.txt"

@@ -14,6 +14,9 @@ On the default model (or ``--model``), in one run:
 
 Adapters are random DiaBlo blocks (small values, N=64, default targets) saved with save_adapter: only the
 shapes matter for speed. Example: ``python benchmarks/serving.py --max-tokens 32 --json out.json``.
+
+``--dtype bf16`` runs all of it with the weights in bf16; ``--dtype both`` runs it in fp32 and then compares
+decode throughput in fp32 and bf16, base and mixed adapters (``benchmarks/serving_dtypes.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from diablo_core.generation.decoding import generate
 from diablo_core.methods.diablo.adapter_io import load_adapter_tensors, save_adapter
 from diablo_core.methods.diablo.config import DiaBloConfig
@@ -42,6 +47,7 @@ from diablo_core.methods.diablo.model import (
     unmerge_diablo,
 )
 from diablo_core.models.loading import load_base_model
+from diablo_core.precision.hardware import torch_dtype
 from diablo_core.serving import AdapterRef, GenerationRequest, InferenceEngine, read_adapter
 
 TOPICS = ["a lighthouse", "the moon", "a lost key", "rain", "a robot", "an old map", "tea", "a river"]
@@ -60,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the engine modes")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--dtype", choices=["fp32", "bf16", "both"], default="fp32", help="weights' dtype (both: compare)"
+    )
     return parser.parse_args()
 
 
@@ -275,11 +284,16 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_base_model(args.model, data_dir=args.data_dir, device=args.device)
+    dtype = torch_dtype("fp32" if args.dtype == "both" else args.dtype)
+    loaded = load_base_model(args.model, data_dir=args.data_dir, device=args.device, dtype=dtype)
     model, tokenizer, identity = loaded.model, loaded.tokenizer, loaded.identity
     with tempfile.TemporaryDirectory() as scratch:
         refs, adapted = make_adapters(model, identity, args.batch + args.repeats, Path(scratch))
         batch_refs, fresh = refs[: args.batch], refs[args.batch :]
+        if args.dtype == "both":
+            from benchmarks.serving_dtypes import compare_dtypes
+
+            dtypes = compare_dtypes(model, tokenizer, identity, batch_refs, args)
         throughput = {}
         with InferenceEngine(model, tokenizer, identity=identity, max_batch_size=args.batch) as engine:
             run_batch(engine, requests_for([None] * 2, 4))  # warm-up
@@ -306,6 +320,7 @@ def main() -> None:
     results = {
         "command": " ".join(["python", "benchmarks/serving.py", *sys.argv[1:]]),
         "device": args.device,
+        "dtype": args.dtype,
         "torch_threads": torch.get_num_threads(),
         "throughput": throughput,
         "decode_step_tok_s": steps,
@@ -313,6 +328,11 @@ def main() -> None:
     }
     results["targets"] = targets(steps, latency)
     print(report(results))
+    if args.dtype == "both":
+        from benchmarks.serving_dtypes import dtype_table
+
+        results["dtypes"] = dtypes
+        print("\n" + dtype_table(dtypes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -14,11 +14,15 @@ of T random tokens whose last R tokens are the response (loss on those only), cl
 Timing is robust to background load: ONE process holds every variant (the base loaded once, deep-copied per
 variant) and runs their steps interleaved, one step per variant per round (the order rotates each round),
 after warm-up rounds. Each step records wall time and process CPU time (CUDA: events after synchronize).
-Ratios are taken per round, then their median. Memory is measured separately, one fresh subprocess per
-variant (peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA), because one process cannot separate
-the variants' peaks.
+Ratios are taken per round, then their median.
+With ``--precision both`` the fp32 and bf16 variants (``name@fp32``, ``name@bf16``) share the rounds, so the
+bf16/fp32 ratio of each variant is taken within rounds too. Memory is measured separately, one fresh
+subprocess per variant (peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA), because one process
+cannot separate the variants' peaks.
 
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --model default --rounds 6 --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --model default --precision both --rounds 4 \
+        --threads 1 --variants floor,diablo-dropout,lora-dropout
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from benchmarks.step_timing import interleave, ratio_medians
 from benchmarks.train_variants import VARIANTS, load_plain, make_variant, synthetic_batch, train_step
 from benchmarks.variant_memory import measure_memory
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PRECISIONS = {"fp32": ("fp32",), "bf16": ("bf16",), "both": ("fp32", "bf16")}
 VERSUS_LORA = (
     "diablo/lora-matched",
     "diablo-fused/lora-matched",
@@ -48,11 +52,19 @@ VERSUS_LORA = (
 )
 
 
+def labelled(names: list[str], precisions: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """``(label, variant, precision)`` per timed model; labels carry ``@precision`` when there are two."""
+    return [(f"{n}@{p}" if len(precisions) > 1 else n, n, p) for p in precisions for n in names]
+
+
 def time_variants(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """Builds every variant in this process and times their interleaved steps; returns medians and ratios."""
-    base = load_plain(args.model, args.device, DTYPES[args.dtype])
-    last = len(names) - 1
-    variants = [make_variant(base, name, copy_base=i < last) for i, name in enumerate(names)]  # 1 load
+    base = load_plain(args.model, args.device, torch.float32)
+    specs = labelled(names, PRECISIONS[args.precision])
+    variants = [
+        make_variant(base, name, copy_base=i < len(specs) - 1, precision=precision, name=label)
+        for i, (label, name, precision) in enumerate(specs)
+    ]  # 1 load
     del base
     vocab = variants[0].model.config.vocab_size
     batch = synthetic_batch(vocab, args.batch_size, args.seq_len, args.response_len)
@@ -74,9 +86,20 @@ def time_variants(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
             "wall_samples": wall,
             "cpu_samples": cpu,
         }
-    pairs = [(n, "floor") for n in names if n != "floor"]
-    pairs += [tuple(pair.split("/")) for pair in VERSUS_LORA]
-    return {"rows": rows, "ratios": ratio_medians(samples, pairs)}
+    return {"rows": rows, "ratios": ratio_medians(samples, ratio_pairs(names, PRECISIONS[args.precision]))}
+
+
+def ratio_pairs(names: list[str], precisions: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every variant against the floor and DiaBlo against LoRA, per precision; bf16 against fp32."""
+    pairs = []
+    for precision in precisions:
+        label = {name: label for label, name, p in labelled(names, precisions) if p == precision}
+        pairs += [(label[n], label["floor"]) for n in names if n != "floor"]
+        versus = [pair.split("/") for pair in VERSUS_LORA]
+        pairs += [(label[a], label[b]) for a, b in versus if a in label and b in label]
+    if len(precisions) > 1:
+        pairs += [(f"{n}@bf16", f"{n}@fp32") for n in names]
+    return pairs
 
 
 def memory_isolated(args: argparse.Namespace, variant: str) -> dict[str, float]:
@@ -95,7 +118,8 @@ def table(timing: dict[str, Any], memory: dict[str, dict[str, float]], device: s
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in timing["rows"].items():
-        ratio = timing["ratios"].get(f"{name}/floor", {"wall": 1.0, "cpu": 1.0} if name == "floor" else None)
+        floor = "floor" + name.partition("@")[1] + name.partition("@")[2]
+        ratio = timing["ratios"].get(f"{name}/{floor}", {"wall": 1.0, "cpu": 1.0} if name == floor else None)
         mem = memory.get(name)
         lines.append(
             f"| {name} | {row['trainable']:,} | {row['wall_s']:.3f} | {row['cpu_s']:.3f} | "
@@ -103,9 +127,8 @@ def table(timing: dict[str, Any], memory: dict[str, dict[str, float]], device: s
             f"{_mib(mem, 'peak_mb')} | {_mib(mem, 'training_mb')} |"
         )
     lines.append("")
-    for pair in VERSUS_LORA:
-        if pair in timing["ratios"]:
-            ratio = timing["ratios"][pair]
+    for pair, ratio in timing["ratios"].items():
+        if not pair.split("/")[1].startswith("floor"):
             lines.append(f"{pair} step time: wall {ratio['wall']:.3f}, CPU {ratio['cpu']:.3f}")
     return "\n".join(lines)
 
@@ -128,7 +151,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--response-len", type=int, default=32, help="learned tokens at the end of each row")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument(
+        "--precision", choices=sorted(PRECISIONS), default="fp32", help="frozen weights in fp32, bf16 or both"
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help='comma-separated subset ("" for none)')
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in every process")
     parser.add_argument("--json", type=Path, help="write all results here")
@@ -148,7 +173,8 @@ def run_throughput(args: argparse.Namespace, names: list[str]) -> dict[str, Any]
     if "floor" not in names:
         raise SystemExit("--variants must include floor: every ratio is taken against it")
     timing = time_variants(args, names)
-    memory = {name: memory_isolated(args, name) for name in names} if args.memory_steps else {}
+    specs = labelled(names, PRECISIONS[args.precision])
+    memory = {label: memory_isolated(args, label) for label, _, _ in specs} if args.memory_steps else {}
     print(table(timing, memory, args.device))
     return {"timing": timing, "memory": memory}
 
@@ -158,7 +184,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_worker:
-        print(json.dumps(measure_memory(args, args.memory_worker, DTYPES[args.dtype])))
+        name, _, precision = args.memory_worker.partition("@")
+        print(json.dumps(measure_memory(args, name, precision or args.precision)))
         return
     names = [name for name in args.variants.split(",") if name]
     report: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if k != "json"}}

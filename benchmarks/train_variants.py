@@ -4,6 +4,10 @@ Variants: the no-adapter floor, DiaBlo N=64 (einsum and fused forward) and PEFT 
 Every variant takes the service's step: response-only loss through
 ``diablo_core.training.loss.accumulate_gradients``,
 gradient clipping at 1.0, AdamW over the trainable parameters, ``zero_grad``.
+
+Precision as the service trains: in ``bf16`` every frozen weight is stored in bf16 and the trainable ones
+(DiaBlo blocks, LoRA A/B) stay fp32 master weights, as ``diablo_core.training.mixed_precision`` holds them
+(PEFT keeps its adapter weights in fp32 on a bf16 base by default too).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConf
 from diablo_core.methods.diablo.layer import block_layout
 from diablo_core.methods.diablo.model import apply_diablo, diablo_modules
 from diablo_core.models.loading import load_base_model
+from diablo_core.precision.hardware import torch_dtype
 from diablo_core.training.loss import accumulate_gradients
 
 VARIANTS = ("floor", "diablo", "lora-matched", "lora-r32", "diablo-fused")
@@ -39,6 +44,7 @@ class Variant:
     model: nn.Module
     params: list[nn.Parameter]
     optimizer: torch.optim.Optimizer | None
+    precision: str = "fp32"
 
     @property
     def trainable(self) -> int:
@@ -111,15 +117,31 @@ def _adapt(model: nn.Module, variant: str) -> nn.Module:
     raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS + OPTIONAL_VARIANTS}")
 
 
-def make_variant(base: nn.Module, variant: str, copy_base: bool = True) -> Variant:
-    """Builds ``variant`` from ``base`` (deep-copied unless ``copy_base`` is False), in train mode."""
+def make_variant(
+    base: nn.Module, variant: str, copy_base: bool = True, precision: str = "fp32", name: str | None = None
+) -> Variant:
+    """Builds ``variant`` from ``base`` (deep-copied unless ``copy_base`` is False), in train mode.
+
+    ``precision`` (resolved) stores the frozen weights in its dtype, trainable ones in fp32; ``name`` labels
+    the result (default: ``variant``).
+    """
     torch.manual_seed(0)  # same random blocks / LoRA init whatever the order of construction
     model = _adapt(copy.deepcopy(base) if copy_base else base, variant).train()
     params = [p for p in model.parameters() if p.requires_grad]
+    _store_frozen(model, torch_dtype(precision))
     optimizer = (
         torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0) if params else None
     )
-    return Variant(variant, model, params, optimizer)
+    return Variant(name or variant, model, params, optimizer, precision)
+
+
+def _store_frozen(model: nn.Module, dtype: torch.dtype) -> None:
+    """Frozen parameters to ``dtype``, trainable ones to fp32 (master weights); buffers keep theirs."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            wanted = torch.float32 if parameter.requires_grad else dtype
+            if parameter.is_floating_point() and parameter.dtype != wanted:
+                parameter.data = parameter.data.to(wanted)
 
 
 def synthetic_batch(vocab: int, batch: int, seq_len: int, response_len: int) -> list[TokenizedExample]:
@@ -132,7 +154,7 @@ def synthetic_batch(vocab: int, batch: int, seq_len: int, response_len: int) -> 
 
 def train_step(variant: Variant, batch: list[TokenizedExample], device: str) -> None:
     """One optimizer step of the service's loop (one micro-batch; the floor only runs forward/backward)."""
-    accumulate_gradients(variant.model, batch, len(batch), 0, device)
+    accumulate_gradients(variant.model, batch, len(batch), 0, device, variant.precision)
     if variant.optimizer is None:
         return
     torch.nn.utils.clip_grad_norm_(variant.params, 1.0)

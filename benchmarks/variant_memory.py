@@ -56,14 +56,18 @@ def _peak(device: str) -> float:
     return _status_kib("VmHWM") / 1024
 
 
-def measure_memory(args: argparse.Namespace, name: str, dtype: torch.dtype) -> dict[str, float]:
+def measure_memory(args: argparse.Namespace, name: str, precision: str) -> dict[str, float]:
     """Builds variant ``name`` alone, takes ``args.memory_steps`` steps and returns its memory in MiB.
+
+    ``precision`` (``"fp32"`` or ``"bf16"``) is the storage of the frozen weights (trainable ones stay fp32).
 
     Returns:
         ``{"setup_mb", "peak_mb", "training_mb"}``: in use before the first step (model and adapter), the
         peak during the steps, and their difference (what training adds).
     """
-    variant = make_variant(load_plain(args.model, args.device, dtype), name, copy_base=False)
+    base = load_plain(args.model, args.device, torch.float32)
+    variant = make_variant(base, name, copy_base=False, precision=precision)
+    del base
     batch = synthetic_batch(variant.model.config.vocab_size, args.batch_size, args.seq_len, args.response_len)
     setup = _reset_peak(variant.model, args.device)
     for _ in range(args.memory_steps):

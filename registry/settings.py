@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from diablo_core.precision.names import INFERENCE_DTYPES, check_precision
+
 MIB = 1024 * 1024
 
 
@@ -88,11 +90,22 @@ class Settings(BaseSettings):
     adapter_cache_bytes: int = Field(default=512 * MIB, gt=0)
     # A fine-tuned model merged into the weights at start: only it is served, with zero overhead.
     merged_adapter: str | None = None
+    # Weights of the served model (adapters are applied in the same dtype): "auto" is bf16 where the device
+    # computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32; or "fp32", "bf16".
+    inference_dtype: str = "auto"
+    # torch intra-op threads of each API and worker process (0: torch's default, one per core). Processes
+    # sharing a host should split its cores: oversubscribed threads slow inference down many times.
+    torch_threads: int = Field(default=0, ge=0)
 
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("inference_dtype")
+    @classmethod
+    def _known_inference_dtype(cls, value: str) -> str:
+        return check_precision(value.strip().lower(), "inference_dtype", INFERENCE_DTYPES)
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_ready, worker_shutting_down
 
+from diablo_core.precision.hardware import apply_torch_threads
 from registry.db import upgrade_database
 from registry.logging_setup import configure_logging
 from registry.queue import declare_queue, make_celery
@@ -36,6 +37,8 @@ def use_service_logging(loglevel: int | str | None = None, **_: Any) -> None:
 def migrate_database(**_: Any) -> None:
     """Migrate the registry and create the queue before the first task (safe when many workers start)."""
     settings = get_settings()
+    threads = apply_torch_threads(settings.torch_threads)  # the solo pool trains in this process
+    logger.info("training with %d torch threads", threads)
     upgrade_database(settings.database_url)
     declare_queue(app, settings.queue_name)
     logger.info("registry migrated; consuming queue %s", settings.queue_name)

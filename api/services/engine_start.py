@@ -11,6 +11,7 @@ import logging
 
 from diablo_core.devices import resolve_device
 from diablo_core.models.loading import load_base_model
+from diablo_core.precision.hardware import apply_torch_threads, resolve_inference_dtype, torch_dtype
 from diablo_core.serving.adapter_ref import AdapterRef
 from diablo_core.serving.engine import InferenceEngine
 from registry.base_models import load_source
@@ -22,7 +23,10 @@ logger = logging.getLogger("api.inference")
 def start_engine(settings: Settings, model_id: str, merged: AdapterRef | None) -> InferenceEngine:
     """Loads ``model_id`` on the configured device and starts an engine with the server's limits."""
     device = resolve_device(settings.device).name
-    loaded = load_base_model(load_source(model_id, settings), data_dir=settings.data_dir, device=device)
+    threads = apply_torch_threads(settings.torch_threads)
+    dtype = resolve_inference_dtype(settings.inference_dtype, device)
+    source = load_source(model_id, settings)
+    loaded = load_base_model(source, data_dir=settings.data_dir, device=device, dtype=torch_dtype(dtype))
     engine = InferenceEngine(
         loaded.model,
         loaded.tokenizer,
@@ -35,6 +39,10 @@ def start_engine(settings: Settings, model_id: str, merged: AdapterRef | None) -
         max_waiting_per_tenant=settings.inference_max_waiting_per_project,
         max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
         prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
+        torch_threads=settings.torch_threads,
     )
-    logger.info("serving %s on %s (merged adapter: %s)", model_id, device, settings.merged_adapter)
+    logger.info(
+        "serving %s on %s in %s with %d torch threads (merged adapter: %s)",
+        model_id, device, dtype, threads, settings.merged_adapter,
+    )  # fmt: skip
     return engine

@@ -20,6 +20,7 @@ from diablo_core.methods.diablo.adapter_io import load_adapter
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters, unload_diablo
 from diablo_core.models.loading import load_base_model
+from diablo_core.precision.hardware import resolve_precision
 from diablo_core.training.loop import TrainingConfig, TrainingResult, train
 
 app = typer.Typer(
@@ -97,6 +98,9 @@ def train_command(
         Path | None, typer.Option(help="Start from this adapter's blocks (its N, targets and dropout apply).")
     ] = None,
     device: DeviceOpt = "cpu",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 where the device computes it natively), fp32, bf16, fp16 (CUDA).")
+    ] = "auto",
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Train a DiaBlo adapter; the adapter is saved to OUTPUT/adapter."""
@@ -109,7 +113,7 @@ def train_command(
             micro_batch_size=micro_batch_size, max_length=max_length, warmup_steps=warmup_steps,
             scheduler=scheduler, seed=seed, gradient_checkpointing=gradient_checkpointing,
             eval_every=eval_every, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-            device=device,
+            device=device, precision=precision,
         )  # fmt: skip
         diablo = DiaBloConfig(
             num_blocks=num_blocks, target_modules=tuple(targets.split(",")), dropout=dropout
@@ -123,7 +127,10 @@ def train_command(
             load_adapter(loaded.model, init_adapter)
         else:
             apply_diablo(loaded.model, diablo)
-        console.print(f"{loaded.identity.name}: {trainable_parameters(loaded.model):,} trainable parameters")
+        console.print(
+            f"{loaded.identity.name}: {trainable_parameters(loaded.model):,} trainable parameters, "
+            f"precision {resolve_precision(precision, device)}"
+        )
         train_set = tokenize_examples(read_examples(data), loaded.tokenizer, max_length)
         valid_set = tokenize_examples(read_examples(valid), loaded.tokenizer, max_length) if valid else None
         with RichProgress(console) as progress:
@@ -145,6 +152,7 @@ def _write_summary(output: Path, result: TrainingResult, config: TrainingConfig)
         "train_seconds": round(result.train_seconds, 2),
         "tokens_per_second": round(result.trained_tokens / max(result.train_seconds, 1e-9), 1),
         "adapter": str(result.adapter_dir),
+        "precision": result.precision,
     }
     output.mkdir(parents=True, exist_ok=True)
     (output / "summary.json").write_text(json.dumps({**summary, "config": config.to_dict()}, indent=2))

@@ -62,7 +62,9 @@ def load_base_model(
         name: ``"default"`` (or the default's hub id), a local checkpoint directory, or a hub id.
         data_dir: Where the default model's converted checkpoint lives (created on first use).
         device: Torch device of the weights.
-        dtype: Weight dtype; ``None`` means bfloat16 on CUDA and float32 elsewhere.
+        dtype: Weight dtype; ``None`` means bfloat16 on CUDA and float32 elsewhere. Floating buffers (the
+            rotary ``inv_freq``) stay float32, as ``from_pretrained`` leaves them: the model computes its
+            rotary angles in float32, and a bf16 ``inv_freq`` would shift them at long positions.
 
     Returns:
         The model (eval mode), the tokenizer (with a pad token) and the identity.
@@ -86,11 +88,20 @@ def load_base_model(
     model, tokenizer = _from_pretrained(canonical if directory is None else str(directory))
     identity = _identity(model, identity_name, directory, source)
     target_dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    model = model.to(device=device, dtype=target_dtype).eval()
+    model = cast_parameters(model.to(device=device), target_dtype).eval()
     attach_identity(model, identity)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity)
+
+
+def cast_parameters(model: Any, dtype: torch.dtype) -> Any:
+    """Casts every floating parameter of ``model`` to ``dtype`` in place (buffers keep theirs); returns it."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.is_floating_point() and parameter.dtype != dtype:
+                parameter.data = parameter.data.to(dtype)
+    return model
 
 
 def ensure_default_checkpoint(data_dir: str | Path) -> Path:

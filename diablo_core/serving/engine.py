@@ -24,6 +24,7 @@ from torch import nn
 from diablo_core.generation.decoding import build_prompt_ids, eos_token_ids, sampling_generator
 from diablo_core.generation.result import GenerationResult
 from diablo_core.models.identity import BaseModelIdentity, model_identity
+from diablo_core.precision.hardware import apply_torch_threads
 from diablo_core.serving.adapter_cache import (
     DEFAULT_MAX_ADAPTERS,
     DEFAULT_MAX_BYTES,
@@ -61,6 +62,8 @@ class InferenceEngine:
         max_waiting_per_tenant: Most requests of one tenant waiting for a row (None: no bound).
         max_rows_per_tenant: Most running rows of one tenant (None: up to ``max_batch_size``).
         prefill_chunk_tokens: Most prompt tokens per prefill forward (None: whole prompts at once).
+        torch_threads: torch intra-op threads of the engine thread (0: torch's default); set on that thread,
+            since a thread count set elsewhere does not reach a thread that already ran torch ops.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class InferenceEngine:
         max_waiting_per_tenant: int | None = None,
         max_rows_per_tenant: int | None = None,
         prefill_chunk_tokens: int | None = 256,
+        torch_threads: int = 0,
     ) -> None:
         for name, value in (("max_batch_size", max_batch_size), ("max_rows_per_tenant", max_rows_per_tenant)):
             if value is not None and value < 1:
@@ -104,6 +108,8 @@ class InferenceEngine:
         self._condition = threading.Condition()
         self._encode_lock = threading.Lock()
         self._closed = False
+        self._torch_threads = torch_threads
+        self.torch_threads = 0  # what the engine thread uses, once it runs
         self._thread = threading.Thread(target=self._run, name="diablo-inference", daemon=True)
         self._thread.start()
 
@@ -164,6 +170,7 @@ class InferenceEngine:
             self._condition.notify_all()
 
     def _run(self) -> None:
+        self.torch_threads = apply_torch_threads(self._torch_threads)
         while self._wait_for_work():
             try:
                 self._step()

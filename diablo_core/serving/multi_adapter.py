@@ -198,8 +198,10 @@ class MultiAdapterModel:
             parent, name = _parent_and_name(self.model, path)
             wrapped = MultiAdapterLinear(getattr(parent, name), self.routing)
             wrapped.reserve(self.capacity)
-            setattr(parent, name, wrapped)
+            # Registered before it replaces the layer: the loader thread's ``linear(path)`` must never see
+            # the wrapper in the model while ``layers`` does not yet know it (it would answer None).
             self.layers[path] = wrapped
+            setattr(parent, name, wrapped)
         return self.layers[path]
 
     @torch.no_grad()

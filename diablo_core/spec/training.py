@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from diablo_core.precision.names import check_training_precision
+
 SCHEDULERS = ("linear", "cosine")
 
 
@@ -67,7 +69,10 @@ class TrainingConfig:
         checkpoint_every: Write a resumable checkpoint every this many steps.
         checkpoint_each_epoch: Also write a resumable checkpoint at the end of every epoch.
         keep_checkpoints: Keep only this many most recent checkpoints (``None`` keeps all).
-        device: Device of the model and the batches (``"cpu"``, ``"cuda"``...); bf16 autocast on CUDA.
+        device: Device of the model and the batches (``"cpu"``, ``"cuda"``...).
+        precision: ``"auto"`` (bf16 where the device computes it natively, else fp32), ``"fp32"``, ``"bf16"``
+            (frozen base stored in bf16, fp32 blocks and optimizer states) or ``"fp16"`` (CUDA only: fp16
+            autocast with a gradient scaler); see ``diablo_core.training.mixed_precision``.
         adam_betas: AdamW betas.
         adam_eps: AdamW epsilon.
     """
@@ -89,6 +94,7 @@ class TrainingConfig:
     checkpoint_each_epoch: bool = False
     keep_checkpoints: int | None = None
     device: str = "cpu"
+    precision: str = "auto"
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -111,6 +117,7 @@ class TrainingConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
+        check_training_precision(self.precision, self.device)
         self.adam_betas = tuple(self.adam_betas)
 
     @property

@@ -22,6 +22,7 @@ class TrainingProgress:
         eta_seconds: Estimated step time left (evaluations and checkpoints not included).
         trained_tokens: Non-padding tokens processed so far (including before a resume).
         accuracy: Greedy next-token accuracy on this step's response tokens.
+        precision: The run's resolved precision (``"fp32"``, ``"bf16"`` or ``"fp16"``).
     """
 
     step: int
@@ -33,6 +34,7 @@ class TrainingProgress:
     eta_seconds: float
     trained_tokens: int
     accuracy: float = 0.0
+    precision: str = "fp32"
 
 
 class TrainingCallback:

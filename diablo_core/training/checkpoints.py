@@ -77,6 +77,8 @@ class TrainerState:
         history: Metrics recorded so far (one dict per evaluation or logged step).
         fingerprint: Settings that fix the data order and schedule (seed, batch size, example count, total
             steps); resuming with different ones is refused.
+        precision: The resolved precision the run trains in (None in checkpoints older than the setting).
+        grad_scaler: An fp16 run's gradient-scaler state (scale, growth tracker), None otherwise.
     """
 
     step: int
@@ -85,6 +87,8 @@ class TrainerState:
     trained_tokens: int
     history: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None
+    grad_scaler: dict[str, Any] | None = None
 
 
 def checkpoints_root(output_dir: Path) -> Path:
@@ -225,12 +229,27 @@ def _write_files(
     _write_json(directory / TRAINER_STATE_FILE, {**asdict(state), "python_rng": random.getstate()})
 
 
+def _check_precision(path: Path, saved: str | None, resuming: str | None) -> None:
+    """Refuses to continue in a precision whose steps would compute differently from the saved run's.
+
+    Only resolved precisions are compared ("auto" that picked bf16 continues a "bf16" run); a checkpoint
+    older than the setting records none and is accepted.
+    """
+    if saved is not None and resuming is not None and saved != resuming:
+        raise ConfigError(
+            f"checkpoint {path} was trained in {saved}, this run trains in {resuming}: the rest of the run "
+            f"would not match; resume with precision={saved!r}",
+            "checkpoint_precision_mismatch",
+        )
+
+
 def load_checkpoint(
     path: Path,
     model: nn.Module,
     optimizer: Optimizer,
     scheduler: LRScheduler,
     fingerprint: dict[str, Any],
+    precision: str | None = None,
 ) -> TrainerState:
     """Restores adapter, optimizer, scheduler and RNG states from ``path`` and returns the run's progress.
 
@@ -240,9 +259,11 @@ def load_checkpoint(
         optimizer: Fresh optimizer over the same parameters, in the same order.
         scheduler: Fresh scheduler of the same kind and length.
         fingerprint: The resuming run's seed/batch/data/total-steps settings.
+        precision: The resuming run's resolved precision (None: not checked).
 
     Raises:
-        ConfigError: The checkpoint is missing or belongs to a run with a different fingerprint.
+        ConfigError: The checkpoint is missing, belongs to a run with a different fingerprint
+            (``checkpoint_mismatch``) or was trained in another precision (``checkpoint_precision_mismatch``).
     """
     if not (path / TRAINER_STATE_FILE).is_file():
         raise ConfigError(
@@ -256,6 +277,7 @@ def load_checkpoint(
             f"checkpoint {path} was made with {state.fingerprint}, this run has {fingerprint}",
             "checkpoint_mismatch",
         )
+    _check_precision(path, state.precision, precision)
     load_adapter(model, path)
     meta = json.loads((path / "optimizer.json").read_text())
     optimizer.load_state_dict(_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta))

@@ -52,6 +52,7 @@ class TrainingResult:
         train_seconds: Wall time spent in training steps during this call (excluding evaluation/checkpoints).
         adapter_dir: ``<output_dir>/adapter`` with the final adapter (None when stopped).
         checkpoint_dir: Most recent checkpoint written, if any.
+        precision: The precision the run used, resolved (``"fp32"``, ``"bf16"`` or ``"fp16"``).
     """
 
     steps: int
@@ -65,11 +66,12 @@ class TrainingResult:
     train_seconds: float = 0.0
     adapter_dir: Path | None = None
     checkpoint_dir: Path | None = None
+    precision: str = "fp32"
 
 
 def _evaluate(run: TrainingRun, valid: list[TokenizedExample], callbacks: CallbackList) -> dict[str, float]:
     micro = run.config.micro_batch_size or run.config.batch_size
-    metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device)
+    metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device, run.precision)
     run.state.history.append(
         {"step": run.state.step, "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"]}
     )
@@ -94,6 +96,9 @@ def train(
     fence: Fence = unfenced,
 ) -> TrainingResult:
     """Trains the DiaBlo blocks of ``model`` (DiaBlo already applied) on tokenized examples.
+
+    The run's precision is resolved first (``config.precision``); the frozen weights of ``model`` are cast in
+    place to its storage dtype (bf16 halves their memory) and the blocks to float32, and stay so afterwards.
 
     The loss is the mean cross-entropy over response tokens (labels != -100) of the whole effective batch,
     whatever the micro-batching. Checkpoints go to ``output_dir/checkpoints/step-<n>/``; the final adapter
@@ -121,7 +126,8 @@ def train(
 
     Raises:
         DatasetError: No training examples.
-        ConfigError: No DiaBlo layers, or a checkpoint from a different run.
+        ConfigError: No DiaBlo layers, or a checkpoint from a different run (or another precision).
+        ValueError: ``precision="fp16"`` on a device other than CUDA.
     """
     if not train_examples:
         raise DatasetError("there are no training examples", "empty_dataset")
@@ -131,7 +137,11 @@ def train(
     torch.manual_seed(config.seed)
     run = TrainingRun(model, tokenizer, train_examples, config, fence)
     if resume_from is not None:
-        run.state = load_checkpoint(Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint())
+        run.state = load_checkpoint(
+            Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint(), run.precision
+        )
+        run.state.precision = run.precision  # an older checkpoint recorded none
+        run.restore_scaler()
     return _loop(run, valid_examples, output_dir, hooks)
 
 
@@ -209,4 +219,5 @@ def _result(
         train_seconds=run.train_seconds,
         adapter_dir=adapter_dir,
         checkpoint_dir=run.last_checkpoint,
+        precision=run.precision,
     )

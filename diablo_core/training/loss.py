@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample
+from diablo_core.training.mixed_precision import autocast_for
 
 
 def collate(batch: list[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -85,23 +85,18 @@ def response_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple
     return loss_sum, correct
 
 
-def _autocast(device: str) -> AbstractContextManager:
-    """bf16 autocast on CUDA; fp32 elsewhere (the paper trains in fp32 on CPU)."""
-    if device.startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def evaluate_examples(
     model: nn.Module,
     examples: list[TokenizedExample],
     batch_size: int,
     pad_token_id: int,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Mean response-token loss and accuracy of ``model`` on ``examples`` (eval mode, no grad).
 
-    The model's training mode is restored afterwards.
+    ``precision`` is the run's resolved precision (its autocast applies); the model's training mode is
+    restored afterwards.
 
     Returns:
         ``{"loss": ..., "accuracy": ..., "tokens": ...}`` averaged over all learned tokens.
@@ -109,7 +104,7 @@ def evaluate_examples(
     was_training = model.training
     model.eval()
     loss_total, correct_total, count = 0.0, 0, 0
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast_for(precision, device):
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate(chunk, pad_token_id).items()}
@@ -138,11 +133,14 @@ def accumulate_gradients(
     micro_batch_size: int,
     pad_token_id: int,
     device: str = "cpu",
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepStats:
     """Runs forward and backward over ``batch`` in micro-batches, accumulating parameter gradients.
 
     Each micro-batch's summed loss is divided by the learned-token count of the WHOLE batch, so the
     accumulated gradient is that of the mean loss over all response tokens, however the batch is split.
+    ``precision`` (resolved) picks the autocast; an fp16 run's ``scaler`` scales the loss before backward.
 
     Returns:
         The batch's mean loss and accuracy, learned-token count and non-padding input-token count.
@@ -154,9 +152,10 @@ def accumulate_gradients(
         tensors = {
             k: v.to(device) for k, v in collate(batch[start : start + micro_batch_size], pad_token_id).items()
         }
-        with _autocast(device):
+        with autocast_for(precision, device):
             loss_sum, correct = response_loss_sum(model, tensors)
-        (loss_sum / denominator).backward()
+        loss = loss_sum / denominator
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_total += float(loss_sum.detach())
         correct_total += int(correct)
         tokens += int(tensors["attention_mask"].sum())

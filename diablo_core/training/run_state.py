@@ -12,11 +12,13 @@ from torch import nn
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.model import diablo_modules
-from diablo_core.models.identity import model_identity
+from diablo_core.models.identity import attach_identity, model_identity
+from diablo_core.precision.hardware import resolve_precision
 from diablo_core.spec.training import TrainingConfig, count_total_steps
 from diablo_core.training.callbacks import CallbackList, TrainingProgress
 from diablo_core.training.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
 from diablo_core.training.loss import accumulate_gradients
+from diablo_core.training.mixed_precision import grad_scaler_for, hold_in_precision
 from diablo_core.training.schedule import build_scheduler
 
 
@@ -50,9 +52,15 @@ class TrainingRun:
     ):
         self.model, self.config, self.examples, self.fence = model, config, examples, fence
         self.pad_id = _pad_token_id(tokenizer)
-        self.params = [module.blocks for module in diablo_modules(model).values()]
-        if not self.params:
+        if not diablo_modules(model):
             raise ConfigError("the model has no DiaBlo layers: call apply_diablo first", "diablo_not_applied")
+        self.precision = resolve_precision(config.precision, config.device)
+        # The identity names the weights as loaded; casting them must not change which base an adapter fits.
+        self.identity = model_identity(model)
+        attach_identity(model, self.identity)
+        hold_in_precision(model, self.precision)  # before the optimizer: its states follow the fp32 blocks
+        self.scaler = grad_scaler_for(self.precision, config.device)
+        self.params = [module.blocks for module in diablo_modules(model).values()]
         self.total_steps = count_total_steps(
             len(examples), config.batch_size, config.n_epochs, config.max_steps
         )
@@ -67,9 +75,13 @@ class TrainingRun:
             self.optimizer, config.scheduler, config.warmup_steps, self.total_steps
         )
         self.state = TrainerState(
-            step=0, epoch=0, position=0, trained_tokens=0, fingerprint=self.fingerprint()
+            step=0,
+            epoch=0,
+            position=0,
+            trained_tokens=0,
+            fingerprint=self.fingerprint(),
+            precision=self.precision,
         )
-        self.identity = model_identity(model)
         self.train_seconds, self.session_tokens, self.session_steps = 0.0, 0, 0
         self.last: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
@@ -98,11 +110,15 @@ class TrainingRun:
     def optimizer_step(self, batch: list[TokenizedExample]) -> None:
         started = time.perf_counter()
         micro = self.config.micro_batch_size or self.config.batch_size
-        stats = accumulate_gradients(self.model, batch, micro, self.pad_id, self.config.device)
+        stats = accumulate_gradients(
+            self.model, batch, micro, self.pad_id, self.config.device, self.precision, self.scaler
+        )
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        self._apply_update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.train_seconds += time.perf_counter() - started
@@ -117,6 +133,20 @@ class TrainingRun:
             "learning_rate": lr,
         }
 
+    def _apply_update(self) -> None:
+        """AdamW step; an fp16 run's scaler skips steps with inf/nan gradients and adapts its scale."""
+        if self.scaler is None:
+            self.optimizer.step()
+            return
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state.grad_scaler = self.scaler.state_dict()
+
+    def restore_scaler(self) -> None:
+        """After a resume: the scaler continues from the checkpoint's scale (fp16 runs only)."""
+        if self.scaler is not None and self.state.grad_scaler:
+            self.scaler.load_state_dict(self.state.grad_scaler)
+
     def progress(self) -> TrainingProgress:
         per_step = self.train_seconds / max(1, self.session_steps)
         return TrainingProgress(
@@ -129,6 +159,7 @@ class TrainingRun:
             eta_seconds=per_step * (self.total_steps - self.state.step),
             trained_tokens=self.state.trained_tokens,
             accuracy=self.last["accuracy"],
+            precision=self.precision,
         )
 
     def checkpoint(self, root: Path, callbacks: CallbackList, metrics: dict[str, float]) -> None:

@@ -5,18 +5,24 @@ Every answer is compared with ``generate`` on a copy of the model with the adapt
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from diablo_core.generation.decoding import generate
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
+from diablo_core.models.loading import cast_parameters
 from registry.artifacts import add_checkpoint
 from registry.db import session_scope
 from registry.models import Job
+from registry.settings import Settings
 from tests.api.conftest import CHAT_EXAMPLE, assert_error, create_job, jsonl, upload
 from tests.api.tiny_serving import TINY_MODEL, serving_settings, tiny_fixture  # noqa: F401 (fixtures by name)
 
@@ -270,3 +276,36 @@ def test_merged_mode_serves_its_adapter_only(client, settings, tiny):
     assert chat_text(client, "ft:tiny::m") == tiny.reference("d", messages=MESSAGES, max_new_tokens=12).text
     assert client.app.state.inference.engine.merged_adapter is not None
     assert_error(chat(client, TINY_MODEL), 400, "adapter_not_served", "model")
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    """DIABLO_TORCH_THREADS sets the process's torch threads: put them back for the next tests."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("settings", [{"inference_dtype": "bf16", "torch_threads": 1}], indirect=True)
+def test_bf16_serving_holds_weights_and_adapters_in_bf16(restore_threads, client, settings, tiny):
+    tiny.install(settings, "ft:tiny::b", "d")
+    answer = chat_text(client, "ft:tiny::b")
+    engine = client.app.state.inference.engine
+    model = engine.adapters.model
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32  # rotary angles stay exact
+    stacks = [stack for m in model.modules() for stack in getattr(m, "stacks", {}).values()]
+    assert stacks and all(stack.dtype == torch.bfloat16 for stack in stacks)  # adapters in the same dtype
+    assert engine.torch_threads == 1  # as the engine thread reports it
+    bf16_base = cast_parameters(copy.deepcopy(tiny.base.model), torch.bfloat16)
+    expected = generate(bf16_base, tiny.base.tokenizer, messages=MESSAGES, max_new_tokens=12).text
+    assert chat_text(client, TINY_MODEL) == expected
+    assert answer  # the adapter's answer decodes in bf16 too
+
+
+def test_inference_dtype_and_threads_settings_are_checked(settings):
+    assert Settings(inference_dtype="BF16").inference_dtype == "bf16"
+    with pytest.raises(ValueError, match=r"inference_dtype must be one of \['auto', 'fp32', 'bf16'\]"):
+        Settings(inference_dtype="fp16")
+    with pytest.raises(ValueError, match="torch_threads"):
+        Settings(torch_threads=-1)

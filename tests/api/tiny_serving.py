@@ -121,8 +121,15 @@ def link_tiny_model(settings: Settings, serving: TinyServing) -> None:
 
 
 def tiny_settings(data_dir: Path, database_url: str, serving: TinyServing, **overrides: Any) -> Settings:
-    """Settings serving the tiny model on the CPU with a 64-token ``max_tokens`` limit, plus ``overrides``."""
-    values = {"default_model": TINY_MODEL, "device": "cpu", "max_tokens_limit": 64, **overrides}
+    """Settings serving the tiny model on the CPU in fp32, ``max_tokens`` up to 64, plus ``overrides``."""
+    # fp32: answers are compared with generate on the fp32 model; "auto" would pick bf16 on a bf16 CPU.
+    values = {
+        "default_model": TINY_MODEL,
+        "device": "cpu",
+        "max_tokens_limit": 64,
+        "inference_dtype": "fp32",
+        **overrides,
+    }
     settings = make_settings(data_dir, database_url, **values)
     link_tiny_model(settings, serving)
     return settings

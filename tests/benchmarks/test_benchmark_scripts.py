@@ -37,6 +37,22 @@ def test_train_throughput_compares_every_dropout_variant(tmp_path: Path) -> None
     assert "diablo-dropout/lora-dropout step time" in stdout
 
 
+def test_train_throughput_reports_bf16_next_to_fp32_in_one_run(tmp_path: Path) -> None:
+    out = tmp_path / "throughput.json"
+    stdout = run_script(
+        "benchmarks/train_throughput.py", "--model", "tiny", "--rounds", "1", "--warmup", "0",
+        "--memory-steps", "1", "--batch-size", "2", "--seq-len", "16", "--response-len", "8",
+        "--threads", "1", "--variants", "floor,diablo-dropout,lora-dropout", "--precision", "both",
+        "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())["throughput"]
+    labels = {f"{name}@{p}" for name in ("floor", "diablo-dropout", "lora-dropout") for p in ("fp32", "bf16")}
+    assert set(report["timing"]["rows"]) == labels and set(report["memory"]) == labels
+    ratios = report["timing"]["ratios"]
+    assert {"diablo-dropout@bf16/floor@bf16", "diablo-dropout@bf16/lora-dropout@bf16"} <= set(ratios)
+    assert "diablo-dropout@bf16/diablo-dropout@fp32 step time" in stdout
+
+
 def test_cuda_check_passes_in_bf16_on_the_cpu() -> None:
     stdout = run_script("benchmarks/cuda_check.py", "--device", "cpu", "--tokens", "32")
     assert "dropout 0.05" in stdout and stdout.rstrip().endswith("all checks passed")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from diablo_core.cli.main import app
 from diablo_core.methods.diablo.adapter_io import load_adapter
 from diablo_core.models.loading import load_base_model
+from diablo_core.precision.hardware import resolve_precision
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
 runner = CliRunner()
@@ -59,6 +60,19 @@ def test_train_refuses_invalid_data_before_loading_a_model(tmp_path: Path) -> No
     assert "bad.jsonl:2:" in result.stderr
 
 
+def test_train_refuses_fp16_on_the_cpu(checkpoint: Path, tmp_path: Path) -> None:
+    data = write_chat(tmp_path / "train.jsonl", 4)
+    files = ["--model", str(checkpoint), "--data", str(data), "--output", str(tmp_path / "run")]
+    result = runner.invoke(app, ["train", *files, "--precision", "fp16"])
+    assert result.exit_code == 2
+    assert "invalid option: precision 'fp16' needs a CUDA device" in result.stderr
+    fp32 = runner.invoke(
+        app, ["train", *files, "--precision", "fp32", "--max-steps", "1", "--batch-size", "2"]
+    )
+    assert fp32.exit_code == 0, fp32.output
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == "fp32"
+
+
 def test_train_generate_merge(checkpoint: Path, tmp_path: Path) -> None:
     data = write_chat(tmp_path / "train.jsonl", 8)
     run_dir = tmp_path / "run"
@@ -70,6 +84,9 @@ def test_train_generate_merge(checkpoint: Path, tmp_path: Path) -> None:
     assert trained.exit_code == 0, trained.output
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["eval"]["tokens"] > 0
+    assert (
+        summary["precision"] == resolve_precision("auto", "cpu") and summary["config"]["precision"] == "auto"
+    )
     adapter = run_dir / "adapter"
     more = ["--init-adapter", str(adapter), "--max-steps", "1", "--output", str(tmp_path / "more")]
     continued = runner.invoke(app, ["train", *common, "--data", str(data), *more])

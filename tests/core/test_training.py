@@ -76,12 +76,15 @@ def test_loss_decreases_and_adapter_is_saved(tmp_path: Path) -> None:
     assert [h["step"] for h in result.history if "eval_loss" in h] == [20, 40]
 
 
-def test_only_adapter_tensors_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_only_adapter_tensors_change(tmp_path: Path, precision: str) -> None:
     model = adapted_model()
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith(".blocks")}
-    train(model, PadOnly(), toy_examples(8), TrainingConfig(max_steps=3, batch_size=4), output_dir=tmp_path)
+    config = TrainingConfig(max_steps=3, batch_size=4, precision=precision)
+    train(model, PadOnly(), toy_examples(8), config, output_dir=tmp_path)
     after = model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in frozen.items())
+    # bf16 stores the frozen weights rounded once, before the first step; training never changes them.
+    assert all(torch.equal(after[k], v.to(after[k].dtype)) for k, v in frozen.items())
     assert all(v.abs().sum() > 0 for v in adapter_state_dict(model).values())
 
 
@@ -126,10 +129,10 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
 
 
 def test_gradient_accumulation_matches_one_batch(tmp_path: Path) -> None:
-    whole, _ = run(tmp_path, "whole", TrainingConfig(max_steps=1, batch_size=4, warmup_steps=0))
-    split, _ = run(
-        tmp_path, "split", TrainingConfig(max_steps=1, batch_size=4, micro_batch_size=2, warmup_steps=0)
-    )
+    # fp32: in bf16 the shorter padded micro-batches round differently, which is not what this checks.
+    settings = {"max_steps": 1, "batch_size": 4, "warmup_steps": 0, "precision": "fp32"}
+    whole, _ = run(tmp_path, "whole", TrainingConfig(**settings))
+    split, _ = run(tmp_path, "split", TrainingConfig(**settings, micro_batch_size=2))
     for key, value in blocks_of(whole).items():
         torch.testing.assert_close(blocks_of(split)[key], value, atol=1e-5, rtol=0)
 

@@ -1,0 +1,1 @@
+"""Numeric precision: the names (``names``, torch-free) and what the hardware computes (``hardware``)."""
