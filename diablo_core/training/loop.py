@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,14 @@ from diablo_core.errors import DatasetError
 from diablo_core.methods.diablo.adapter_io import save_adapter
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
 from diablo_core.training.checkpoints import Fence, load_checkpoint, replace_dir, staging_dir, unfenced
+from diablo_core.training.distributed import evaluate_shard, from_main, join_world, leave_world
 from diablo_core.training.loss import evaluate_examples
 from diablo_core.training.run_state import TrainingRun
 from diablo_core.training.schedule import SCHEDULERS
+from diablo_core.training.sharding import gathered_state, place_model
+
+# How one run spreads over the processes of a launch (torchrun): "auto" is DDP when several run.
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
 
 __all__ = ["TrainingCallback", "TrainingConfig", "TrainingProgress", "TrainingResult", "train"]
 
@@ -63,6 +68,9 @@ class TrainingConfig:
         device: Device of the model and the batches (``"cpu"``, ``"cuda"``...); bf16 autocast on CUDA.
         adam_betas: AdamW betas.
         adam_eps: AdamW epsilon.
+        strategy: Under a launcher's process group (torchrun): ``"ddp"`` replicates the model, ``"fsdp"``
+            shards it; ``"auto"`` is DDP when several processes run, ``"none"`` never distributes.
+            ``batch_size`` stays the global batch, split across the ranks.
     """
 
     learning_rate: float = 5e-4
@@ -84,6 +92,7 @@ class TrainingConfig:
     device: str = "cpu"
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
+    strategy: str = "auto"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
@@ -104,6 +113,8 @@ class TrainingConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         self.adam_betas = tuple(self.adam_betas)
 
     @property
@@ -158,7 +169,10 @@ class TrainingResult:
 
 def _evaluate(run: TrainingRun, valid: list[TokenizedExample], callbacks: CallbackList) -> dict[str, float]:
     micro = run.config.micro_batch_size or run.config.batch_size
-    metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device)
+    if run.world is None:
+        metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device)
+    else:
+        metrics = evaluate_shard(run.model, valid, micro, run.pad_id, run.world)
     run.state.history.append(
         {"step": run.state.step, "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"]}
     )
@@ -218,10 +232,20 @@ def train(
     hooks = CallbackList(callbacks or [])
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    run = TrainingRun(model, tokenizer, train_examples, config, fence)
-    if resume_from is not None:
-        run.state = load_checkpoint(Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint())
-    return _loop(run, valid_examples, output_dir, hooks)
+    world = join_world(config.strategy, config.device)
+    try:
+        run = TrainingRun(
+            model, tokenizer, train_examples, replace(config, device=world.device) if world else config, fence
+        )
+        if resume_from is not None:
+            run.state = load_checkpoint(
+                Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint()
+            )
+        if world is not None:
+            run.world, run.forward_model = world, place_model(run, world)
+        return _loop(run, valid_examples, output_dir, hooks)
+    finally:
+        leave_world(world)
 
 
 def _loop(
@@ -237,7 +261,9 @@ def _loop(
         while run.state.step < run.total_steps and not stopped:
             run.optimizer_step(run.next_batch())
             run.state.history.append(dict(run.last))
-            stopped = bool(hooks.on_progress(run.progress())) and run.state.step < run.total_steps
+            stopped = (
+                run.any_rank(bool(hooks.on_progress(run.progress()))) and run.state.step < run.total_steps
+            )
             if valid and _due(run.state.step, config.eval_every) and not stopped:
                 eval_metrics = _evaluate(run, valid, hooks)
             if stopped or _due(run.state.step, config.checkpoint_every) or _epoch_checkpoint_due(run):
@@ -272,14 +298,21 @@ def _prefixed(metrics: dict[str, float] | None) -> dict[str, float]:
 
 
 def _save_final(run: TrainingRun, output_dir: Path) -> Path | None:
-    """Write the adapter to ``output_dir/adapter`` through the fence; None if the fence refused."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """Write the adapter to ``output_dir/adapter`` through the fence (rank 0 only); None if it refused."""
+    gathered = gathered_state(run, run.world) if run.world else None  # every rank joins the gather
     final = output_dir / "adapter"
-    staging = save_adapter(run.model, staging_dir(output_dir, final.name), base_model=run.identity)
-    try:
-        placed = run.fence(staging, lambda: replace_dir(staging, final))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # already renamed away when placed
+    placed = False
+    if run.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tensors = gathered.adapter if gathered else None
+        staging = staging_dir(output_dir, final.name)
+        save_adapter(run.model, staging, base_model=run.identity, tensors=tensors)
+        try:
+            placed = run.fence(staging, lambda: replace_dir(staging, final))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # already renamed away when placed
+    if run.world is not None:
+        placed = from_main(placed)
     return final if placed else None
 
 
