@@ -20,7 +20,9 @@ from safetensors.torch import load_file
 from diablo_core.training.distributed import World, join_world, label_free, shard
 from diablo_core.training.loop import TrainingConfig
 from tests.core.distributed_run import run_training
+from tests.core.test_cli import write_chat
 from tests.core.test_training import toy_examples
+from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5
@@ -97,3 +99,40 @@ def test_two_ranks_train_the_adapter_of_one_process(strategy: str, single: Path,
 def test_one_process_checkpoint_resumes_under_two_sharded_ranks(single: Path, tmp_path: Path) -> None:
     launch(tmp_path, "fsdp", resume_from=single / "checkpoints" / "step-3")
     assert_close(adapter_of(single / "adapter"), adapter_of(tmp_path / "adapter"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_cli_under_torchrun_writes_the_adapter_of_one_process(strategy: str, tmp_path: Path) -> None:
+    """The issue's check: ``torchrun --standalone --nproc-per-node 2 -m diablo_core train --strategy``."""
+    model = tmp_path / "model"
+    tokenizer = make_tiny_tokenizer()
+    make_tiny_model(len(tokenizer)).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    data = write_chat(tmp_path / "train.jsonl", 10)
+    options = ["--model", str(model), "--data", str(data), "--valid", str(data), "--num-blocks", "8"]
+    options += [
+        "--dropout",
+        "0",
+        "--lr",
+        "1e-2",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "3",
+        "--warmup-steps",
+        "0",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "diablo_core", "train", *options, "--output", str(tmp_path / "one")]
+    subprocess.run(one, cwd=ROOT, env=env, check=True, capture_output=True, timeout=240)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    command = [*launcher, "-m", "diablo_core", "train", *options, "--output", str(tmp_path / "two")]
+    done = subprocess.run(
+        [*command, "--strategy", strategy], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trainable parameters") == 1  # rank 1 prints nothing
+    assert_close(adapter_of(tmp_path / "one" / "adapter"), adapter_of(tmp_path / "two" / "adapter"))
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("one", "two")]
+    assert summaries[0]["eval"] == pytest.approx(summaries[1]["eval"], abs=TOLERANCE)
