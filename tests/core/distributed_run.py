@@ -1,14 +1,15 @@
 """One rank of a distributed training run on the tiny model, for tests/core/test_distributed.py.
 
 Run it under a launcher: ``torchrun --standalone --nproc-per-node 2 -m tests.core.distributed_run OUTPUT
-STRATEGY [RESUME_FROM]``. Rank 0 writes ``OUTPUT/result.json`` (steps, last checkpoint, eval metrics); the
-adapter and checkpoints go where ``train`` puts them. Without a launcher it is the one-process reference.
+STRATEGY [--resume-from DIR] [--max-steps N]``. Rank 0 writes ``OUTPUT/result.json`` (steps, last checkpoint,
+eval metrics); the adapter and checkpoints go where ``train`` puts them. Without a launcher it is the
+one-process reference.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch.distributed as dist
@@ -28,13 +29,15 @@ def reference_config(strategy: str, max_steps: int = 6) -> TrainingConfig:
     )  # fmt: skip
 
 
-def run_training(output: Path, strategy: str, resume_from: Path | None = None) -> TrainingResult:
+def run_training(
+    output: Path, strategy: str, resume_from: Path | None = None, max_steps: int = 6
+) -> TrainingResult:
     """Trains the tiny model with the reference config (dropout 0); writes result.json from rank 0."""
     result = train(
         adapted_model(),
         PadOnly(),
         toy_examples(NUM_EXAMPLES),
-        reference_config(strategy),
+        reference_config(strategy, max_steps),
         valid_examples=toy_examples(NUM_VALID, seed=1),
         output_dir=output,
         resume_from=resume_from,
@@ -53,5 +56,10 @@ def run_training(output: Path, strategy: str, resume_from: Path | None = None) -
 
 
 if __name__ == "__main__":
-    resume = Path(sys.argv[3]) if len(sys.argv) > 3 else None
-    run_training(Path(sys.argv[1]), sys.argv[2], resume)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output", type=Path)
+    parser.add_argument("strategy")
+    parser.add_argument("--resume-from", type=Path)
+    parser.add_argument("--max-steps", type=int, default=6)
+    arguments = parser.parse_args()
+    run_training(arguments.output, arguments.strategy, arguments.resume_from, arguments.max_steps)

@@ -32,7 +32,7 @@ def launch(output: Path, strategy: str, resume_from: Path | None = None, ranks: 
     """Runs ``tests.core.distributed_run`` under torchrun and returns rank 0's result.json."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
     command += ["-m", "tests.core.distributed_run", str(output), strategy]
-    command += [str(resume_from)] if resume_from else []
+    command += ["--resume-from", str(resume_from)] if resume_from else []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     errors = [line for line in done.stderr.splitlines() if "rror" in line or "abort" in line.lower()]
@@ -129,7 +129,7 @@ def test_cli_under_torchrun_writes_the_adapter_of_one_process(strategy: str, tmp
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     command = [*launcher, "-m", "diablo_core", "train", *options, "--output", str(tmp_path / "two")]
     done = subprocess.run(
-        [*command, "--strategy", strategy], cwd=ROOT, env=env, capture_output=True, text=True
+        [*command, "--strategy", strategy], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trainable parameters") == 1  # rank 1 prints nothing
