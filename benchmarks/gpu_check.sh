@@ -25,11 +25,22 @@ $PY benchmarks/train_throughput.py --device cuda --precision bf16 --model llama-
   2>&1 | tee "$OUT/gpu_train_throughput.txt"
 throughput=${PIPESTATUS[0]}
 
+echo "== 3. one job on the node's GPUs: NCCL DDP scaling, FSDP peak memory per device for a 7B shape =="
+gpus=$($PY -c "import torch; print(torch.cuda.device_count())")
+$PY benchmarks/distributed_scaling.py --device cuda --dtype bfloat16 --strategy ddp --ranks "1,$gpus" \
+  2>&1 | tee "$OUT/gpu_distributed_ddp.txt"
+ddp=${PIPESTATUS[0]}
+$PY benchmarks/distributed_scaling.py --device cuda --dtype bfloat16 --strategy fsdp --shape 7b \
+  --ranks "$gpus" --batch-size 8 --seq-len 512 --steps 3 2>&1 | tee "$OUT/gpu_distributed_fsdp.txt"
+fsdp=${PIPESTATUS[0]}
+
 echo "== summary =="
 echo "| check | result |"
 echo "| --- | --- |"
 echo "| bf16/fp16 vs fp32 (cuda_check.py) | $([ "$correct" -eq 0 ] && echo pass || echo FAIL) |"
 echo "| throughput run (train_throughput.py) | $([ "$throughput" -eq 0 ] && echo done || echo FAIL) |"
+echo "| DDP scaling, FSDP 7B memory (distributed_scaling.py) | $([ "$ddp" -eq 0 ] && [ "$fsdp" -eq 0 ] && echo done || echo FAIL) |"
 echo
 grep -E '^\||step time' "$OUT/gpu_train_throughput.txt"
-exit $(( correct || throughput ))
+grep -E '^\|' "$OUT/gpu_distributed_ddp.txt" "$OUT/gpu_distributed_fsdp.txt"
+exit $(( correct || throughput || ddp || fsdp ))

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # /metrics needs an API key: "auto" follows auth, "on" always, "off" never (a private scrape network).
     metrics_auth: Literal["auto", "on", "off"] = "auto"
     checkpoint_every: int = Field(default=50, ge=0)
+    # Devices (ranks) per training job (worker/rank_group.py); None: all GPUs of a CUDA worker, 1 on CPU.
+    devices_per_job: int | None = Field(default=None, ge=1)
     # "on": every /v1 request needs an API key of a project. "off" is for local use only: every request
     # then belongs to the project "default".
     auth: Literal["on", "off"] = "on"

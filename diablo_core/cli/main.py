@@ -21,6 +21,8 @@ from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConf
 from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters, unload_diablo
 from diablo_core.models.loading import load_base_model
 from diablo_core.precision.hardware import resolve_precision
+from diablo_core.spec.training import STRATEGIES
+from diablo_core.training.distributed import World, join_world, leave_world
 from diablo_core.training.loop import TrainingConfig, TrainingResult, train
 
 app = typer.Typer(
@@ -101,9 +103,13 @@ def train_command(
     precision: Annotated[
         str, typer.Option(help="auto (bf16 where the device computes it natively), fp32, bf16, fp16 (CUDA).")
     ] = "auto",
+    strategy: Annotated[
+        str,
+        typer.Option(help=f"{'|'.join(STRATEGIES)}: under torchrun, ddp replicates, fsdp shards the model."),
+    ] = "auto",
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
-    """Train a DiaBlo adapter; the adapter is saved to OUTPUT/adapter."""
+    """Train a DiaBlo adapter into OUTPUT/adapter (under torchrun: one run over all the ranks)."""
     _check_dataset(data, "training")
     if valid is not None:
         _check_dataset(valid, "validation")
@@ -113,7 +119,7 @@ def train_command(
             micro_batch_size=micro_batch_size, max_length=max_length, warmup_steps=warmup_steps,
             scheduler=scheduler, seed=seed, gradient_checkpointing=gradient_checkpointing,
             eval_every=eval_every, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-            device=device, precision=precision,
+            device=device, precision=precision, strategy=strategy,
         )  # fmt: skip
         diablo = DiaBloConfig(
             num_blocks=num_blocks, target_modules=tuple(targets.split(",")), dropout=dropout
@@ -121,6 +127,30 @@ def train_command(
     except ValueError as error:
         err_console.print(f"invalid option: {error}")
         raise typer.Exit(2) from error
+    world = join_world(strategy, device)  # under torchrun: before loading, to load on this rank's device
+    try:
+        _train_in_world(
+            world, model, data_dir, diablo, init_adapter, data, valid, config, output, resume_from
+        )
+    finally:
+        leave_world(world)
+
+
+def _train_in_world(
+    world: World | None,
+    model: str,
+    data_dir: Path,
+    diablo: DiaBloConfig,
+    init_adapter: Path | None,
+    data: Path,
+    valid: Path | None,
+    config: TrainingConfig,
+    output: Path,
+    resume_from: Path | None,
+) -> None:
+    """Loads, trains and summarises; on ranks other than 0 of a launch it prints nothing but errors."""
+    console.quiet = world is not None and not world.is_main
+    device = world.device if world else config.device
     with _user_errors():
         loaded = load_base_model(model, data_dir=data_dir, device=device)
         if init_adapter is not None:
@@ -129,16 +159,19 @@ def train_command(
             apply_diablo(loaded.model, diablo)
         console.print(
             f"{loaded.identity.name}: {trainable_parameters(loaded.model):,} trainable parameters, "
-            f"precision {resolve_precision(precision, device)}"
+            f"precision {resolve_precision(config.precision, device)}"
         )
-        train_set = tokenize_examples(read_examples(data), loaded.tokenizer, max_length)
-        valid_set = tokenize_examples(read_examples(valid), loaded.tokenizer, max_length) if valid else None
+        train_set = tokenize_examples(read_examples(data), loaded.tokenizer, config.max_length)
+        valid_set = (
+            tokenize_examples(read_examples(valid), loaded.tokenizer, config.max_length) if valid else None
+        )
         with RichProgress(console) as progress:
             result = train(
                 loaded.model, loaded.tokenizer, train_set, config,
                 valid_examples=valid_set, output_dir=output, callbacks=[progress], resume_from=resume_from,
             )  # fmt: skip
-    _write_summary(output, result, config)
+    if world is None or world.is_main:
+        _write_summary(output, result, config)
 
 
 def _write_summary(output: Path, result: TrainingResult, config: TrainingConfig) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 from diablo_core.precision.names import check_training_precision
 
 SCHEDULERS = ("linear", "cosine")
+# How one run spreads over the processes of a launch (torchrun): "auto" is DDP when several run.
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
 
 
 def count_total_steps(num_examples: int, batch_size: int, n_epochs: int, max_steps: int | None) -> int:
@@ -73,6 +75,9 @@ class TrainingConfig:
         precision: ``"auto"`` (bf16 where the device computes it natively, else fp32), ``"fp32"``, ``"bf16"``
             (frozen base stored in bf16, fp32 blocks and optimizer states) or ``"fp16"`` (CUDA only: fp16
             autocast with a gradient scaler); see ``diablo_core.training.mixed_precision``.
+        strategy: Under a launcher's process group (torchrun): ``"ddp"`` replicates the model, ``"fsdp"``
+            shards it; ``"auto"`` is DDP when several processes run, ``"none"`` never distributes.
+            ``batch_size`` stays the global batch, split across the ranks.
         adam_betas: AdamW betas.
         adam_eps: AdamW epsilon.
     """
@@ -95,6 +100,7 @@ class TrainingConfig:
     keep_checkpoints: int | None = None
     device: str = "cpu"
     precision: str = "auto"
+    strategy: str = "auto"
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -118,6 +124,8 @@ class TrainingConfig:
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
         check_training_precision(self.precision, self.device)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         self.adam_betas = tuple(self.adam_betas)
 
     @property

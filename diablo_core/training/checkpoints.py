@@ -106,6 +106,19 @@ def is_resumable(path: Path) -> bool:
     return (path / TRAINER_STATE_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
+@dataclass
+class GatheredState:
+    """Full tensors of a run whose model is sharded across ranks, for rank 0 to write.
+
+    Attributes:
+        adapter: ``"<module path>.blocks"`` -> full blocks (as ``adapter_state_dict`` names them).
+        optimizer: An optimizer state dict with full per-parameter tensors.
+    """
+
+    adapter: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+
+
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Returns the finished ``step-<n>`` directories under ``root``, oldest step first."""
     if not root.is_dir():
@@ -122,9 +135,8 @@ def prune_checkpoints(root: Path, keep: int | None) -> None:
         shutil.rmtree(old)
 
 
-def _optimizer_files(optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_files(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Splits an optimizer state dict into flat tensors and JSON-ready rest."""
-    state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, slots in state["state"].items():
@@ -179,6 +191,7 @@ def save_checkpoint(
     *,
     keep: int | None = None,
     fence: Fence = unfenced,
+    gathered: GatheredState | None = None,
 ) -> Path | None:
     """Writes ``root/step-<state.step>/`` atomically, prunes to ``keep``, and returns its path.
 
@@ -191,6 +204,7 @@ def save_checkpoint(
         identity: Base model identity recorded in the adapter config.
         keep: Keep only this many most recent checkpoints (``None`` keeps all).
         fence: Decides whether the checkpoint may be placed and old ones pruned (see ``Fence``).
+        gathered: Full tensors to write instead of the model's and optimizer's own (a sharded run's).
 
     Returns:
         The final checkpoint directory, or None when the fence refused (nothing visible changed).
@@ -200,7 +214,7 @@ def save_checkpoint(
     staging = staging_dir(root, final.name)
     staging.mkdir()
     try:
-        _write_files(staging, model, optimizer, scheduler, state, identity)
+        _write_files(staging, model, optimizer, scheduler, state, identity, gathered)
 
         def place() -> None:
             replace_dir(staging, final)
@@ -219,9 +233,11 @@ def _write_files(
     scheduler: LRScheduler,
     state: TrainerState,
     identity: BaseModelIdentity | None,
+    gathered: GatheredState | None = None,
 ) -> None:
-    save_adapter(model, directory, base_model=identity)
-    tensors, meta = _optimizer_files(optimizer)
+    adapter = gathered.adapter if gathered else None
+    save_adapter(model, directory, base_model=identity, tensors=adapter)
+    tensors, meta = _optimizer_files(gathered.optimizer if gathered else optimizer.state_dict())
     save_file(tensors, str(directory / "optimizer.safetensors"))
     _write_json(directory / "optimizer.json", meta)
     _write_json(directory / "scheduler.json", scheduler.state_dict())

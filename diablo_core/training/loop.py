@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ from diablo_core.training.checkpoints import (
     staging_dir,
     unfenced,
 )
+from diablo_core.training.distributed import evaluate_shard, from_main, join_world, leave_world
 from diablo_core.training.loss import evaluate_examples
 from diablo_core.training.run_state import TrainingRun
+from diablo_core.training.sharding import gathered_state, place_model
 
 __all__ = ["TrainingCallback", "TrainingConfig", "TrainingProgress", "TrainingResult", "train"]
 
@@ -71,7 +73,10 @@ class TrainingResult:
 
 def _evaluate(run: TrainingRun, valid: list[TokenizedExample], callbacks: CallbackList) -> dict[str, float]:
     micro = run.config.micro_batch_size or run.config.batch_size
-    metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device, run.precision)
+    if run.world is None:
+        metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device, run.precision)
+    else:
+        metrics = evaluate_shard(run.model, valid, micro, run.pad_id, run.world, run.precision)
     run.state.history.append(
         {"step": run.state.step, "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"]}
     )
@@ -135,14 +140,22 @@ def train(
     hooks = CallbackList(callbacks or [])
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    run = TrainingRun(model, tokenizer, train_examples, config, fence)
-    if resume_from is not None:
-        run.state = load_checkpoint(
-            Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint(), run.precision
+    world = join_world(config.strategy, config.device)
+    try:
+        run = TrainingRun(
+            model, tokenizer, train_examples, replace(config, device=world.device) if world else config, fence
         )
-        run.state.precision = run.precision  # an older checkpoint recorded none
-        run.restore_scaler()
-    return _loop(run, valid_examples, output_dir, hooks)
+        if resume_from is not None:
+            run.state = load_checkpoint(
+                Path(resume_from), model, run.optimizer, run.scheduler, run.fingerprint(), run.precision
+            )
+            run.state.precision = run.precision  # an older checkpoint recorded none
+            run.restore_scaler()
+        if world is not None:
+            run.world, run.forward_model = world, place_model(run, world)
+        return _loop(run, valid_examples, output_dir, hooks)
+    finally:
+        leave_world(world)
 
 
 def _loop(
@@ -158,7 +171,9 @@ def _loop(
         while run.state.step < run.total_steps and not stopped:
             run.optimizer_step(run.next_batch())
             run.state.history.append(dict(run.last))
-            stopped = bool(hooks.on_progress(run.progress())) and run.state.step < run.total_steps
+            stopped = (
+                run.any_rank(bool(hooks.on_progress(run.progress()))) and run.state.step < run.total_steps
+            )
             if valid and _due(run.state.step, config.eval_every) and not stopped:
                 eval_metrics = _evaluate(run, valid, hooks)
             if stopped or _due(run.state.step, config.checkpoint_every) or _epoch_checkpoint_due(run):
@@ -193,14 +208,21 @@ def _prefixed(metrics: dict[str, float] | None) -> dict[str, float]:
 
 
 def _save_final(run: TrainingRun, output_dir: Path) -> Path | None:
-    """Write the adapter to ``output_dir/adapter`` through the fence; None if the fence refused."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """Write the adapter to ``output_dir/adapter`` through the fence (rank 0 only); None if it refused."""
+    gathered = gathered_state(run, run.world) if run.world else None  # every rank joins the gather
     final = output_dir / "adapter"
-    staging = save_adapter(run.model, staging_dir(output_dir, final.name), base_model=run.identity)
-    try:
-        placed = run.fence(staging, lambda: replace_dir(staging, final))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # already renamed away when placed
+    placed = False
+    if run.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tensors = gathered.adapter if gathered else None
+        staging = staging_dir(output_dir, final.name)
+        save_adapter(run.model, staging, base_model=run.identity, tensors=tensors)
+        try:
+            placed = run.fence(staging, lambda: replace_dir(staging, final))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # already renamed away when placed
+    if run.world is not None:
+        placed = from_main(placed)
     return final if placed else None
 
 

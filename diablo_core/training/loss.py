@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample
 from diablo_core.training.mixed_precision import autocast_for
@@ -48,7 +49,8 @@ def count_targets(batch: list[TokenizedExample]) -> int:
 
 
 def _supports_logits_to_keep(model: nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    wrapped = model.module if isinstance(model, DistributedDataParallel) else model  # it passes keywords on
+    return "logits_to_keep" in inspect.signature(wrapped.forward).parameters
 
 
 def response_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,18 +137,21 @@ def accumulate_gradients(
     device: str = "cpu",
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
+    denominator: float | None = None,
 ) -> StepStats:
     """Runs forward and backward over ``batch`` in micro-batches, accumulating parameter gradients.
 
     Each micro-batch's summed loss is divided by the learned-token count of the WHOLE batch, so the
     accumulated gradient is that of the mean loss over all response tokens, however the batch is split.
     ``precision`` (resolved) picks the autocast; an fp16 run's ``scaler`` scales the loss before backward.
+    A rank of a distributed run trains on its shard of a global batch and passes ``denominator``: the global
+    batch's count over the number of ranks, so the gradient average across ranks is that same mean.
 
     Returns:
         The batch's mean loss and accuracy, learned-token count and non-padding input-token count.
     """
     total_targets = count_targets(batch)
-    denominator = max(1, total_targets)
+    denominator = denominator or max(1, total_targets)
     loss_total, correct_total, tokens = 0.0, 0, 0
     for start in range(0, len(batch), micro_batch_size):
         tensors = {

@@ -17,9 +17,11 @@ from diablo_core.precision.hardware import resolve_precision
 from diablo_core.spec.training import TrainingConfig, count_total_steps
 from diablo_core.training.callbacks import CallbackList, TrainingProgress
 from diablo_core.training.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
+from diablo_core.training.distributed import World, accumulate_shard, any_rank, from_main
 from diablo_core.training.loss import accumulate_gradients
 from diablo_core.training.mixed_precision import grad_scaler_for, hold_in_precision
 from diablo_core.training.schedule import build_scheduler
+from diablo_core.training.sharding import gathered_state
 
 
 def _pad_token_id(tokenizer: Any) -> int:
@@ -64,16 +66,7 @@ class TrainingRun:
         self.total_steps = count_total_steps(
             len(examples), config.batch_size, config.n_epochs, config.max_steps
         )
-        self.optimizer = torch.optim.AdamW(
-            self.params,
-            lr=config.learning_rate,
-            betas=config.adam_betas,
-            eps=config.adam_eps,
-            weight_decay=config.weight_decay,
-        )
-        self.scheduler = build_scheduler(
-            self.optimizer, config.scheduler, config.warmup_steps, self.total_steps
-        )
+        self.build_optimizer()
         self.state = TrainerState(
             step=0,
             epoch=0,
@@ -85,6 +78,32 @@ class TrainingRun:
         self.train_seconds, self.session_tokens, self.session_steps = 0.0, 0, 0
         self.last: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
+        # A distributed run's World and the module to train through (``sharding.place_model``).
+        self.world: World | None = None
+        self.forward_model: nn.Module = model
+
+    def build_optimizer(self) -> None:
+        """AdamW and the schedule over the model's current blocks (again after sharding replaces them)."""
+        self.params = [module.blocks for module in diablo_modules(self.model).values()]
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=self.config.learning_rate,
+            betas=self.config.adam_betas,
+            eps=self.config.adam_eps,
+            weight_decay=self.config.weight_decay,
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, self.config.scheduler, self.config.warmup_steps, self.total_steps
+        )
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files: a single process, or rank 0."""
+        return self.world is None or self.world.is_main
+
+    def any_rank(self, flag: bool) -> bool:
+        """``flag`` of this process, or True on every rank when any rank raised it."""
+        return flag if self.world is None else any_rank(flag, self.world.device)
 
     def fingerprint(self) -> dict[str, Any]:
         keys = ("seed", "batch_size", "learning_rate", "scheduler", "warmup_steps")
@@ -110,9 +129,14 @@ class TrainingRun:
     def optimizer_step(self, batch: list[TokenizedExample]) -> None:
         started = time.perf_counter()
         micro = self.config.micro_batch_size or self.config.batch_size
-        stats = accumulate_gradients(
-            self.model, batch, micro, self.pad_id, self.config.device, self.precision, self.scaler
-        )
+        if self.world is None:
+            stats = accumulate_gradients(
+                self.model, batch, micro, self.pad_id, self.config.device, self.precision, self.scaler
+            )
+        else:
+            stats = accumulate_shard(
+                self.forward_model, batch, micro, self.pad_id, self.world, self.precision
+            )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients
         if self.config.max_grad_norm is not None:
@@ -163,16 +187,22 @@ class TrainingRun:
         )
 
     def checkpoint(self, root: Path, callbacks: CallbackList, metrics: dict[str, float]) -> None:
-        path = save_checkpoint(
-            root,
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            self.state,
-            self.identity,
-            keep=self.config.keep_checkpoints,
-            fence=self.fence,
-        )
+        gathered = gathered_state(self, self.world) if self.world else None  # every rank joins the gather
+        path = None
+        if self.is_main:
+            path = save_checkpoint(
+                root,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.state,
+                self.identity,
+                keep=self.config.keep_checkpoints,
+                fence=self.fence,
+                gathered=gathered,
+            )
+        if self.world is not None:
+            path = from_main(path)
         if path is None:
             return  # the fence refused: whoever runs training may no longer make anything visible
         self.last_checkpoint = path

@@ -73,7 +73,10 @@ def _build_config(model: nn.Module, config: DiaBloConfig, identity: BaseModelIde
 
 
 def save_adapter(
-    model: nn.Module, directory: str | Path, base_model: BaseModelIdentity | None = None
+    model: nn.Module,
+    directory: str | Path,
+    base_model: BaseModelIdentity | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Writes the model's adapter to ``directory`` (created if needed), each file atomically.
 
@@ -81,6 +84,8 @@ def save_adapter(
         model: A model with DiaBlo applied (merged or not: the blocks are saved either way).
         directory: Target directory.
         base_model: Identity to record; defaults to ``model_identity(model)``.
+        tensors: The blocks to write instead of the model's own, named as ``adapter_state_dict`` names them
+            (a model sharded across processes holds only its part; rank 0 writes the gathered whole).
 
     Returns:
         The directory.
@@ -96,7 +101,8 @@ def save_adapter(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     identity = base_model or model_identity(model)
-    tensors = {key: value.to("cpu").contiguous().clone() for key, value in adapter_state_dict(model).items()}
+    source = adapter_state_dict(model) if tensors is None else tensors
+    tensors = {key: value.to("cpu").contiguous().clone() for key, value in source.items()}
     document = json.dumps(_build_config(model, config, identity), indent=2) + "\n"
     _write_atomic(directory, WEIGHTS_FILE, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
     _write_atomic(directory, CONFIG_FILE, lambda path: Path(path).write_text(document))
