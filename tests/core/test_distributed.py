@@ -122,6 +122,8 @@ def test_cli_under_torchrun_writes_the_adapter_of_one_process(strategy: str, tmp
         "3",
         "--warmup-steps",
         "0",
+        "--precision",
+        "fp32",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     one = [sys.executable, "-m", "diablo_core", "train", *options, "--output", str(tmp_path / "one")]
