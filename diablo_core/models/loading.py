@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from diablo_core.errors import ModelLoadError
 from diablo_core.models.identity import BaseModelIdentity, attach_identity, compute_content_hash
+from diablo_core.models.quantization import cast_unquantized, check_quantization, quantize_model
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -57,6 +58,7 @@ def load_base_model(
     data_dir: str | Path = "data",
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    quantization: str | None = None,
 ) -> LoadedModel:
     """Load a base model and its tokenizer, and attach its identity.
 
@@ -64,14 +66,21 @@ def load_base_model(
         name: ``"default"`` (or the default's hub id), a local checkpoint directory, or a hub id.
         data_dir: Where the default model's converted checkpoint lives (created on first use).
         device: Torch device of the weights.
-        dtype: Weight dtype; ``None`` means bfloat16 on CUDA and float32 elsewhere.
+        dtype: Weight dtype; ``None`` means bfloat16 on CUDA and float32 elsewhere. With a quantization it
+            is the compute dtype, and the dtype of the parameters left unquantized.
+        quantization: ``"nf4"`` or ``"int8"`` stores the decoder's linear layers in 4 or 8 bits
+            (bitsandbytes; see ``diablo_core.models.quantization``); embeddings, norms and the head are
+            kept. ``None`` loads full precision.
 
     Returns:
-        The model (eval mode), the tokenizer (with a pad token) and the identity.
+        The model (eval mode), the tokenizer (with a pad token) and the identity, whose ``quantization``
+        names the quantization (its content hash is the full-precision checkpoint's either way).
 
     Raises:
         ModelLoadError: Code ``model_not_found`` when the model cannot be found or loaded.
+        ValueError: An unknown quantization.
     """
+    check_quantization(quantization)
     canonical = resolve_model_name(name)
     if canonical == DEFAULT_MODEL_ID:
         directory, identity_name = ensure_default_checkpoint(data_dir), DEFAULT_MODEL_ID
@@ -86,11 +95,21 @@ def load_base_model(
     model, tokenizer = _from_pretrained(canonical if directory is None else str(directory))
     identity = _identity(model, identity_name, directory)
     target_dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    model = model.to(device=device, dtype=target_dtype).eval()
+    model = _place(model, device, target_dtype, quantization)
+    identity = replace(identity, quantization=quantization)
     attach_identity(model, identity)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity)
+
+
+def _place(model: Any, device: str, dtype: torch.dtype, quantization: str | None) -> Any:
+    """The model on ``device`` in ``dtype`` (eval mode), its linears first quantized one by one if asked."""
+    if quantization is None:
+        return model.to(device=device, dtype=dtype).eval()
+    quantize_model(model, quantization, compute_dtype=dtype, device=device)
+    cast_unquantized(model, dtype)  # model.to(dtype) would cast the packed weights too
+    return model.to(device=device).eval()
 
 
 def ensure_default_checkpoint(data_dir: str | Path) -> Path:
