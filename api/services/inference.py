@@ -64,7 +64,12 @@ class InferenceService:
         model_id = served_model_id(settings)
         merged = _merged_adapter(settings)
         device = serving_device(settings.device)
-        loaded = load_base_model(load_source(model_id, settings), data_dir=settings.data_dir, device=device)
+        loaded = load_base_model(
+            load_source(model_id, settings),
+            data_dir=settings.data_dir,
+            device=device,
+            quantization=settings.inference_quantization,
+        )
         engine = InferenceEngine(
             loaded.model,
             loaded.tokenizer,
@@ -77,8 +82,15 @@ class InferenceService:
             max_waiting_per_tenant=settings.inference_max_waiting_per_project,
             max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
             prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
+            allow_quantization_mismatch=settings.inference_allow_quantization_mismatch,
         )
-        logger.info("serving %s on %s (merged adapter: %s)", model_id, device, settings.merged_adapter)
+        logger.info(
+            "serving %s on %s (quantization: %s, merged adapter: %s)",
+            model_id,
+            device,
+            settings.inference_quantization,
+            settings.merged_adapter,
+        )
         return cls(engine, model_id)
 
     def close(self) -> None:

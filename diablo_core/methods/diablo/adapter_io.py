@@ -221,6 +221,17 @@ def check_base(
             f"but this model is {actual.name!r} ({actual.content_hash})",
             "adapter_base_mismatch",
         )
+    check_quantization_match(expected, actual, allow_quantization_mismatch)
+
+
+def check_quantization_match(
+    expected: dict[str, Any], actual: BaseModelIdentity, allow_quantization_mismatch: bool
+) -> None:
+    """Refuses, unless allowed, a base stored with another quantization than the recorded one.
+
+    Raises:
+        AdapterError: ``adapter_quantization_mismatch``.
+    """
     trained_on = expected.get("quantization")
     if trained_on != actual.quantization and not allow_quantization_mismatch:
         raise AdapterError(
