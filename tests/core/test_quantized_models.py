@@ -5,13 +5,14 @@ import json
 import pytest
 import torch
 
+from diablo_core.data.tokenization import tokenize_example
 from diablo_core.errors import AdapterError, ConfigError
 from diablo_core.methods.diablo.adapter_io import CONFIG_FILE, load_adapter, save_adapter
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo
 from diablo_core.models.identity import compute_content_hash
 from diablo_core.models.loading import load_base_model
-from diablo_core.models.quantization import model_quantization, quantization_of, quantize_model
+from diablo_core.models.quantization import model_quantization, quantization_of, quantize_model, stored_bytes
 from diablo_core.serving import AdapterCache, AdapterRef, MultiAdapterModel
 from diablo_core.serving.multi_adapter import merge_blocks
 from diablo_core.training.loop import TrainingConfig, train
@@ -139,3 +140,21 @@ def test_mixed_batch_over_a_quantized_base_equals_each_row_alone(checkpoint, tmp
     with pytest.raises(ConfigError) as refused:
         merge_blocks(single, {"model.layers.0.self_attn.q_proj": torch.zeros(4, 16, 16)})
     assert refused.value.code == "merge_into_quantized_base"
+
+
+@pytest.mark.slow
+def test_default_model_in_nf4_takes_at_most_035_of_fp32_and_trains(tmp_path):
+    full = load_base_model("default", data_dir=tmp_path)
+    fp32_bytes = stored_bytes(full.model)
+    del full
+    loaded = load_base_model("default", data_dir=tmp_path, quantization="nf4")
+    assert stored_bytes(loaded.model) <= 0.35 * fp32_bytes
+    apply_diablo(loaded.model, DiaBloConfig(num_blocks=64))
+    messages = [{"role": "user", "content": "12 + 30?"}, {"role": "assistant", "content": "42"}]
+    examples = [tokenize_example({"messages": messages}, loaded.tokenizer)] * 4
+    config = TrainingConfig(learning_rate=2e-3, max_steps=6, batch_size=4, warmup_steps=0)
+    output = tmp_path / "run"
+    result = train(loaded.model, loaded.tokenizer, examples, config, output_dir=output)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    recorded = json.loads((output / "adapter" / CONFIG_FILE).read_text())["base_model"]
+    assert recorded["quantization"] == "nf4" and recorded["content_hash"] == loaded.identity.content_hash
