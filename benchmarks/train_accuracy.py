@@ -65,12 +65,16 @@ def compare_accuracy(
     batch_size: int,
     data_dir: Path = ROOT / "data/arithmetic",
     limit: int | None = None,
+    quantization: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Trains DiaBlo (N=64) and matched-rank LoRA and returns their exact match, counts and train time."""
+    """Trains DiaBlo (N=64) and matched-rank LoRA and returns their exact match, counts and train time.
+
+    With ``quantization="nf4"`` both train on the NF4 base, LoRA then being QLoRA.
+    """
     evaluate = _evaluate_module()
     results = {}
     for variant in ("diablo", "lora-matched"):
-        loaded = load_base_model("default")
+        loaded = load_base_model("default", quantization=quantization)
         model, tokenizer = loaded.model, loaded.tokenizer
         if variant == "diablo":
             apply_diablo(model, DiaBloConfig(num_blocks=64, dropout=0.05))

@@ -26,8 +26,8 @@ class DiaBloError(Exception):
 class AdapterError(DiaBloError):
     """An adapter cannot be saved, found, read or applied.
 
-    Codes: ``adapter_base_mismatch``, ``adapter_missing_tensor``, ``adapter_extra_tensor``,
-    ``adapter_shape_mismatch``, ``adapter_config_invalid``, ``adapter_not_found``.
+    Codes: ``adapter_base_mismatch``, ``adapter_quantization_mismatch``, ``adapter_missing_tensor``,
+    ``adapter_extra_tensor``, ``adapter_shape_mismatch``, ``adapter_config_invalid``, ``adapter_not_found``.
     """
 
     default_code = "adapter_config_invalid"

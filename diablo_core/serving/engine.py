@@ -64,6 +64,8 @@ class InferenceEngine:
         prefill_chunk_tokens: Most prompt tokens per prefill forward (None: whole prompts at once).
         torch_threads: torch intra-op threads of the engine thread (0: torch's default); set on that thread,
             since a thread count set elsewhere does not reach a thread that already ran torch ops.
+        allow_quantization_mismatch: Serve adapters trained on the same base weights stored with another
+            quantization than the served model's (e.g. NF4-trained adapters on a full-precision base).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class InferenceEngine:
         max_rows_per_tenant: int | None = None,
         prefill_chunk_tokens: int | None = 256,
         torch_threads: int = 0,
+        allow_quantization_mismatch: bool = False,
     ) -> None:
         for name, value in (("max_batch_size", max_batch_size), ("max_rows_per_tenant", max_rows_per_tenant)):
             if value is not None and value < 1:
@@ -94,7 +97,9 @@ class InferenceEngine:
         self.context_length = context_length or model_context_length(model, tokenizer)
         self.identity = identity or model_identity(model)
         self.adapters = MultiAdapterModel(model.eval())
-        self.cache = AdapterCache(self.adapters, self.identity, max_adapters, max_adapter_bytes)
+        self.cache = AdapterCache(
+            self.adapters, self.identity, max_adapters, max_adapter_bytes, allow_quantization_mismatch
+        )
         self.merged_adapter = merged_adapter
         if merged_adapter is not None:
             merge_blocks(model, self.cache.read(merged_adapter).blocks)

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.layer import dense_update
+from diablo_core.models.quantization import compute_dtype_of, quantization_of
 
 BlockShape = tuple[int, int, int]
 
@@ -106,7 +108,8 @@ class MultiAdapterLinear(nn.Module):
     """A frozen shared ``nn.Linear`` plus the blocks of every resident adapter, selected per batch row.
 
     The stacks are plain tensors, not parameters or buffers, so the model's state dict (and therefore its
-    base identity) is only the frozen layer's.
+    base identity) is only the frozen layer's. A quantized base (NF4/int8) computes its own product; the
+    stacks are then in its compute dtype.
     """
 
     def __init__(self, base: nn.Linear, routing: AdapterRouting) -> None:
@@ -121,6 +124,10 @@ class MultiAdapterLinear(nn.Module):
         base = self.base
         return f"in_features={base.in_features}, out_features={base.out_features}, shapes={list(self.stacks)}"
 
+    @property
+    def quantization(self) -> str | None:
+        return quantization_of(self.base)
+
     def reserve(self, capacity: int) -> None:
         """Grows every stack to at least ``capacity`` slots (new slots are zero)."""
         if capacity <= self.capacity:
@@ -133,12 +140,13 @@ class MultiAdapterLinear(nn.Module):
 
     def set_slot(self, slot: int, blocks: torch.Tensor) -> None:
         """Stores ``blocks`` ``(n, bi, bo)`` in ``slot`` (< capacity) of its shape's stack."""
-        weight = self.base.weight
+        device, dtype = self.base.weight.device, compute_dtype_of(self.base)
         shape: BlockShape = tuple(blocks.shape)
         if shape not in self.stacks:
-            self.stacks[shape] = weight.new_zeros((self.capacity, *shape))  # (K, n, bi, bo); slot 0 stays 0
+            # (K, n, bi, bo); slot 0 stays 0
+            self.stacks[shape] = torch.zeros((self.capacity, *shape), device=device, dtype=dtype)
             self.occupied[shape] = set()
-        self.stacks[shape][slot] = blocks.to(device=weight.device, dtype=weight.dtype)
+        self.stacks[shape][slot] = blocks.to(device=device, dtype=dtype)
         self.occupied[shape].add(slot)
 
     def clear_slot(self, slot: int) -> None:
@@ -150,7 +158,8 @@ class MultiAdapterLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base
-        y = F.linear(x, base.weight, base.bias)  # (B, T, out): the frozen product, once for the whole batch
+        # (B, T, out): the frozen product, once for the whole batch
+        y = F.linear(x, base.weight, base.bias) if self.quantization is None else base(x)
         routing = self.routing
         if not routing.active:
             return y
@@ -246,7 +255,17 @@ def merge_blocks(model: nn.Module, blocks_by_path: Mapping[str, torch.Tensor]) -
     """Adds each adapter block tensor's dense update into its plain ``nn.Linear`` weight, in place.
 
     For a deployment that serves one adapter only: afterwards the model costs exactly the base model.
+
+    Raises:
+        ConfigError: ``merge_into_quantized_base`` when a layer is quantized (nothing is merged then).
     """
+    quantized = sorted(path for path in blocks_by_path if quantization_of(model.get_submodule(path)))
+    if quantized:
+        raise ConfigError(
+            f"cannot merge an adapter into {len(quantized)} quantized base layers ({quantized[0]}, ...): "
+            "serve it unmerged (multi-adapter) or on a full-precision base",
+            code="merge_into_quantized_base",
+        )
     for path, blocks in blocks_by_path.items():
         linear = model.get_submodule(path)
         weight = linear.weight

@@ -93,6 +93,7 @@ def test_save_records_given_identity_and_merged_models_save_their_blocks(tmp_pat
     assert read_adapter_config(directory)["base_model"] == {
         "name": "tiny",
         "content_hash": identity.content_hash,
+        "quantization": None,  # a full-precision base, recorded explicitly
     }
     fresh = tiny_llama()
     load_adapter(fresh, directory)

@@ -108,3 +108,46 @@ def test_train_generate_merge(checkpoint: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(plain(ids).logits, adapted(ids).logits, atol=1e-5, rtol=1e-4)
         assert not torch.allclose(plain(ids).logits, load_base_model(str(checkpoint)).model(ids).logits)
+
+
+def test_train_nf4_generate_and_merge_to_full_precision(checkpoint: Path, tmp_path: Path) -> None:
+    data = write_chat(tmp_path / "train.jsonl", 8)
+    common = ["--model", str(checkpoint)]
+    options = [
+        "--num-blocks",
+        "8",
+        "--lr",
+        "1e-2",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--warmup-steps",
+        "0",
+    ]
+    bad = runner.invoke(
+        app, ["train", *common, "--data", str(data), "--output", str(tmp_path), "--quantization", "q4"]
+    )
+    assert bad.exit_code == 2 and "quantization must be one of" in bad.output
+    files = ["--data", str(data), "--output", str(tmp_path / "run")]
+    trained = runner.invoke(app, ["train", *common, *files, *options, "--quantization", "nf4"])
+    assert trained.exit_code == 0, trained.output
+    adapter = tmp_path / "run" / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model"]["quantization"] == "nf4"
+
+    refused = runner.invoke(app, ["generate", *common, "--adapter", str(adapter), "hi"])
+    assert refused.exit_code == 1 and "error [adapter_quantization_mismatch]" in refused.stderr
+    for extra in (["--quantization", "nf4"], ["--allow-quantization-mismatch"]):
+        generated = runner.invoke(app, ["generate", *common, "--adapter", str(adapter), *extra, "hi"])
+        assert generated.exit_code == 0, generated.output
+
+    merged_dir = tmp_path / "merged"
+    merged = runner.invoke(app, ["merge", *common, "--adapter", str(adapter), "--output", str(merged_dir)])
+    assert merged.exit_code == 0, merged.output
+    plain = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    assert plain.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    adapted = load_base_model(str(checkpoint), quantization="nf4").model
+    load_adapter(adapted, adapter)
+    ids = torch.tensor([[257, 72, 105, 258, 10]])  # (1, T)
+    with torch.no_grad():  # NF4 computes with exactly the dequantized weights the merge starts from
+        torch.testing.assert_close(plain(ids).logits, adapted(ids).logits, atol=1e-4, rtol=1e-4)

@@ -25,6 +25,7 @@ from diablo_core.methods.diablo.model import (
     unload_diablo,
 )
 from diablo_core.models.identity import BaseModelIdentity, model_identity
+from diablo_core.models.quantization import QUANTIZATIONS
 
 FORMAT_VERSION = 1
 _CONFIG_FIELDS = ("num_blocks", "target_modules", "dropout", "layers")
@@ -58,7 +59,7 @@ def _build_config(model: nn.Module, config: DiaBloConfig, identity: BaseModelIde
         "method": "diablo",
         "format_version": FORMAT_VERSION,
         **config.to_dict(),
-        "base_model": identity.to_dict(),
+        "base_model": {**identity.to_dict(), "quantization": identity.quantization},
         "modules": {
             path: {
                 "shape": list(module.blocks.shape),
@@ -130,6 +131,8 @@ def _check_document(directory: Path, data: Any) -> None:
         isinstance(base.get(key), str) for key in ("name", "content_hash")
     ):
         raise _invalid(directory, '"base_model" must be {"name": str, "content_hash": str}')
+    if base.get("quantization") not in (None, *QUANTIZATIONS):
+        raise _invalid(directory, f'"base_model.quantization" must be one of {list(QUANTIZATIONS)} or null')
     modules = data.get("modules")
     if not isinstance(modules, dict) or not modules:
         raise _invalid(
@@ -201,33 +204,78 @@ def load_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _check_base(model: nn.Module, data: dict[str, Any]) -> None:
-    expected = data["base_model"]
-    actual = model_identity(model)
+def check_base(
+    expected: dict[str, Any], actual: BaseModelIdentity, allow_quantization_mismatch: bool
+) -> None:
+    """Refuses a base whose content hash, or (unless allowed) quantization, differs from the recorded one.
+
+    Args:
+        expected: The ``base_model`` entry of an adapter config (a missing ``quantization`` is None).
+        actual: The identity of the base the adapter is about to run on.
+        allow_quantization_mismatch: Accept the same weights stored differently, e.g. an adapter trained on
+            the NF4 base served on the full-precision one (the blocks then meet slightly different weights;
+            docs/quantization.md says how far answers move).
+
+    Raises:
+        AdapterError: ``adapter_base_mismatch`` or ``adapter_quantization_mismatch``.
+    """
     if actual.content_hash != expected["content_hash"]:
         raise AdapterError(
             f"adapter was trained on base model {expected['name']!r} ({expected['content_hash']}), "
             f"but this model is {actual.name!r} ({actual.content_hash})",
             "adapter_base_mismatch",
         )
+    check_quantization_match(expected, actual, allow_quantization_mismatch)
 
 
-def load_adapter(model: nn.Module, directory: str | Path) -> DiaBloConfig:
+def check_quantization_match(
+    expected: dict[str, Any], actual: BaseModelIdentity, allow_quantization_mismatch: bool
+) -> None:
+    """Refuses, unless allowed, a base stored with another quantization than the recorded one.
+
+    Raises:
+        AdapterError: ``adapter_quantization_mismatch``.
+    """
+    trained_on = expected.get("quantization")
+    if trained_on != actual.quantization and not allow_quantization_mismatch:
+        raise AdapterError(
+            f"adapter was trained on the {_stored_as(trained_on)} base of {expected['name']!r}, but this "
+            f"model is its {_stored_as(actual.quantization)} base; load the base with quantization="
+            f"{trained_on!r}, or allow the mismatch explicitly (allow_quantization_mismatch=True)",
+            "adapter_quantization_mismatch",
+        )
+
+
+def _stored_as(quantization: str | None) -> str:
+    return quantization or "full-precision"
+
+
+def load_adapter(
+    model: nn.Module, directory: str | Path, *, allow_quantization_mismatch: bool = False
+) -> DiaBloConfig:
     """Loads an adapter into ``model``, applying DiaBlo first when the model is plain.
 
-    Everything is validated before the model changes: the config, the base model's content hash, the tensors.
-    A model that already has DiaBlo applied must have the same blocks, targets and layers.
+    Everything is validated before the model changes: the config, the base model's content hash and
+    quantization, the tensors. A model that already has DiaBlo applied must have the same blocks, targets
+    and layers.
+
+    Args:
+        model: The base model (plain or with DiaBlo applied).
+        directory: The adapter directory.
+        allow_quantization_mismatch: Load onto the same base weights stored with another quantization
+            (see ``check_base``).
 
     Returns:
         The adapter's config.
 
     Raises:
         AdapterError: ``adapter_not_found``, ``adapter_config_invalid``, ``adapter_base_mismatch``,
-            ``adapter_missing_tensor``, ``adapter_extra_tensor`` or ``adapter_shape_mismatch``.
+            ``adapter_quantization_mismatch``, ``adapter_missing_tensor``, ``adapter_extra_tensor`` or
+            ``adapter_shape_mismatch``.
     """
     data = read_adapter_config(directory)
     config = adapter_config_from(data)
-    _check_base(model, data)
+    check_base(data["base_model"], model_identity(model), allow_quantization_mismatch)
     tensors = load_adapter_tensors(directory)
     current = get_diablo_config(model)
     if current is not None and _layout(current) != _layout(config):

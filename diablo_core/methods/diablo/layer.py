@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.fused import (
     FusedDiaBlo,
     FusedDroppedDiaBlo,
@@ -18,6 +19,7 @@ from diablo_core.methods.diablo.fused import (
     sample_dropped,
     to_blocks,
 )
+from diablo_core.models.quantization import compute_dtype_of, quantization_of
 
 # Above this adapter dropout the dropped-position correction touches too many entries to beat the einsum path.
 MAX_FUSED_DROPOUT = 0.25
@@ -59,11 +61,15 @@ def block_update_with(x: Tensor, blocks: Tensor, out_features: int) -> Tensor:
 class DiaBloLinear(nn.Module):
     """A frozen ``nn.Linear`` with a trainable block-diagonal update ``y = x W^T + b + x·blockdiag(A)``.
 
+    The base may be a quantized bitsandbytes linear (NF4 ``Linear4bit``, int8 ``Linear8bitLt``): the
+    output is then the quantized layer's own output plus the block update, always on the einsum path (the
+    fused path would fold the update into a packed weight), and the layer cannot be merged.
+
     Args:
         base: The linear layer to adapt; its parameters are frozen.
         num_blocks: Requested number of diagonal blocks ``N``.
         dropout: Dropout probability on the adapter branch's input (the frozen path sees the clean input).
-        dtype: Dtype of the blocks; defaults to the base weight's dtype.
+        dtype: Dtype of the blocks; defaults to the base's dtype (a quantized base's compute dtype).
 
     Attributes:
         blocks: Trainable ``(n, bi, bo)`` parameter, zero-initialised (the layer starts equal to ``base``).
@@ -90,8 +96,8 @@ class DiaBloLinear(nn.Module):
             self.in_features, self.out_features, num_blocks
         )
         shape = (self.n_blocks, self.block_in, self.block_out)
-        weight = base.weight
-        self.blocks = nn.Parameter(torch.zeros(shape, dtype=dtype or weight.dtype, device=weight.device))
+        dtype, device = dtype or compute_dtype_of(base), base.weight.device
+        self.blocks = nn.Parameter(torch.zeros(shape, dtype=dtype, device=device))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.fused = True  # benchmarks/layer_forward.py: 0.80-0.92x the einsum path's time at 640 tokens
@@ -139,11 +145,28 @@ class DiaBloLinear(nn.Module):
         """
         training_blocks = self.training and torch.is_grad_enabled() and self.blocks.requires_grad
         fusable_dropout = self._dropout_p() <= MAX_FUSED_DROPOUT
-        return self.fused and training_blocks and fusable_dropout and not self.base.weight.requires_grad
+        frozen_plain_base = not self.base.weight.requires_grad and self.quantization is None
+        return self.fused and training_blocks and fusable_dropout and frozen_plain_base
+
+    @property
+    def quantization(self) -> str | None:
+        """The base's quantization (``"nf4"``, ``"int8"``), or None for a plain ``nn.Linear``."""
+        return quantization_of(self.base)
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Adds the update into ``base.weight`` (in the weight's dtype); a no-op when already merged."""
+        """Adds the update into ``base.weight`` (in the weight's dtype); a no-op when already merged.
+
+        Raises:
+            ConfigError: ``merge_into_quantized_base`` when the base is quantized: the packed weight cannot
+                hold the update. Dequantize the model first (``dequantize_model``), then merge.
+        """
+        if self.quantization is not None:
+            raise ConfigError(
+                f"cannot merge a DiaBlo adapter into a {self.quantization}-quantized base layer: dequantize "
+                "the model first (diablo_core.models.quantization.dequantize_model), then merge",
+                code="merge_into_quantized_base",
+            )
         if not self.merged:
             self.base.weight += self.delta_weight().to(self.base.weight.dtype)
             self.merged = True

@@ -11,6 +11,7 @@ from torch import nn
 from diablo_core.errors import AdapterError, ConfigError
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.layer import DiaBloLinear
+from diablo_core.models.quantization import quantization_of
 
 CONFIG_ATTRIBUTE = "diablo_config"
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
@@ -23,11 +24,11 @@ def layer_index(module_path: str) -> int | None:
 
 
 def _linear_children(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Linear]]:
-    """Every ``(path, parent, child name, linear)`` of the model, in module order."""
+    """Every ``(path, parent, child name, linear)`` of the model, plain or quantized, in module order."""
     found = []
     for parent_path, parent in model.named_modules():
         for child_name, child in parent.named_children():
-            if type(child) is nn.Linear:
+            if type(child) is nn.Linear or quantization_of(child) is not None:
                 path = f"{parent_path}.{child_name}" if parent_path else child_name
                 found.append((path, parent, child_name, child))
     return found
@@ -109,8 +110,16 @@ def diablo_modules(model: nn.Module) -> dict[str, DiaBloLinear]:
 
 
 def merge_diablo(model: nn.Module) -> None:
-    """Adds every layer's update into its frozen weight (idempotent); the forward then skips the branch."""
-    for module in diablo_modules(model).values():
+    """Adds every layer's update into its frozen weight (idempotent); the forward then skips the branch.
+
+    Raises:
+        ConfigError: ``merge_into_quantized_base`` when a base layer is quantized (nothing is merged).
+    """
+    modules = diablo_modules(model).values()
+    quantized = next((module for module in modules if module.quantization is not None), None)
+    if quantized is not None:
+        quantized.merge()  # raises the error that explains what to do
+    for module in modules:
         module.merge()
 
 
@@ -125,7 +134,12 @@ def unload_diablo(model: nn.Module, merge: bool = False) -> nn.Module:
 
     With ``merge=True`` the result is a plain model whose weights include the update (for export);
     otherwise the original base weights are restored.
+
+    Raises:
+        ConfigError: ``merge_into_quantized_base`` with ``merge=True`` over a quantized base.
     """
+    if merge:
+        merge_diablo(model)
     for path, module in diablo_modules(model).items():
         if merge:
             module.merge()
