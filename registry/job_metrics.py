@@ -23,6 +23,7 @@ API_METRIC_NAMES: dict[str, str] = {
     "tokens_per_second": "tokens_per_second",
     "epoch": "epoch",
     "eta_seconds": "eta_seconds",
+    "precision": "precision",  # the run's resolved precision ("fp32", "bf16", "fp16")
 }
 
 # What a checkpoint's row keeps (OpenAI's checkpoint metrics), under the API's names.

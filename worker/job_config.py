@@ -23,6 +23,7 @@ class JobPlan:
 
     training: TrainingConfig
     diablo: DiaBloConfig
+    quantization: str | None = None
 
     @property
     def max_length(self) -> int:
@@ -50,7 +51,6 @@ def plan_job(method: dict[str, Any] | None, *, seed: int | None, device: str) ->
         ValueError: If diablo_core refuses a value.
     """
     # Every checkpoint the API lists is resumable, the epoch-end ones included.
-    training, diablo = read_spec(method).configs(
-        seed=int(seed or 0), device=device, checkpoint_each_epoch=True
-    )
-    return JobPlan(training=training, diablo=diablo)
+    spec = read_spec(method)
+    training, diablo = spec.configs(seed=int(seed or 0), device=device, checkpoint_each_epoch=True)
+    return JobPlan(training=training, diablo=diablo, quantization=spec.quantization)

@@ -25,11 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
-from diablo_core.errors import ConfigError, ModelLoadError
+from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.adapter_io import read_adapter_config
-from diablo_core.methods.diablo.model import apply_diablo
 from diablo_core.models.catalog import canonical_model_id
-from diablo_core.models.loading import LoadedModel, load_base_model
+from diablo_core.models.loading import LoadedModel
 from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
@@ -46,11 +45,13 @@ from registry.jobs import (
 )
 from registry.lease import check_lease, hand_back
 from registry.models import Job
+from registry.parent_models import ParentAdapter, find_parent
 from registry.settings import Settings
 from registry.storage import job_dir
 from worker import artifact_store
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
+from worker.job_model import load_job_model, precision_note, resolve_plan_precision, store_precision
 from worker.lease import JobLease
 from worker.progress import JobReporter
 from worker.resume import find_resume_point
@@ -141,7 +142,10 @@ def _train_and_publish(run: JobRun) -> str | None:
     run.device = resolve_device(run.settings.device)
     _event(run, f"Using device {run.device.description}")
     plan = _plan(run)
-    loaded = _load_model(run, plan)
+    resolved = resolve_plan_precision(plan, run.device)
+    store_precision(run.sessions, run.job, run.worker_id, resolved.training.precision)
+    _event(run, precision_note(plan.training.precision, resolved.training.precision, run.device))
+    loaded = _load_model(run, resolved)
     train_set, valid_set = _load_data(run, loaded, plan.max_length)
     reporter = _reporter(run)
     if reporter.poll():
@@ -169,16 +173,25 @@ def _model_source(run: JobRun) -> str:
         return run.job.model
 
 
+def _parent(run: JobRun) -> ParentAdapter | None:
+    """The fine-tuned model or checkpoint the job continues from (None: fresh blocks)."""
+    if run.job.parent_model is None:
+        return None
+    with run.sessions() as session:
+        parent = find_parent(session, run.job.parent_model, run.job.project_id, run.settings.adapters_dir)
+    if parent is None:
+        message = f"the model {run.job.parent_model!r} this job continues from no longer exists"
+        raise JobDataError("model_not_found", "model", message)
+    return parent
+
+
 def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
-    """Load the base model and apply DiaBlo; a model or target layout that does not exist is the user's."""
-    try:
-        loaded = load_base_model(_model_source(run), data_dir=run.settings.data_dir, device=run.device.name)
-    except ModelLoadError as error:
-        raise JobDataError("model_not_found", "model", str(error)) from error
-    try:
-        apply_diablo(loaded.model, plan.diablo)
-    except ConfigError as error:
-        raise JobDataError("invalid_hyperparameters", METHOD_PARAM, str(error)) from error
+    """Load the base model (quantized if asked) and apply DiaBlo, from the parent's blocks if any."""
+    assert run.device is not None
+    source, data_dir = _model_source(run), run.settings.data_dir
+    loaded = load_job_model(source, plan, run.device, data_dir, _parent(run))
+    if run.job.parent_model is not None:
+        _event(run, f"Starting from the blocks of {run.job.parent_model}")
     return loaded
 
 
@@ -264,6 +277,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
             size_bytes=staged.size_bytes,
             base_model_fingerprint=loaded.identity.content_hash,
             config=config,
+            parent_model=job.parent_model,
         )
         job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, []
         job.estimated_finish = None

@@ -101,6 +101,8 @@ class JobPublic(BaseModel):
     finished_at: int | None
     estimated_finish: int | None
     model: str
+    # Ours: the fine-tuned model or checkpoint the job continues from (``model`` is then its base).
+    parent_model: str | None = None
     fine_tuned_model: str | None
     organization_id: str
     status: str
@@ -127,6 +129,7 @@ class JobPublic(BaseModel):
             finished_at=job.finished_at,
             estimated_finish=job.estimated_finish or _estimate_finish(job, progress, latest_metrics),
             model=job.model,
+            parent_model=job.parent_model,
             fine_tuned_model=job.fine_tuned_model,
             organization_id=job.project_id,
             status=job.status,

@@ -17,6 +17,7 @@ from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
+from api.services.parent_models import find_parent_model, inherit_layout
 from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
 from registry.artifacts import sanitize_suffix
@@ -36,10 +37,7 @@ ACTIVE_STATUSES = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNI
 
 
 def resolve_base_model(name: str, settings: Settings) -> str:
-    """The canonical id of the base model ``name``; 400 for fine-tuned or unknown models."""
-    if is_fine_tuned_name(name):
-        message = f"Model '{name}' is a fine-tuned model; fine-tuning it further is not supported yet"
-        raise APIError(400, message, code="fine_tuned_model_unsupported", param="model")
+    """The canonical id of the base model ``name``; 400 for unknown models."""
     model = find_base_model(name, settings)
     if model is None:
         known = ", ".join(m.id for m in list_base_models(settings))
@@ -77,16 +75,21 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
 
 def _record_job(session: Session, settings: Settings, project: str, body: JobCreate) -> Job:
     """Check the request and insert the job in ``validating_files`` (flushed, not committed)."""
-    model = resolve_base_model(body.model, settings)
+    parent = (
+        find_parent_model(session, settings, project, body.model) if is_fine_tuned_name(body.model) else None
+    )
+    model = parent.base_model if parent else resolve_base_model(body.model, settings)
     training = check_file(session, project, body.training_file, "training_file")
     if body.validation_file is not None:
         check_file(session, project, body.validation_file, "validation_file")
     resolved = resolve_request(body, settings, count_examples(training))
+    if parent is not None:
+        resolved = inherit_layout(resolved, body, parent)
     # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
     lock_project(session, project)
     check_concurrent_jobs(session, settings, project)
     check_storage_quota(session, settings, project, 0, "training_file")
-    return create_job(
+    job = create_job(
         session,
         model=model,
         training_file=body.training_file,
@@ -98,6 +101,8 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         integrations=body.integrations,
         project_id=project,
     )
+    job.parent_model = parent.name if parent else None
+    return job
 
 
 def create_fine_tuning_job(

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.models.quantization_names import QUANTIZATIONS, check_quantization
+from diablo_core.precision.names import PRECISIONS, check_precision
 from diablo_core.spec.training import TrainingConfig
 
 AUTO = "auto"
@@ -90,6 +92,20 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
     keep_checkpoints: StrictPositive | None = None
     checkpoint_every: Annotated[int, Field(strict=True, ge=0)] | None = None
     eval_every: StrictPositive | None = None
+    # "auto" is stored as is: the worker resolves it on its hardware and records what it ran in.
+    precision: str = Field(default=TrainingConfig.precision, json_schema_extra={"enum": list(PRECISIONS)})
+    # The base's linears in 4 or 8 bits (bitsandbytes) while training; None: full precision.
+    quantization: str | None = Field(default=None, json_schema_extra={"enum": [*QUANTIZATIONS, None]})
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        return check_precision(value, "precision")
+
+    @field_validator("quantization")
+    @classmethod
+    def _known_quantization(cls, value: str | None) -> str | None:
+        return check_quantization(value)
 
     @field_validator("target_modules")
     @classmethod

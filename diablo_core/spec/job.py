@@ -13,6 +13,9 @@ Rules:
 - ``target_modules``: ``DiaBloConfig``'s default unless given.
 - ``warmup_steps``: the one actually used (``effective_warmup``) is stored.
 - ``checkpoint_every``: the service setting unless given; 0 turns periodic checkpoints off.
+- ``precision``: stored as given ("auto" included); the worker resolves it on its device when the job starts
+  and stores the resolved name in its place.
+- ``quantization``: how the worker loads the base (None: full precision).
 
 Adding a setting: a field on ``DiaBloHyperparameters`` (the request schema) named like the ``TrainingConfig``
 or ``DiaBloConfig`` field it sets; ``configs`` passes it on by name.
@@ -46,6 +49,8 @@ TRAINING_FIELDS = frozenset(f.name for f in fields(TrainingConfig))
 DIABLO_FIELDS = frozenset(f.name for f in fields(DiaBloConfig))
 # Reported on the job, set no config field: the learning rate it scales is stored with it.
 REPORTED_ONLY = frozenset({"learning_rate_multiplier"})
+# Set how the worker loads the base model (``load_base_model``), not a config field.
+MODEL_FIELDS = frozenset({"quantization"})
 
 
 class ResolvedJobSpec(DiaBloHyperparameters):

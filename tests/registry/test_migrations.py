@@ -14,7 +14,7 @@ from registry.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys", "api_keys"}
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _tables(url: str) -> set[str]:
@@ -104,3 +104,25 @@ def test_file_example_count_revision_downgrades_alone(database_url: str) -> None
     assert "num_examples" not in file_columns()
     upgrade_database(database_url)
     assert "num_examples" in file_columns()
+
+
+def test_parent_model_revision_downgrades_alone(database_url: str) -> None:
+    def parent_columns() -> dict[str, bool]:
+        engine = create_db_engine(database_url)
+        try:
+            with engine.connect() as connection:
+                found = inspect(connection)
+                return {
+                    t: "parent_model" in {c["name"] for c in found.get_columns(t)}
+                    for t in ("jobs", "adapters")
+                }
+        finally:
+            engine.dispose()
+
+    upgrade_database(database_url)
+    assert parent_columns() == {"jobs": True, "adapters": True}
+    downgrade_database(database_url, "0004")
+    assert current_revision(database_url) == "0004"
+    assert parent_columns() == {"jobs": False, "adapters": False}
+    upgrade_database(database_url)
+    assert parent_columns() == {"jobs": True, "adapters": True}
