@@ -26,8 +26,8 @@ from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
 from diablo_core.errors import ConfigError, ModelLoadError
-from diablo_core.methods.diablo.adapter_io import read_adapter_config
-from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.methods.adapters import apply_adapter, read_any_adapter_config
+from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel, load_base_model
 from diablo_core.training.loop import TrainingResult, train
@@ -176,9 +176,10 @@ def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
     except ModelLoadError as error:
         raise JobDataError("model_not_found", "model", str(error)) from error
     try:
-        apply_diablo(loaded.model, plan.diablo)
+        apply_adapter(loaded.model, plan.diablo)
     except ConfigError as error:
-        raise JobDataError("invalid_hyperparameters", METHOD_PARAM, str(error)) from error
+        param = "method.lora.hyperparameters" if isinstance(plan.diablo, LoRAConfig) else METHOD_PARAM
+        raise JobDataError("invalid_hyperparameters", param, str(error)) from error
     return loaded
 
 
@@ -249,7 +250,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
     staged = artifact_store.stage_adapter(
         result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
     )
-    config = read_adapter_config(staged.staging)
+    config = read_any_adapter_config(staged.staging)
 
     def record(session: Session, job: Job) -> None:
         path = artifact_store.place_adapter(staged)  # under the lease: nobody else can hold the job now
