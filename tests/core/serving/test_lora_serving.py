@@ -58,9 +58,6 @@ def test_lora_rows_add_their_own_update_over_the_shared_product(
     ids = torch.cat([random_ids(9, seed) for seed in range(3)])  # (3, 9)
     routed = MultiAdapterModel(shared_model)
     refs = [make_lora("r4"), make_lora("r2")]
-    from diablo_core.models.identity import model_identity
-    from diablo_core.serving.adapter_cache import read_adapter
-
     for slot, ref in enumerate(refs, start=1):
         loaded = read_adapter(ref, identity, routed)
         routed.set_slot(slot, loaded.blocks, loaded.low_rank)
