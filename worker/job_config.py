@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.adapters import AdapterConfig
 from diablo_core.spec import ResolvedJobSpec, TrainingConfig
 
 
@@ -22,7 +22,7 @@ class JobPlan:
     """Everything training needs to know about a job besides its data and model."""
 
     training: TrainingConfig
-    diablo: DiaBloConfig
+    diablo: AdapterConfig  # the adapter's config: DiaBloConfig, or LoRAConfig for a "lora" job
     quantization: str | None = None
 
     @property

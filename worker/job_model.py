@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from diablo_core.devices import Device
 from diablo_core.errors import AdapterError, ConfigError, ModelLoadError
+from diablo_core.methods.adapters import apply_adapter
 from diablo_core.methods.diablo.adapter_io import load_adapter
-from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.loading import LoadedModel, load_base_model
 from diablo_core.precision.hardware import device_has_native_bf16, resolve_precision, torch_dtype
 from diablo_core.spec import ResolvedJobSpec
@@ -58,8 +59,8 @@ def store_precision(sessions: sessionmaker[Session], job: Job, worker_id: str, p
 def load_job_model(
     source: str, plan: JobPlan, device: Device, data_dir: Path, parent: ParentAdapter | None
 ) -> LoadedModel:
-    """The base in the plan's precision (quantized if asked) with DiaBlo applied, from ``parent``'s blocks
-    when given; a model, layout or parent that does not fit is the user's error."""
+    """The base in the plan's precision (quantized if asked) with the job's method applied, from the parent's
+    blocks when given; a model, layout or parent that does not fit is the user's error."""
     try:
         loaded = load_base_model(
             source,
@@ -71,9 +72,10 @@ def load_job_model(
     except ModelLoadError as error:
         raise JobDataError("model_not_found", "model", str(error)) from error
     try:
-        apply_diablo(loaded.model, plan.diablo)
+        apply_adapter(loaded.model, plan.diablo)
     except ConfigError as error:
-        raise JobDataError("invalid_hyperparameters", METHOD_PARAM, str(error)) from error
+        param = "method.lora.hyperparameters" if isinstance(plan.diablo, LoRAConfig) else METHOD_PARAM
+        raise JobDataError("invalid_hyperparameters", param, str(error)) from error
     if parent is not None:
         try:
             # The same base weights, quantized or not as this job asks: the job's own choice.

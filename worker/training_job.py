@@ -26,7 +26,7 @@ from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
 from diablo_core.errors import ConfigError
-from diablo_core.methods.diablo.adapter_io import read_adapter_config
+from diablo_core.methods.adapters import read_any_adapter_config
 from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel
 from diablo_core.training.loop import TrainingResult, train
@@ -186,7 +186,7 @@ def _parent(run: JobRun) -> ParentAdapter | None:
 
 
 def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
-    """Load the base model (quantized if asked) and apply DiaBlo, from the parent's blocks if any."""
+    """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks."""
     assert run.device is not None
     source, data_dir = _model_source(run), run.settings.data_dir
     loaded = load_job_model(source, plan, run.device, data_dir, _parent(run))
@@ -262,7 +262,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
     staged = artifact_store.stage_adapter(
         result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
     )
-    config = read_adapter_config(staged.staging)
+    config = read_any_adapter_config(staged.staging)
 
     def record(session: Session, job: Job) -> None:
         path = artifact_store.place_adapter(staged)  # under the lease: nobody else can hold the job now

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.lists import ListPublic
-from diablo_core.spec.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
+from diablo_core.spec.hyperparameters import DiaBloHyperparameters, LoRAHyperparameters, OpenAIHyperparameters
 from registry.job_metrics import estimated_finish
 from registry.models import Checkpoint, Job, JobEvent
 
@@ -34,18 +34,26 @@ class DiaBloMethod(BaseModel):
     hyperparameters: DiaBloHyperparameters | None = None
 
 
+class LoRAMethod(BaseModel):
+    model_config = FORBID_EXTRA
+
+    hyperparameters: LoRAHyperparameters | None = None
+
+
 class MethodCreate(BaseModel):
-    """``{"type": "diablo"|"supervised", "<type>": {"hyperparameters": {...}}}``; both train DiaBlo."""
+    """``{"type": "diablo"|"supervised"|"lora", "<type>": {"hyperparameters": {...}}}``; the first two train
+    DiaBlo, ``lora`` trains LoRA through PEFT."""
 
     model_config = FORBID_EXTRA
 
-    type: Literal["diablo", "supervised"] = "diablo"
+    type: Literal["diablo", "supervised", "lora"] = "diablo"
     supervised: SupervisedMethod | None = None
     diablo: DiaBloMethod | None = None
+    lora: LoRAMethod | None = None
 
     def chosen_hyperparameters(self) -> OpenAIHyperparameters | None:
         """The hyperparameters given under the method's own type."""
-        section = self.diablo if self.type == "diablo" else self.supervised
+        section = {"diablo": self.diablo, "supervised": self.supervised, "lora": self.lora}[self.type]
         return None if section is None else section.hyperparameters
 
 

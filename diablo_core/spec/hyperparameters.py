@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.quantization_names import QUANTIZATIONS, check_quantization
 from diablo_core.precision.names import PRECISIONS, check_precision
 from diablo_core.spec.training import TrainingConfig
@@ -125,3 +127,22 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
         if value is not None and len(set(value)) != len(value):
             raise ValueError(f"has duplicates: {value!r}")
         return None if value is None else sorted(value)
+
+
+class LoRAHyperparameters(DiaBloHyperparameters):
+    """``method.lora.hyperparameters``: DiaBlo's request, with ``rank`` and ``alpha`` for ``num_blocks``.
+
+    Everything else (OpenAI's three, targets, layers, dropout, schedule) is shared, with the same rules.
+    """
+
+    rank: Annotated[int, Field(strict=True, ge=1, le=1024)] = LoRAConfig.rank
+    alpha: float = Field(default=LoRAConfig.alpha, gt=0.0, le=4096.0)
+    dropout: float = Field(default=LoRAConfig.dropout, ge=0.0, lt=1.0)
+    num_blocks: SkipJsonSchema[None] = Field(default=None, exclude=True)
+
+    @field_validator("num_blocks", mode="before")
+    @classmethod
+    def _no_blocks(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("is a DiaBlo setting; a LoRA job takes rank and alpha")
+        return None

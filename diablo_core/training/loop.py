@@ -18,7 +18,6 @@ from torch import nn
 
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import DatasetError
-from diablo_core.methods.diablo.adapter_io import save_adapter
 from diablo_core.spec.training import TrainingConfig
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
 from diablo_core.training.checkpoints import (
@@ -100,7 +99,7 @@ def train(
     resume_from: Path | None = None,
     fence: Fence = unfenced,
 ) -> TrainingResult:
-    """Trains the DiaBlo blocks of ``model`` (DiaBlo already applied) on tokenized examples.
+    """Trains the adapter (DiaBlo blocks or LoRA matrices, already applied) of ``model`` on tokenized data.
 
     The run's precision is resolved first (``config.precision``); the frozen weights of ``model`` are cast in
     place to its storage dtype (bf16 halves their memory) and the blocks to float32, and stay so afterwards.
@@ -216,7 +215,7 @@ def _save_final(run: TrainingRun, output_dir: Path) -> Path | None:
         output_dir.mkdir(parents=True, exist_ok=True)
         tensors = gathered.adapter if gathered else None
         staging = staging_dir(output_dir, final.name)
-        save_adapter(run.model, staging, base_model=run.identity, tensors=tensors)
+        run.method.save(run.model, staging, base_model=run.identity, tensors=tensors)
         try:
             placed = run.fence(staging, lambda: replace_dir(staging, final))
         finally:

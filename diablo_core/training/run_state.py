@@ -11,7 +11,7 @@ from torch import nn
 
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError
-from diablo_core.methods.diablo.model import diablo_modules
+from diablo_core.methods.adapters import method_of
 from diablo_core.models.identity import attach_identity, model_identity
 from diablo_core.precision.hardware import resolve_precision
 from diablo_core.spec.training import TrainingConfig, count_total_steps
@@ -54,15 +54,18 @@ class TrainingRun:
     ):
         self.model, self.config, self.examples, self.fence = model, config, examples, fence
         self.pad_id = _pad_token_id(tokenizer)
-        if not diablo_modules(model):
-            raise ConfigError("the model has no DiaBlo layers: call apply_diablo first", "diablo_not_applied")
+        method = method_of(model)
+        if method is None:
+            message = "the model has no adapter: call apply_diablo (or apply_lora) first"
+            raise ConfigError(message, "diablo_not_applied")
+        self.method = method
         self.precision = resolve_precision(config.precision, config.device)
         # The identity names the weights as loaded; casting them must not change which base an adapter fits.
         self.identity = model_identity(model)
         attach_identity(model, self.identity)
         hold_in_precision(model, self.precision)  # before the optimizer: its states follow the fp32 blocks
         self.scaler = grad_scaler_for(self.precision, config.device)
-        self.params = [module.blocks for module in diablo_modules(model).values()]
+        self.params = method.trainable(model)
         self.total_steps = count_total_steps(
             len(examples), config.batch_size, config.n_epochs, config.max_steps
         )
@@ -83,8 +86,8 @@ class TrainingRun:
         self.forward_model: nn.Module = model
 
     def build_optimizer(self) -> None:
-        """AdamW and the schedule over the model's current blocks (again after sharding replaces them)."""
-        self.params = [module.blocks for module in diablo_modules(self.model).values()]
+        """AdamW and the schedule over the model's current adapter (again after sharding replaces it)."""
+        self.params = self.method.trainable(self.model)
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=self.config.learning_rate,
