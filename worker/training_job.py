@@ -48,7 +48,7 @@ from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.settings import Settings
 from registry.storage import job_dir
-from worker import artifact_store
+from worker import artifact_store, distributed_job
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.lease import JobLease
@@ -110,10 +110,11 @@ def run_training_job(job_id: str, settings: Settings, worker_id: str) -> str | N
         return _run_claimed(JobRun(job, settings, sessions, worker_id, lease))
 
 
-def _run_claimed(run: JobRun) -> str | None:
+def _run_claimed(run: JobRun, work: Callable[[JobRun], str | None] | None = None) -> str | None:
+    """Run ``work`` (training and publishing) and settle the job whatever happens; rank 0 passes its own."""
     settled = False
     try:
-        status = _train_and_publish(run)
+        status = (work or _train_and_publish)(run)
         settled = True
     except JobDataError as error:
         status, settled = _finish(run, JobStatus.FAILED, error.as_error()), True
@@ -141,6 +142,8 @@ def _train_and_publish(run: JobRun) -> str | None:
     run.device = resolve_device(run.settings.device)
     _event(run, f"Using device {run.device.description}")
     plan = _plan(run)
+    if (ranks := distributed_job.job_ranks(run.settings, run.device, plan)) > 1:
+        return distributed_job.run_ranks(run, plan, ranks)  # rank 0 trains, publishes and settles the job
     loaded = _load_model(run, plan)
     train_set, valid_set = _load_data(run, loaded, plan.max_length)
     reporter = _reporter(run)
