@@ -1,7 +1,8 @@
 """A worker with ``DIABLO_DEVICES_PER_JOB=2`` trains each job on two gloo ranks on the CPU (torchrun).
 
 Over HTTP: the job succeeds, its events name the world, the adapter is served; a cancel stops every rank.
-A rank killed mid-job (SIGKILL) ends the whole group, and the job is retried from its last checkpoint.
+A rank killed mid-job (SIGKILL) ends the whole group: the job is retried from its last checkpoint (rank 0
+killed) or failed by rank 0 (another rank killed).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 from statistics import mean
 
 import httpx
@@ -89,16 +91,26 @@ def test_cancelling_a_two_rank_job_stops_every_rank(two_ranks: dict[str, str], s
     wait_until_gone(ranks)
 
 
-def test_a_killed_rank_fails_the_attempt_and_the_job_is_retried(
+def rank_of(pid: int) -> int:
+    """The ``RANK`` torchrun gave the process ``pid``."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(int(entry[5:]) for entry in environ if entry.startswith(b"RANK="))
+
+
+def kill_rank(client: httpx.Client, job_id: str, service: Service, rank: int) -> None:
+    """SIGKILL one rank mid-job; every rank of the group ends (no half of the job runs on)."""
+    ranks = wait_for_ranks(client, job_id, service)
+    os.kill(next(pid for pid in ranks if rank_of(pid) == rank), signal.SIGKILL)
+    wait_until_gone(ranks)
+
+
+def test_a_killed_rank_0_ends_the_group_and_the_job_is_retried(
     two_ranks: dict[str, str], service: Service
 ) -> None:
-    run = TINY_RUN | {"max_steps": 40}
     with service.client() as client:
         file_id = client.upload_examples(32)
-        created = client.create_job(file_id, dropout=0.0, checkpoint_every=4, **run)
-        ranks = wait_for_ranks(client, created["id"], service)
-        os.kill(ranks[1], signal.SIGKILL)
-        wait_until_gone(ranks)  # the agent stopped the surviving rank: no half of the job runs on
+        created = client.create_job(file_id, checkpoint_every=4, **(TINY_RUN | {"max_steps": 40}))
+        kill_rank(client, created["id"], service, 0)
         job = client.wait_for_job(created["id"], JOB_TIMEOUT_S)
         messages = [event["message"] for event in client.events(created["id"])]
     assert job["status"] == "succeeded", service.output()
@@ -106,3 +118,14 @@ def test_a_killed_rank_fails_the_attempt_and_the_job_is_retried(
     assert len(failed) == 1 and "Fine-tuning job started (attempt 2)" in messages
     assert any(re.fullmatch(r"Resuming from step \d+ \(checkpoint .*\)", m) for m in messages)
     assert messages.count(WORLD_EVENT) == 2
+
+
+def test_a_killed_rank_1_fails_the_job_through_rank_0(two_ranks: dict[str, str], service: Service) -> None:
+    with service.client() as client:
+        file_id = client.upload_examples(32)
+        created = client.create_job(file_id, checkpoint_every=2, **(TINY_RUN | {"max_steps": 10_000}))
+        kill_rank(client, created["id"], service, 1)
+        job = client.wait_for_job(created["id"], 60)
+    # Rank 0's next collective fails ("connection reset by peer"), which fails the job like any error in
+    # training; a rank 0 killed instead leaves the job to the worker, which retries it (the test above).
+    assert (job["status"], job["error"]["code"]) == ("failed", "internal_error"), service.output()
