@@ -48,7 +48,7 @@ from registry.models import Job
 from registry.parent_models import ParentAdapter, find_parent
 from registry.settings import Settings
 from registry.storage import job_dir
-from worker import artifact_store
+from worker import artifact_store, distributed_job
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.job_model import load_job_model, precision_note, resolve_plan_precision, store_precision
@@ -111,10 +111,11 @@ def run_training_job(job_id: str, settings: Settings, worker_id: str) -> str | N
         return _run_claimed(JobRun(job, settings, sessions, worker_id, lease))
 
 
-def _run_claimed(run: JobRun) -> str | None:
+def _run_claimed(run: JobRun, work: Callable[[JobRun], str | None] | None = None) -> str | None:
+    """Run ``work`` (training and publishing) and settle the job whatever happens; rank 0 passes its own."""
     settled = False
     try:
-        status = _train_and_publish(run)
+        status = (work or _train_and_publish)(run)
         settled = True
     except JobDataError as error:
         status, settled = _finish(run, JobStatus.FAILED, error.as_error()), True
@@ -145,6 +146,8 @@ def _train_and_publish(run: JobRun) -> str | None:
     resolved = resolve_plan_precision(plan, run.device)
     store_precision(run.sessions, run.job, run.worker_id, resolved.training.precision)
     _event(run, precision_note(plan.training.precision, resolved.training.precision, run.device))
+    if (ranks := distributed_job.job_ranks(run.settings, run.device, plan)) > 1:
+        return distributed_job.run_ranks(run, plan, ranks)  # rank 0 trains, publishes and settles the job
     loaded = _load_model(run, resolved)
     train_set, valid_set = _load_data(run, loaded, plan.max_length)
     reporter = _reporter(run)
