@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.lists import ListPublic
-from diablo_core.spec.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
+from diablo_core.spec.hyperparameters import DiaBloHyperparameters, DPOHyperparameters, OpenAIHyperparameters
 from registry.job_metrics import estimated_finish
 from registry.models import Checkpoint, Job, JobEvent
 
@@ -34,18 +34,26 @@ class DiaBloMethod(BaseModel):
     hyperparameters: DiaBloHyperparameters | None = None
 
 
+class DPOMethod(BaseModel):
+    model_config = FORBID_EXTRA
+
+    hyperparameters: DPOHyperparameters | None = None
+
+
 class MethodCreate(BaseModel):
-    """``{"type": "diablo"|"supervised", "<type>": {"hyperparameters": {...}}}``; both train DiaBlo."""
+    """``{"type": "diablo"|"supervised"|"dpo", "<type>": {"hyperparameters": {...}}}``; all train DiaBlo
+    blocks (``dpo`` on preference pairs)."""
 
     model_config = FORBID_EXTRA
 
-    type: Literal["diablo", "supervised"] = "diablo"
+    type: Literal["diablo", "supervised", "dpo"] = "diablo"
     supervised: SupervisedMethod | None = None
     diablo: DiaBloMethod | None = None
+    dpo: DPOMethod | None = None
 
     def chosen_hyperparameters(self) -> OpenAIHyperparameters | None:
         """The hyperparameters given under the method's own type."""
-        section = self.diablo if self.type == "diablo" else self.supervised
+        section = getattr(self, self.type)
         return None if section is None else section.hyperparameters
 
 

@@ -17,8 +17,10 @@ from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
+from api.services.method_files import check_file_format
 from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
+from diablo_core.spec.preference import DPO_TYPE, resolve_dpo_spec
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
 from registry.errors import error_object
@@ -62,8 +64,9 @@ def check_file(session: Session, project: str, file_id: str, param: str) -> File
 def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedJobSpec:
     """The request's hyperparameters with "auto" resolved; 400 naming the field if they conflict."""
     method = body.method
+    resolve = resolve_dpo_spec if method and method.type == DPO_TYPE else resolve_job_spec
     try:
-        return resolve_job_spec(
+        return resolve(
             body.hyperparameters,
             method.chosen_hyperparameters() if method else None,
             num_examples=num_examples,
@@ -78,9 +81,12 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
 def _record_job(session: Session, settings: Settings, project: str, body: JobCreate) -> Job:
     """Check the request and insert the job in ``validating_files`` (flushed, not committed)."""
     model = resolve_base_model(body.model, settings)
+    method_type = body.method.type if body.method else "diablo"
     training = check_file(session, project, body.training_file, "training_file")
+    check_file_format(training, method_type, "training_file")
     if body.validation_file is not None:
-        check_file(session, project, body.validation_file, "validation_file")
+        validation = check_file(session, project, body.validation_file, "validation_file")
+        check_file_format(validation, method_type, "validation_file")
     resolved = resolve_request(body, settings, count_examples(training))
     # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
     lock_project(session, project)

@@ -21,6 +21,7 @@ OPENAI_KEYS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 MAX_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_LEARNING_RATE_MULTIPLIER = 100.0
+MAX_BETA = 2.0
 
 
 def _auto_or_number(integer: bool, low: float, high: float) -> Any:
@@ -49,6 +50,7 @@ def _auto_or_number(integer: bool, low: float, high: float) -> Any:
 AutoEpochs = _auto_or_number(True, 1, MAX_EPOCHS)
 AutoBatchSize = _auto_or_number(True, 1, MAX_BATCH_SIZE)
 AutoMultiplier = _auto_or_number(False, 0, MAX_LEARNING_RATE_MULTIPLIER)
+AutoBeta = _auto_or_number(False, 0, MAX_BETA)
 StrictPositive = Annotated[int, Field(strict=True, ge=1)]
 
 
@@ -109,3 +111,9 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
         if value is not None and len(set(value)) != len(value):
             raise ValueError(f"has duplicates: {value!r}")
         return None if value is None else sorted(value)
+
+
+class DPOHyperparameters(DiaBloHyperparameters):
+    """``method.dpo.hyperparameters``: the DiaBlo settings plus DPO's ``beta`` ("auto" or a number)."""
+
+    beta: AutoBeta = AUTO

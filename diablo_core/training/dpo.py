@@ -21,10 +21,9 @@ from torch import nn
 
 from diablo_core.data.preferences import PreferencePair
 from diablo_core.methods.diablo.model import diablo_disabled
+from diablo_core.spec.preference import DEFAULT_BETA
 from diablo_core.training.loss import StepStats, collate, response_logits, target_mask
 from diablo_core.training.mixed_precision import autocast_for
-
-DEFAULT_BETA = 0.1
 
 
 def sequence_log_probs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
