@@ -1,4 +1,4 @@
-"""POST /v1/fine_tuning/jobs with ``method.type: "dpo"``: beta resolved and stored, files of the right kind."""
+"""POST /v1/fine_tuning/jobs with ``method.type: "dpo"``: beta resolved and stored, right-kind files."""
 
 from __future__ import annotations
 
