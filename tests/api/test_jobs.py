@@ -104,7 +104,7 @@ def test_supervised_method_and_top_level_hyperparameters(client: TestClient) -> 
         (_diablo(colour="red"), f"{DIABLO}.colour"),
         (_diablo(target_modules=["a.b"]), f"{DIABLO}.target_modules"),
         (_diablo(scheduler="step"), f"{DIABLO}.scheduler"),
-        ({"method": {"type": "dpo"}}, "method.type"),
+        ({"method": {"type": "reinforcement"}}, "method.type"),
         ({"suffix": "x" * 65}, "suffix"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"seed": -1}, "seed"),
