@@ -24,11 +24,17 @@ API_METRIC_NAMES: dict[str, str] = {
     "epoch": "epoch",
     "eta_seconds": "eta_seconds",
     "precision": "precision",  # the run's resolved precision ("fp32", "bf16", "fp16")
+    # DPO (diablo_core.training.dpo): implicit-reward margin and accuracy of preferred over non-preferred.
+    "reward_margin": "train_reward_margin",
+    "reward_accuracy": "train_reward_accuracy",
+    "eval_reward_margin": "valid_reward_margin",
+    "eval_reward_accuracy": "valid_reward_accuracy",
 }
 
 # What a checkpoint's row keeps (OpenAI's checkpoint metrics), under the API's names.
 CHECKPOINT_METRICS = frozenset(
     {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"}
+    | {"train_reward_margin", "train_reward_accuracy", "valid_reward_margin", "valid_reward_accuracy"}
 )
 
 

@@ -115,7 +115,7 @@ def _prepare_together(run: JobRun, plan: JobPlan, world: World) -> Prepared:
     error: Exception | None = None
     try:
         loaded = _load_model(run, plan)
-        train_set, valid_set = _load_data(run, loaded, plan.max_length)
+        train_set, valid_set = _load_data(run, loaded, plan.max_length, plan.data_format)
     except Exception as caught:
         error = caught
     if any_rank(error is not None, world.device):

@@ -29,6 +29,7 @@ from diablo_core.errors import ConfigError
 from diablo_core.methods.adapters import read_any_adapter_config
 from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel
+from diablo_core.training.dpo import DPO
 from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
@@ -149,7 +150,7 @@ def _train_and_publish(run: JobRun) -> str | None:
     if (ranks := distributed_job.job_ranks(run.settings, run.device, plan)) > 1:
         return distributed_job.run_ranks(run, plan, ranks)  # rank 0 trains, publishes and settles the job
     loaded = _load_model(run, resolved)
-    train_set, valid_set = _load_data(run, loaded, plan.max_length)
+    train_set, valid_set = _load_data(run, loaded, plan.max_length, plan.data_format)
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
@@ -199,16 +200,17 @@ def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
 
 
 def _load_data(
-    run: JobRun, loaded: LoadedModel, max_length: int
+    run: JobRun, loaded: LoadedModel, max_length: int, data_format: str | None = None
 ) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
     limit, settings = run.settings.max_tokens_per_file, run.settings
     shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
-    train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file", limit, shape)
+    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=data_format)
+    train_set = load(files.training, loaded.tokenizer, max_length, "training_file")
     if files.validation is None:
         return train_set, None
-    valid_set = load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit, shape)
+    valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")
     return train_set, valid_set
 
 
@@ -241,6 +243,7 @@ def _train(
         output_dir=job_dir(run.settings.adapters_dir, run.job.id),
         callbacks=[reporter],
         fence=run.lease.fence,
+        **({} if plan.beta is None else {"objective": DPO(plan.beta)}),
     )
     with run.sessions() as session:
         point = find_resume_point(session, run.job.id)

@@ -8,7 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.lists import ListPublic
-from diablo_core.spec.hyperparameters import DiaBloHyperparameters, LoRAHyperparameters, OpenAIHyperparameters
+from diablo_core.spec.hyperparameters import (
+    DiaBloHyperparameters,
+    DPOHyperparameters,
+    LoRAHyperparameters,
+    OpenAIHyperparameters,
+)
 from registry.job_metrics import estimated_finish
 from registry.models import Checkpoint, Job, JobEvent
 
@@ -40,20 +45,29 @@ class LoRAMethod(BaseModel):
     hyperparameters: LoRAHyperparameters | None = None
 
 
+class DPOMethod(BaseModel):
+    model_config = FORBID_EXTRA
+
+    hyperparameters: DPOHyperparameters | None = None
+
+
 class MethodCreate(BaseModel):
-    """``{"type": "diablo"|"supervised"|"lora", "<type>": {"hyperparameters": {...}}}``; the first two train
-    DiaBlo, ``lora`` trains LoRA through PEFT."""
+    """``{"type": "diablo"|"supervised"|"lora"|"dpo", "<type>": {"hyperparameters": {...}}}``.
+
+    ``diablo`` and ``supervised`` train DiaBlo blocks, ``dpo`` trains them on preference pairs, ``lora``
+    trains LoRA through PEFT."""
 
     model_config = FORBID_EXTRA
 
-    type: Literal["diablo", "supervised", "lora"] = "diablo"
+    type: Literal["diablo", "supervised", "lora", "dpo"] = "diablo"
     supervised: SupervisedMethod | None = None
     diablo: DiaBloMethod | None = None
     lora: LoRAMethod | None = None
+    dpo: DPOMethod | None = None
 
     def chosen_hyperparameters(self) -> OpenAIHyperparameters | None:
         """The hyperparameters given under the method's own type."""
-        section = {"diablo": self.diablo, "supervised": self.supervised, "lora": self.lora}[self.type]
+        section = getattr(self, self.type)
         return None if section is None else section.hyperparameters
 
 

@@ -17,9 +17,11 @@ from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
+from api.services.method_files import check_file_format
 from api.services.parent_models import find_parent_model, inherit_layout
 from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
+from diablo_core.spec.preference import DPO_TYPE, resolve_dpo_spec
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
 from registry.errors import error_object
@@ -60,8 +62,9 @@ def check_file(session: Session, project: str, file_id: str, param: str) -> File
 def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedJobSpec:
     """The request's hyperparameters with "auto" resolved; 400 naming the field if they conflict."""
     method = body.method
+    resolve = resolve_dpo_spec if method and method.type == DPO_TYPE else resolve_job_spec
     try:
-        return resolve_job_spec(
+        return resolve(
             body.hyperparameters,
             method.chosen_hyperparameters() if method else None,
             num_examples=num_examples,
@@ -79,9 +82,12 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         find_parent_model(session, settings, project, body.model) if is_fine_tuned_name(body.model) else None
     )
     model = parent.base_model if parent else resolve_base_model(body.model, settings)
+    method_type = body.method.type if body.method else "diablo"
     training = check_file(session, project, body.training_file, "training_file")
+    check_file_format(training, method_type, "training_file")
     if body.validation_file is not None:
-        check_file(session, project, body.validation_file, "validation_file")
+        validation = check_file(session, project, body.validation_file, "validation_file")
+        check_file_format(validation, method_type, "validation_file")
     resolved = resolve_request(body, settings, count_examples(training))
     if parent is not None:
         resolved = inherit_layout(resolved, body, parent)

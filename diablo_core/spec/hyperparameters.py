@@ -25,6 +25,7 @@ OPENAI_KEYS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 MAX_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_LEARNING_RATE_MULTIPLIER = 100.0
+MAX_BETA = 2.0
 
 
 def _auto_or_number(integer: bool, low: float, high: float) -> Any:
@@ -53,6 +54,7 @@ def _auto_or_number(integer: bool, low: float, high: float) -> Any:
 AutoEpochs = _auto_or_number(True, 1, MAX_EPOCHS)
 AutoBatchSize = _auto_or_number(True, 1, MAX_BATCH_SIZE)
 AutoMultiplier = _auto_or_number(False, 0, MAX_LEARNING_RATE_MULTIPLIER)
+AutoBeta = _auto_or_number(False, 0, MAX_BETA)
 StrictPositive = Annotated[int, Field(strict=True, ge=1)]
 
 
@@ -146,3 +148,9 @@ class LoRAHyperparameters(DiaBloHyperparameters):
         if value is not None:
             raise ValueError("is a DiaBlo setting; a LoRA job takes rank and alpha")
         return None
+
+
+class DPOHyperparameters(DiaBloHyperparameters):
+    """``method.dpo.hyperparameters``: the DiaBlo settings plus DPO's ``beta`` ("auto" or a number)."""
+
+    beta: AutoBeta = AUTO

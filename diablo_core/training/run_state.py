@@ -18,10 +18,13 @@ from diablo_core.spec.training import TrainingConfig, count_total_steps
 from diablo_core.training.callbacks import CallbackList, TrainingProgress
 from diablo_core.training.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
 from diablo_core.training.distributed import World, accumulate_shard, any_rank, from_main
-from diablo_core.training.loss import accumulate_gradients
 from diablo_core.training.mixed_precision import grad_scaler_for, hold_in_precision
+from diablo_core.training.objective import SUPERVISED, Objective
 from diablo_core.training.schedule import build_scheduler
 from diablo_core.training.sharding import gathered_state
+
+# What every step reports under its own name; the objective's further metrics go in ``progress.metrics``.
+BASE_METRICS = frozenset({"step", "loss", "accuracy", "learning_rate"})
 
 
 def _pad_token_id(tokenizer: Any) -> int:
@@ -51,8 +54,10 @@ class TrainingRun:
         examples: list[TokenizedExample],
         config: TrainingConfig,
         fence: Fence = unfenced,
+        objective: Objective = SUPERVISED,
     ):
         self.model, self.config, self.examples, self.fence = model, config, examples, fence
+        self.objective = objective
         self.pad_id = _pad_token_id(tokenizer)
         method = method_of(model)
         if method is None:
@@ -133,7 +138,7 @@ class TrainingRun:
         started = time.perf_counter()
         micro = self.config.micro_batch_size or self.config.batch_size
         if self.world is None:
-            stats = accumulate_gradients(
+            stats = self.objective.accumulate(
                 self.model, batch, micro, self.pad_id, self.config.device, self.precision, self.scaler
             )
         else:
@@ -158,6 +163,7 @@ class TrainingRun:
             "loss": stats.loss,
             "accuracy": stats.accuracy,
             "learning_rate": lr,
+            **stats.extra,
         }
 
     def _apply_update(self) -> None:
@@ -187,6 +193,7 @@ class TrainingRun:
             trained_tokens=self.state.trained_tokens,
             accuracy=self.last["accuracy"],
             precision=self.precision,
+            metrics={key: self.last[key] for key in self.last.keys() - BASE_METRICS},
         )
 
     def checkpoint(self, root: Path, callbacks: CallbackList, metrics: dict[str, float]) -> None:

@@ -106,7 +106,7 @@ def test_supervised_method_and_top_level_hyperparameters(client: TestClient) -> 
         (_diablo(scheduler="step"), f"{DIABLO}.scheduler"),
         (_diablo(precision="fp8"), f"{DIABLO}.precision"),
         (_diablo(quantization="q4"), f"{DIABLO}.quantization"),
-        ({"method": {"type": "dpo"}}, "method.type"),
+        ({"method": {"type": "reinforcement"}}, "method.type"),
         ({"suffix": "x" * 65}, "suffix"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"seed": -1}, "seed"),
