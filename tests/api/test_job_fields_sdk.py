@@ -35,8 +35,9 @@ def test_jobs_are_filtered_by_metadata(client: openai.OpenAI, training_file: str
     nlp = client.fine_tuning.jobs.create(
         model="default", training_file=training_file, metadata={"team": "nlp", "run": "1"}
     )
-    vision = client.fine_tuning.jobs.create(model="default", training_file=training_file, metadata={"team": "cv"})
-    bare = client.fine_tuning.jobs.create(model="default", training_file=training_file)
+    create = client.fine_tuning.jobs.create
+    vision = create(model="default", training_file=training_file, metadata={"team": "cv"})
+    bare = create(model="default", training_file=training_file)
     assert nlp.metadata == {"team": "nlp", "run": "1"}
     listed = client.fine_tuning.jobs.list
     assert [job.id for job in listed(metadata={"team": "nlp"})] == [nlp.id]
@@ -67,7 +68,11 @@ def test_metadata_follows_openai_limits(
 
 
 def test_wandb_integration_is_stored_and_echoed(client: openai.OpenAI, training_file: str) -> None:
-    job = client.fine_tuning.jobs.create(model="default", training_file=training_file, integrations=[WANDB])  # type: ignore[list-item]
+    job = client.fine_tuning.jobs.create(
+        model="default",
+        training_file=training_file,
+        integrations=[WANDB],  # type: ignore[list-item]
+    )
     assert job.integrations is not None
     assert job.integrations[0].type == "wandb"
     assert job.integrations[0].wandb.project == "diablo"
@@ -87,6 +92,10 @@ def test_unknown_integrations_are_refused(
     client: openai.OpenAI, training_file: str, integration: dict[str, object], param: str
 ) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        client.fine_tuning.jobs.create(model="default", training_file=training_file, integrations=[integration])  # type: ignore[list-item]
+        client.fine_tuning.jobs.create(
+            model="default",
+            training_file=training_file,
+            integrations=[integration],  # type: ignore[list-item]
+        )
     assert (refused.value.param, refused.value.type) == (param, "invalid_request_error")
     assert list(client.fine_tuning.jobs.list()) == []
