@@ -1,13 +1,14 @@
 """Inference bodies: chat and text completion requests, their responses and their streamed chunks.
 
 Requests accept the OpenAI fields that change nothing in the answer (``user``, ``store``, ``metadata``,
-``service_tier``, ...) and ignore them, and the penalties (checked against OpenAI's range, -2 to 2). Fields that
-would change the answer and are not implemented are refused with a 400 naming them unless they hold their
-neutral value, since answering them silently wrong would mislead: ``n`` other than 1, log probabilities,
-``logit_bias``, ``response_format`` other than text, ``tools``/``functions`` and a ``tool_choice`` other than
-"none", non-text ``modalities``; on completions ``echo``, ``best_of`` above 1 and ``suffix``. Sampling values are checked
-against OpenAI's ranges, so no value reaches the engine that it cannot sample with.
-``max_tokens`` is checked against ``settings.max_tokens_limit`` by the service (a setting, not a constant).
+``service_tier``, ...) and ignore them, and the penalties (checked against OpenAI's range, -2 to 2).
+Fields that would change the answer and are not implemented are refused with a 400 naming them unless they
+hold their neutral value, since answering them silently wrong would mislead: ``n`` other than 1, log
+probabilities, ``logit_bias``, ``response_format`` other than text, ``tools``/``functions`` and a
+``tool_choice`` other than "none", non-text ``modalities``; on completions ``echo``, ``best_of`` above 1 and
+``suffix``. Sampling values are checked against OpenAI's ranges, so no value reaches the engine that it
+cannot sample with. ``max_tokens`` is checked against ``settings.max_tokens_limit`` by the service (a
+setting, not a constant).
 """
 
 from __future__ import annotations
