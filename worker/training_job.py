@@ -46,6 +46,7 @@ from registry.jobs import (
 )
 from registry.lease import check_lease, hand_back
 from registry.models import Job
+from registry.result_files import add_results_file
 from registry.settings import Settings
 from registry.storage import job_dir
 from worker import artifact_store
@@ -265,7 +266,8 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
             base_model_fingerprint=loaded.identity.content_hash,
             config=config,
         )
-        job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, []
+        results = add_results_file(session, run.settings, job.project_id, result.history)
+        job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, [results.id]
         job.estimated_finish = None
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
 

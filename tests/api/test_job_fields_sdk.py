@@ -9,6 +9,9 @@ import openai
 import pytest
 
 from api.main import create_app
+from registry.api_keys import create_api_key
+from registry.db import session_scope
+from registry.result_files import add_results_file
 from registry.settings import Settings
 from tests.api.conftest import CHAT_EXAMPLE, jsonl, make_settings, served
 
@@ -99,3 +102,24 @@ def test_unknown_integrations_are_refused(
         )
     assert (refused.value.param, refused.value.type) == (param, "invalid_request_error")
     assert list(client.fine_tuning.jobs.list()) == []
+
+
+def test_a_results_file_downloads_only_in_its_project(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path / "data", database_url, auth="on")
+    history = [
+        {"step": 1, "loss": 2.5, "accuracy": 0.25},
+        {"step": 1, "eval_loss": 3.0, "eval_accuracy": 0.5},
+    ]
+    with served(create_app(settings)) as url:
+        with session_scope(settings.database_url) as session:
+            keys = {project: create_api_key(session, project)[1] for project in ("alpha", "beta")}
+            file_id = add_results_file(session, settings, "alpha", history).id
+        alpha = openai.OpenAI(base_url=f"{url}/v1", api_key=keys["alpha"], max_retries=0, timeout=30)
+        beta = openai.OpenAI(base_url=f"{url}/v1", api_key=keys["beta"], max_retries=0, timeout=30)
+        with alpha, beta:
+            listed = alpha.files.list(purpose="fine-tune-results")
+            assert [(f.id, f.filename) for f in listed] == [(file_id, "step_metrics.csv")]
+            assert alpha.files.content(file_id).text.splitlines()[1] == "1,2.5,0.25,3,0.5,3,0.5"
+            with pytest.raises(openai.NotFoundError):
+                beta.files.content(file_id)
+            assert list(beta.files.list(purpose="fine-tune-results")) == []
