@@ -50,6 +50,7 @@ from registry.result_files import add_results_file
 from registry.settings import Settings
 from registry.storage import job_dir
 from worker import artifact_store
+from worker.integrations import job_integrations
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.lease import JobLease
@@ -147,7 +148,9 @@ def _train_and_publish(run: JobRun) -> str | None:
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
-    result = _train(run, loaded, plan, train_set, valid_set, reporter)
+    warn = partial(_event, run, level="warn")
+    with job_integrations(run.job, run.settings.data_dir, warn) as integrations:
+        result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations)
     if run.lease.lost:  # the fence refused a write: the job is another worker's now
         reporter.stop_reason = "lost"
     # A shutdown asked for at the last step comes too late to stop training: the job is published.
@@ -214,6 +217,7 @@ def _train(
     train_set: list[TokenizedExample],
     valid_set: list[TokenizedExample] | None,
     reporter: JobReporter,
+    integrations: list[Any] | None = None,
 ) -> TrainingResult:
     """Train, resuming from the job's newest verified checkpoint; a re-delivered job's events say which."""
     go = partial(
@@ -224,7 +228,7 @@ def _train(
         plan.training,
         valid_examples=valid_set,
         output_dir=job_dir(run.settings.adapters_dir, run.job.id),
-        callbacks=[reporter],
+        callbacks=[reporter, *(integrations or [])],
         fence=run.lease.fence,
     )
     with run.sessions() as session:
