@@ -47,9 +47,11 @@ from registry.jobs import (
 from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.parent_models import ParentAdapter, find_parent
+from registry.result_files import add_results_file
 from registry.settings import Settings
 from registry.storage import job_dir
 from worker import artifact_store, distributed_job
+from worker.integrations import job_integrations
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.job_model import load_job_model, precision_note, resolve_plan_precision, store_precision
@@ -154,7 +156,9 @@ def _train_and_publish(run: JobRun) -> str | None:
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
-    result = _train(run, loaded, plan, train_set, valid_set, reporter)
+    warn = partial(_event, run, level="warn")
+    with job_integrations(run.job, run.settings.data_dir, warn) as integrations:
+        result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations)
     if run.lease.lost:  # the fence refused a write: the job is another worker's now
         reporter.stop_reason = "lost"
     # A shutdown asked for at the last step comes too late to stop training: the job is published.
@@ -231,6 +235,7 @@ def _train(
     train_set: list[TokenizedExample],
     valid_set: list[TokenizedExample] | None,
     reporter: JobReporter,
+    integrations: list[Any] | None = None,
 ) -> TrainingResult:
     """Train, resuming from the job's newest verified checkpoint; a re-delivered job's events say which."""
     go = partial(
@@ -241,7 +246,7 @@ def _train(
         plan.training,
         valid_examples=valid_set,
         output_dir=job_dir(run.settings.adapters_dir, run.job.id),
-        callbacks=[reporter],
+        callbacks=[reporter, *(integrations or [])],
         fence=run.lease.fence,
         **({} if plan.beta is None else {"objective": DPO(plan.beta)}),
     )
@@ -285,7 +290,8 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
             config=config,
             parent_model=job.parent_model,
         )
-        job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, []
+        results = add_results_file(session, run.settings, job.project_id, result.history)
+        job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, [results.id]
         job.estimated_finish = None
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
 

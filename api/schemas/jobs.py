@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,7 +22,6 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 # OpenAI takes a handful of integrations (Weights & Biases); each is a small settings object.
 MAX_INTEGRATIONS = 8
-MAX_INTEGRATION_CHARS = 2048
 # Request bodies refuse fields they do not know (as OpenAI does), so a misspelt option fails loudly.
 FORBID_EXTRA = ConfigDict(extra="forbid")
 
@@ -71,6 +70,44 @@ class MethodCreate(BaseModel):
         return None if section is None else section.hyperparameters
 
 
+def check_metadata(metadata: Mapping[str, Any]) -> None:
+    """OpenAI's metadata rules: at most 16 pairs, string keys of at most 64 characters and string values of
+    at most 512.
+
+    Raises:
+        ValueError: Naming the rule broken (and the key).
+    """
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise ValueError(f"at most {MAX_METADATA_PAIRS} key/value pairs are allowed, got {len(metadata)}")
+    for key, item in metadata.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValueError(f"keys and values must be strings (key {str(key)[:64]!r})")
+        if len(key) > MAX_METADATA_KEY:
+            raise ValueError(f"keys must be at most {MAX_METADATA_KEY} characters, got {len(key)}")
+        if len(item) > MAX_METADATA_VALUE:
+            raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters (key {key[:64]!r})")
+
+
+class WandbSettings(BaseModel):
+    """Where a Weights & Biases integration logs the run (OpenAI's ``integrations[].wandb``)."""
+
+    model_config = FORBID_EXTRA
+
+    project: str = Field(min_length=1, max_length=128)
+    entity: str | None = Field(default=None, max_length=128)
+    name: str | None = Field(default=None, max_length=128)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(default=None, max_length=64)
+
+
+class IntegrationCreate(BaseModel):
+    """One integration; ``"wandb"`` is the only type (OpenAI's only one too)."""
+
+    model_config = FORBID_EXTRA
+
+    type: Literal["wandb"]
+    wandb: WandbSettings
+
+
 class JobCreate(BaseModel):
     model_config = FORBID_EXTRA
 
@@ -82,25 +119,19 @@ class JobCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     method: MethodCreate | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
-    integrations: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
+    integrations: list[IntegrationCreate] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key, item in (value or {}).items():
-            if len(key) > MAX_METADATA_KEY:
-                raise ValueError(f"keys must be at most {MAX_METADATA_KEY} characters, got {len(key)}")
-            if len(item) > MAX_METADATA_VALUE:
-                raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters (key {key[:64]!r})")
+        check_metadata(value or {})
         return value
 
-    @field_validator("integrations")
-    @classmethod
-    def _integration_sizes(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        for index, item in enumerate(value or []):
-            if len(json.dumps(item)) > MAX_INTEGRATION_CHARS:
-                raise ValueError(f"entry {index} is longer than {MAX_INTEGRATION_CHARS} characters as JSON")
-        return value
+    def stored_integrations(self) -> list[dict[str, Any]] | None:
+        """The integrations as the job row stores them (the worker reads them back)."""
+        if self.integrations is None:
+            return None
+        return [item.model_dump(mode="json") for item in self.integrations]
 
 
 class JobError(BaseModel):

@@ -104,7 +104,7 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         suffix=sanitize_suffix(body.suffix) or None,
         seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,
         metadata=body.metadata,
-        integrations=body.integrations,
+        integrations=body.stored_integrations(),
         project_id=project,
     )
     job.parent_model = parent.name if parent else None

@@ -8,6 +8,8 @@ Rules:
 - ``n_epochs`` "auto": 3, raised for small files so that about 100 examples are seen (at most 25 epochs) and
   lowered for large ones so that at most 25,000 are (at least 1), as OpenAI does.
 - ``batch_size`` "auto": 16; any batch size is capped to the number of training examples.
+- ``max_steps`` replaces the epoch count, so ``n_epochs`` is then the epochs those steps start (rounded up:
+  24 steps of 10 per epoch echo 3, though 2.4 run; OpenAI reports an integer).
 - ``learning_rate``: ``learning_rate_multiplier`` ("auto": 1.0) times the method's base rate (DiaBlo 5e-4,
   LoRA 3e-4), unless ``learning_rate`` is given (then the multiplier reported is ``learning_rate / base``).
 - ``target_modules``: ``DiaBloConfig``'s default unless given (LoRA's too, so the two compare like for like).
@@ -41,7 +43,7 @@ from diablo_core.spec.hyperparameters import (
     LoRAHyperparameters,
     OpenAIHyperparameters,
 )
-from diablo_core.spec.training import TrainingConfig, count_total_steps, effective_warmup
+from diablo_core.spec.training import TrainingConfig, count_total_steps, effective_warmup, epochs_covered
 
 METHOD_TYPE = "diablo"
 BASE_LEARNING_RATE: float = TrainingConfig.learning_rate
@@ -183,8 +185,11 @@ def resolve_job_spec(
         raise HyperparameterError(f"{where}.micro_batch_size", message)
     multiplier = 1.0 if given.learning_rate_multiplier == AUTO else given.learning_rate_multiplier
     learning_rate = given.learning_rate or multiplier * base_rate
+    n_epochs = auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs
+    if given.max_steps is not None:  # the steps decide how many epochs run
+        n_epochs = epochs_covered(num_examples, batch_size, given.max_steps)
     values = given.model_dump() | {
-        "n_epochs": auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs,
+        "n_epochs": n_epochs,
         "batch_size": batch_size,
         "learning_rate_multiplier": learning_rate / base_rate,
         "learning_rate": learning_rate,

@@ -75,7 +75,8 @@ def test_create_with_diablo_hyperparameters(client: TestClient) -> None:
         checkpoint_every=0,
     )
     job = create_job(client, **method, suffix="my model!", seed=7, metadata={"team": "nlp"}).json()
-    assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 2.0}
+    # max_steps replaces n_epochs: 40 steps over 4 examples in batches of 2 run 20 epochs.
+    assert job["hyperparameters"] == {"n_epochs": 20, "batch_size": 2, "learning_rate_multiplier": 2.0}
     resolved = job["method"]["diablo"]["hyperparameters"]
     expected = {"num_blocks": 16, "target_modules": ["q_proj", "v_proj"], "dropout": 0.1, "max_steps": 40}
     expected |= {"learning_rate": 1e-3, "warmup_steps": 4, "max_length": 128, "scheduler": "cosine"}

@@ -50,9 +50,18 @@ def test_method_values_win_and_warmup_shrinks_for_short_runs() -> None:
     top = OpenAIHyperparameters(n_epochs=5, batch_size=8)
     method = DiaBloHyperparameters(n_epochs=2, num_blocks=32, max_steps=50, learning_rate_multiplier=3)
     resolved = resolve_job_spec(top, method, num_examples=100)
-    assert resolved.openai_view() == {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 3.0}
+    # max_steps decides the epochs: 50 steps of 13 per epoch start 4 of them (3.85 run).
+    assert resolved.openai_view() == {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 3.0}
     assert resolved.learning_rate == pytest.approx(1.5e-3)
     assert (resolved.total_steps(100), resolved.warmup_steps) == (50, 5)
+
+
+@pytest.mark.parametrize(("max_steps", "n_epochs"), [(24, 3), (20, 2), (1, 1), (100, 10)])
+def test_n_epochs_echoes_the_epochs_max_steps_runs(max_steps: int, n_epochs: int) -> None:
+    # 40 examples in batches of 4: 10 steps per epoch; 24 steps run 2.4 epochs, reported as 3.
+    method = DiaBloHyperparameters(n_epochs=7, batch_size=4, max_steps=max_steps)
+    resolved = resolve_job_spec(None, method, num_examples=40)
+    assert (resolved.n_epochs, resolved.total_steps(40)) == (n_epochs, max_steps)
 
 
 def test_conflicts_name_the_field() -> None:
