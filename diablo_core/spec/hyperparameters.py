@@ -90,6 +90,8 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
     keep_checkpoints: StrictPositive | None = None
     checkpoint_every: Annotated[int, Field(strict=True, ge=0)] | None = None
     eval_every: StrictPositive | None = None
+    # Stop after this many evaluations without a better validation loss, and keep the best adapter.
+    early_stopping_patience: StrictPositive | None = None
 
     @field_validator("target_modules")
     @classmethod

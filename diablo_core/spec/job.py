@@ -8,8 +8,13 @@ Rules:
 - ``n_epochs`` "auto": 3, raised for small files so that about 100 examples are seen (at most 25 epochs) and
   lowered for large ones so that at most 25,000 are (at least 1), as OpenAI does.
 - ``batch_size`` "auto": 16; any batch size is capped to the number of training examples.
-- ``learning_rate``: ``learning_rate_multiplier`` ("auto": 1.0) times the DiaBlo base rate 5e-4, unless
-  ``learning_rate`` is given (then the multiplier reported is ``learning_rate / 5e-4``).
+- ``learning_rate``: ``"auto"`` until the model is known, then (``for_model``) ``learning_rate_multiplier``
+  ("auto": 1.0) times the model's rate (``diablo_core.spec.auto``), unless ``learning_rate`` is given (then
+  the multiplier reported is ``learning_rate`` over the model's rate; 5e-4 until the model is known).
+- ``early_stopping_patience``: 4 when ``n_epochs`` is "auto", else as given (None: no early stopping). With
+  it and no validation file, ``validation_holdout`` examples of the training file are held out; a file too
+  small to hold any out trains without early stopping. An "auto" ``n_epochs`` then bounds the run at twice
+  the OpenAI rule's epochs (within the step limit), and ``eval_every`` defaults to a tenth of the rule's run.
 - ``target_modules``: ``DiaBloConfig``'s default unless given.
 - ``warmup_steps``: the one actually used (``effective_warmup``) is stored.
 - ``checkpoint_every``: the service setting unless given; 0 turns periodic checkpoints off.
@@ -23,11 +28,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, Literal
 
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
+from diablo_core.spec.auto import (
+    DEFAULT_PATIENCE,
+    LENGTH_BOUND_FACTOR,
+    SMALLEST_HOLDOUT,
+    auto_eval_every,
+    auto_learning_rate,
+    holdout_size,
+)
 from diablo_core.spec.hyperparameters import (
     AUTO,
+    MAX_EPOCHS,
     OPENAI_KEYS,
     DiaBloHyperparameters,
     HyperparameterError,
@@ -54,9 +68,10 @@ class ResolvedJobSpec(DiaBloHyperparameters):
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
-    learning_rate: float
+    learning_rate: float | Literal["auto"]
     target_modules: list[str]
     checkpoint_every: int
+    validation_holdout: int = 0  # examples of the training file held out for validation
 
     def openai_view(self) -> dict[str, Any]:
         """The three OpenAI hyperparameters, as the job object's ``hyperparameters`` shows them."""
@@ -80,20 +95,35 @@ class ResolvedJobSpec(DiaBloHyperparameters):
         """Optimizer steps the run takes over ``num_examples`` examples."""
         return count_total_steps(num_examples, self.batch_size, self.n_epochs, self.max_steps)
 
+    def for_model(self, hidden_size: int) -> ResolvedJobSpec:
+        """This spec with the learning rate chosen for a model of width ``hidden_size``."""
+        model_rate = auto_learning_rate(hidden_size, self.num_blocks)
+        if self.learning_rate == AUTO:
+            rate = self.learning_rate_multiplier * model_rate
+            return self.model_copy(update={"learning_rate": rate})
+        return self.model_copy(update={"learning_rate_multiplier": self.learning_rate / model_rate})
+
+    def diablo_config(self) -> DiaBloConfig:
+        """The adapter's config (known before the model is loaded)."""
+        values = self.model_dump()
+        adapter = {name: values[name] for name in DIABLO_FIELDS & values.keys()}
+        adapter["target_modules"] = tuple(self.target_modules)
+        adapter["layers"] = None if self.layers is None else tuple(self.layers)
+        return DiaBloConfig(**adapter)
+
     def configs(self, *, seed: int, device: str, **training: Any) -> tuple[TrainingConfig, DiaBloConfig]:
         """The core configs this spec trains with; ``training`` sets further ``TrainingConfig`` fields.
 
         Raises:
-            ValueError: If a config refuses a value.
+            ValueError: If a config refuses a value, or the learning rate is still "auto" (``for_model``).
         """
+        if self.learning_rate == AUTO:
+            raise ValueError("learning_rate is 'auto': choose it for the model first (for_model)")
         values = self.model_dump()
         own = {name: values[name] for name in TRAINING_FIELDS & values.keys()}
         own["checkpoint_every"] = self.checkpoint_every or None  # 0: no periodic checkpoints
-        adapter = {name: values[name] for name in DIABLO_FIELDS & values.keys()}
-        adapter["target_modules"] = tuple(self.target_modules)
-        adapter["layers"] = None if self.layers is None else tuple(self.layers)
         config = TrainingConfig(**own, seed=seed, device=device, **training)
-        return config, DiaBloConfig(**adapter)
+        return config, self.diablo_config()
 
 
 def auto_epochs(num_examples: int) -> int:
@@ -124,6 +154,7 @@ def resolve_job_spec(
     checkpoint_every: int = 50,
     method_type: str = METHOD_TYPE,
     max_steps_limit: int | None = None,
+    has_validation_file: bool = False,
 ) -> ResolvedJobSpec:
     """Resolve "auto" values and defaults for a run over ``num_examples`` training examples.
 
@@ -134,6 +165,7 @@ def resolve_job_spec(
         checkpoint_every: The service's default checkpoint interval (0: none).
         method_type: The method's type, used to name fields in errors.
         max_steps_limit: The most optimizer steps a run may take (None: no limit).
+        has_validation_file: The job has a validation file (no hold-out is needed for early stopping).
 
     Raises:
         HyperparameterError: For combinations that cannot be honoured, with ``param`` naming the field.
@@ -143,26 +175,60 @@ def resolve_job_spec(
     if given.learning_rate is not None and given.learning_rate_multiplier != AUTO:
         message = "give learning_rate or learning_rate_multiplier, not both"
         raise HyperparameterError(f"{where}.learning_rate", message)
+    patience, holdout = _early_stopping(given, num_examples, has_validation_file, where)
+    num_examples -= holdout
     batch_size = DEFAULT_BATCH_SIZE if given.batch_size == AUTO else given.batch_size
     batch_size = max(1, min(batch_size, num_examples))
     if given.micro_batch_size is not None and given.micro_batch_size > batch_size:
         message = f"micro_batch_size ({given.micro_batch_size}) exceeds batch_size ({batch_size})"
         raise HyperparameterError(f"{where}.micro_batch_size", message)
     multiplier = 1.0 if given.learning_rate_multiplier == AUTO else given.learning_rate_multiplier
-    learning_rate = given.learning_rate or multiplier * BASE_LEARNING_RATE
+    multiplier = given.learning_rate / BASE_LEARNING_RATE if given.learning_rate else multiplier
+    n_epochs = auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs
+    rule_steps = count_total_steps(num_examples, batch_size, n_epochs, given.max_steps)
     values = given.model_dump() | {
-        "n_epochs": auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs,
+        "n_epochs": n_epochs,
         "batch_size": batch_size,
-        "learning_rate_multiplier": learning_rate / BASE_LEARNING_RATE,
-        "learning_rate": learning_rate,
+        "learning_rate_multiplier": multiplier,
+        "learning_rate": given.learning_rate or AUTO,
         "target_modules": given.target_modules or list(DEFAULT_TARGET_MODULES),
         "checkpoint_every": checkpoint_every if given.checkpoint_every is None else given.checkpoint_every,
+        "early_stopping_patience": patience,
+        "validation_holdout": holdout,
+        "eval_every": given.eval_every or (auto_eval_every(rule_steps) if patience else None),
     }
+    if patience and given.n_epochs == AUTO and given.max_steps is None:
+        values["n_epochs"] = _bounded_epochs(n_epochs, math.ceil(num_examples / batch_size), max_steps_limit)
     resolved = ResolvedJobSpec.model_validate(values)
     total = resolved.total_steps(num_examples)
     if max_steps_limit is not None and total > max_steps_limit:
         raise _too_many_steps(where, resolved, total, max_steps_limit)
     return resolved.model_copy(update={"warmup_steps": effective_warmup(resolved.warmup_steps, total)})
+
+
+def _early_stopping(
+    given: DiaBloHyperparameters, num_examples: int, has_validation_file: bool, where: str
+) -> tuple[int | None, int]:
+    """The patience (None: no early stopping) and the examples held out of the training file for it."""
+    patience = given.early_stopping_patience or (DEFAULT_PATIENCE if given.n_epochs == AUTO else None)
+    if patience is None or has_validation_file:
+        return patience, 0
+    holdout = holdout_size(num_examples)
+    if holdout == 0 and given.early_stopping_patience is not None:
+        message = (
+            f"early_stopping_patience needs a validation_file, or a training file of at least "
+            f"{4 * SMALLEST_HOLDOUT} examples to hold some out; this one has {num_examples}"
+        )
+        raise HyperparameterError(f"{where}.early_stopping_patience", message)
+    return (patience if holdout else None), holdout
+
+
+def _bounded_epochs(rule_epochs: int, steps_per_epoch: int, max_steps_limit: int | None) -> int:
+    """Early stopping's bound: ``LENGTH_BOUND_FACTOR`` times the rule's epochs, within the limits."""
+    epochs = min(MAX_EPOCHS, LENGTH_BOUND_FACTOR * rule_epochs)
+    if max_steps_limit is not None:
+        epochs = min(epochs, max(rule_epochs, max_steps_limit // steps_per_epoch))
+    return epochs
 
 
 def _too_many_steps(where: str, resolved: ResolvedJobSpec, total: int, limit: int) -> HyperparameterError:
