@@ -30,6 +30,7 @@ from diablo_core.methods.diablo.adapter_io import read_adapter_config
 from diablo_core.methods.diablo.model import apply_diablo
 from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel, load_base_model
+from diablo_core.spec import ResolvedJobSpec
 from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
@@ -49,7 +50,8 @@ from registry.models import Job
 from registry.settings import Settings
 from registry.storage import job_dir
 from worker import artifact_store
-from worker.job_config import JobPlan, plan_job
+from worker.auto_fit import best_data, best_message, fit_to_model, hold_out
+from worker.job_config import JobPlan, plan_job, read_spec
 from worker.job_inputs import JobDataError, load_examples, locate_files
 from worker.lease import JobLease
 from worker.progress import JobReporter
@@ -140,9 +142,10 @@ def _internal_error(error: Exception) -> dict[str, Any]:
 def _train_and_publish(run: JobRun) -> str | None:
     run.device = resolve_device(run.settings.device)
     _event(run, f"Using device {run.device.description}")
-    plan = _plan(run)
-    loaded = _load_model(run, plan)
-    train_set, valid_set = _load_data(run, loaded, plan.max_length)
+    spec = _spec(run)
+    loaded = _load_model(run, spec)
+    plan = _plan(run, fit_to_model(run.sessions, run.job.id, spec, loaded.model.config.hidden_size))
+    train_set, valid_set = _load_data(run, loaded, plan)
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
@@ -154,9 +157,18 @@ def _train_and_publish(run: JobRun) -> str | None:
     return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
 
 
-def _plan(run: JobRun) -> JobPlan:
+def _spec(run: JobRun) -> ResolvedJobSpec:
     try:
-        return plan_job(run.job.method, seed=run.job.seed, device=run.device.name)
+        spec = read_spec(run.job.method)
+        spec.diablo_config()  # refused values fail the job before the model is loaded
+    except ValueError as error:
+        raise JobDataError("invalid_hyperparameters", "hyperparameters", str(error)) from error
+    return spec
+
+
+def _plan(run: JobRun, spec: ResolvedJobSpec) -> JobPlan:
+    try:
+        return plan_job(spec, seed=run.job.seed, device=run.device.name)
     except ValueError as error:
         raise JobDataError("invalid_hyperparameters", "hyperparameters", str(error)) from error
 
@@ -169,27 +181,30 @@ def _model_source(run: JobRun) -> str:
         return run.job.model
 
 
-def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
+def _load_model(run: JobRun, spec: ResolvedJobSpec) -> LoadedModel:
     """Load the base model and apply DiaBlo; a model or target layout that does not exist is the user's."""
     try:
         loaded = load_base_model(_model_source(run), data_dir=run.settings.data_dir, device=run.device.name)
     except ModelLoadError as error:
         raise JobDataError("model_not_found", "model", str(error)) from error
     try:
-        apply_diablo(loaded.model, plan.diablo)
+        apply_diablo(loaded.model, spec.diablo_config())
     except ConfigError as error:
         raise JobDataError("invalid_hyperparameters", METHOD_PARAM, str(error)) from error
     return loaded
 
 
 def _load_data(
-    run: JobRun, loaded: LoadedModel, max_length: int
+    run: JobRun, loaded: LoadedModel, plan: JobPlan
 ) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
     limit, settings = run.settings.max_tokens_per_file, run.settings
     shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
+    max_length = plan.max_length
     train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file", limit, shape)
+    if files.validation is None and plan.validation_holdout:
+        return hold_out(run.sessions, run.job.id, train_set, plan.validation_holdout, plan.training.seed)
     if files.validation is None:
         return train_set, None
     valid_set = load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit, shape)
@@ -247,7 +262,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
     """Stage the adapter, then place and register it in the transaction that marks the job succeeded."""
     name = run.fine_tuned_model
     staged = artifact_store.stage_adapter(
-        result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
+        result.best_adapter_dir or result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
     )
     config = read_adapter_config(staged.staging)
 
@@ -267,6 +282,8 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
         )
         job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, []
         job.estimated_finish = None
+        if result.best_adapter_dir is not None:
+            add_event(session, job.id, "info", best_message(result), data=best_data(result))
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
 
     try:
@@ -274,7 +291,9 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
     finally:
         artifact_store.discard_staged(staged)
     if status == JobStatus.SUCCEEDED:
-        shutil.rmtree(result.adapter_dir, ignore_errors=True)
+        for directory in (result.adapter_dir, result.best_adapter_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
     return status
 
 
