@@ -194,8 +194,8 @@ def test_the_example_count_is_recorded_at_upload_and_counted_once_for_older_file
     recorded = uploaded_file_id(client, examples=4)
     row = db.get(File, recorded)
     assert row is not None and row.num_examples == 4
-    # The stored count is what resolution uses: 100 "examples" hold 16 out and give up to 2 x 3 epochs, 4 would
-    # give 25 (too few to hold any out).
+    # The stored count is what resolution uses: 100 "examples" hold 16 out and give up to 2 x 3 epochs, 4
+    # would give 25 (too few to hold any out).
     row.num_examples = 100
     db.commit()
     job = create_job(client, training_file=recorded).json()

@@ -41,7 +41,7 @@ def test_defaults_resolve_to_the_paper_settings_with_early_stopping() -> None:
     assert (resolved.validation_holdout, resolved.early_stopping_patience) == (50, 4)
     assert (resolved.learning_rate, resolved.num_blocks, resolved.dropout) == ("auto", 64, 0.05)
     assert resolved.target_modules == ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
-    # 6 x 60 steps is longer than the 100-step warm-up, so it is kept; the rule's 180 steps see 10 evaluations.
+    # 6 x 60 steps is longer than the 100-step warm-up, so it is kept; the rule's 180 steps: 10 evaluations.
     assert (resolved.warmup_steps, resolved.checkpoint_every, resolved.eval_every) == (100, 25, 18)
     assert resolved.total_steps(950) == 360
 
