@@ -178,7 +178,7 @@ def test_precision_is_stored_as_given_and_reaches_the_training_config(precision:
     spec = resolve_job_spec(None, method, num_examples=8)
     assert ResolvedJobSpec.from_dict(spec.to_dict()).precision == precision
     device = "cuda" if precision == "fp16" else "cpu"  # the config refuses fp16 elsewhere
-    assert spec.configs(seed=0, device=device)[0].precision == precision
+    assert spec.for_model(576).configs(seed=0, device=device)[0].precision == precision
 
 
 @pytest.mark.parametrize(
