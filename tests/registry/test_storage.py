@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from registry.settings import Settings
 from registry import storage
+from registry.settings import Settings
 from registry.storage.hashing import HASH_CHUNK_BYTES
 
 
