@@ -164,31 +164,17 @@ class JobPublic(BaseModel):
 
     @classmethod
     def from_row(cls, job: Job, latest_metrics: JobEvent | None = None) -> JobPublic:
+        """The job object of ``job``: each field is the row's column of that name, but for these few."""
         progress = _progress(latest_metrics)
-        return cls(
-            id=job.id,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            estimated_finish=job.estimated_finish or _estimate_finish(job, progress, latest_metrics),
-            model=job.model,
-            parent_model=job.parent_model,
-            fine_tuned_model=job.fine_tuned_model,
-            organization_id=job.project_id,
-            status=job.status,
-            error=JobError.model_validate(job.error) if job.error else None,
-            hyperparameters=job.hyperparameters,
-            method=job.method,
-            training_file=job.training_file,
-            validation_file=job.validation_file,
-            result_files=job.result_files,
-            trained_tokens=job.trained_tokens,
-            seed=job.seed,
-            suffix=job.suffix,
-            metadata=job.metadata_,
-            integrations=job.integrations,
-            progress=progress,
-        )
+        derived = {
+            "organization_id": job.project_id,
+            "metadata": job.metadata_,
+            "error": JobError.model_validate(job.error) if job.error else None,
+            "estimated_finish": job.estimated_finish or _estimate_finish(job, progress, latest_metrics),
+            "progress": progress,
+        }
+        columns = cls.model_fields.keys() - derived.keys() - {"object"}
+        return cls(**{name: getattr(job, name) for name in columns}, **derived)
 
 
 def _progress(event: JobEvent | None) -> JobProgress | None:
