@@ -59,15 +59,8 @@ def worker_command(queue: str, name: str) -> list[str]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of every child: this one, plus the settings ``serve`` resolved or overrode."""
-    return {
-        **os.environ,
-        "DIABLO_DATA_DIR": str(settings.data_dir),
-        "DIABLO_DATABASE_URL": settings.database_url,
-        "DIABLO_BROKER_URL": settings.broker_url,
-        "DIABLO_QUEUE_NAME": settings.queue_name,
-        "DIABLO_HOST": settings.host,
-        "DIABLO_PORT": str(settings.port),
-    }
+    passed = settings.as_environment("data_dir", "database_url", "broker_url", "queue_name", "host", "port")
+    return {**os.environ, **passed}
 
 
 def ensure_model(settings: Settings) -> None:

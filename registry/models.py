@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 
 from registry.ids import API_KEY_PREFIX, CHECKPOINT_PREFIX, EVENT_PREFIX, FILE_PREFIX, JOB_PREFIX, new_id
 
@@ -44,6 +44,16 @@ def now_unix() -> int:
     return int(time.time())
 
 
+def _prefixed_id(prefix: str) -> MappedColumn[str]:
+    """A primary key made by ``new_id(prefix)`` (``file-…``, ``ftjob-…``), as OpenAI's ids look."""
+    return mapped_column(String(64), primary_key=True, default=lambda: new_id(prefix))
+
+
+def _owning_project() -> MappedColumn[str]:
+    """The project a row belongs to (indexed); rows from before projects belong to the default one."""
+    return mapped_column(String(64), default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT, index=True)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -51,10 +61,8 @@ class Base(DeclarativeBase):
 class File(Base):
     __tablename__ = "files"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id(FILE_PREFIX))
-    project_id: Mapped[str] = mapped_column(
-        String(64), default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT, index=True
-    )
+    id: Mapped[str] = _prefixed_id(FILE_PREFIX)
+    project_id: Mapped[str] = _owning_project()
     filename: Mapped[str] = mapped_column(String(512))
     purpose: Mapped[str] = mapped_column(String(32))
     bytes: Mapped[int] = mapped_column(BigInteger)
@@ -70,10 +78,8 @@ class File(Base):
 class Job(Base):
     __tablename__ = "jobs"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id(JOB_PREFIX))
-    project_id: Mapped[str] = mapped_column(
-        String(64), default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT, index=True
-    )
+    id: Mapped[str] = _prefixed_id(JOB_PREFIX)
+    project_id: Mapped[str] = _owning_project()
     model: Mapped[str] = mapped_column(String(256))
     # File ids without foreign keys: a file may be deleted while the jobs trained on it stay listed.
     training_file: Mapped[str] = mapped_column(String(64))
@@ -105,7 +111,7 @@ class Job(Base):
 class JobEvent(Base):
     __tablename__ = "job_events"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id(EVENT_PREFIX))
+    id: Mapped[str] = _prefixed_id(EVENT_PREFIX)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
     level: Mapped[str] = mapped_column(String(16), default="info")
@@ -119,7 +125,7 @@ class JobEvent(Base):
 class Checkpoint(Base):
     __tablename__ = "checkpoints"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id(CHECKPOINT_PREFIX))
+    id: Mapped[str] = _prefixed_id(CHECKPOINT_PREFIX)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     step_number: Mapped[int] = mapped_column(Integer)
     fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(512))
@@ -137,9 +143,7 @@ class Adapter(Base):
     __tablename__ = "adapters"
 
     name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    project_id: Mapped[str] = mapped_column(
-        String(64), default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT, index=True
-    )
+    project_id: Mapped[str] = _owning_project()
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), default=None, index=True
     )
@@ -174,7 +178,7 @@ class ApiKey(Base):
 
     __tablename__ = "api_keys"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id(API_KEY_PREFIX))
+    id: Mapped[str] = _prefixed_id(API_KEY_PREFIX)
     project_id: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str | None] = mapped_column(String(256), default=None)
     prefix: Mapped[str] = mapped_column(String(32), index=True)

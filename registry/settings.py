@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         """Where trained adapters and checkpoints are stored."""
         return self.data_dir / "adapters"
 
+    def as_environment(self, *names: str) -> dict[str, str]:
+        """The settings ``names`` as the variables a child process reads them from: ``DIABLO_<NAME>``."""
+        prefix = self.model_config["env_prefix"]
+        return {f"{prefix}{name.upper()}": str(getattr(self, name)) for name in names}
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from api.schemas.lists import ListPublic
-from registry.models import File
+from api.schemas.rows import RowPublic
 
 
-class FilePublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)  # built from a registry row
-
+class FilePublic(RowPublic):
     id: str
     object: Literal["file"] = "file"
     bytes: int
@@ -22,10 +20,6 @@ class FilePublic(BaseModel):
     status: str
     status_details: str | None = None
     expires_at: int | None = None
-
-    @classmethod
-    def from_row(cls, row: File) -> FilePublic:
-        return cls.model_validate(row)
 
 
 class FilesPublic(ListPublic[FilePublic]):

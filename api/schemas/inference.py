@@ -32,6 +32,17 @@ CHAT_ID_PREFIX = "chatcmpl-"
 COMPLETION_ID_PREFIX = "cmpl-"
 
 
+def _refused_when_set(*fields: str, message: str) -> Any:
+    """A field validator refusing any set (truthy) value of ``fields`` with ``message``: a feature we lack."""
+
+    def refuse(cls: type[BaseModel], value: Any) -> Any:
+        if value:
+            raise ValueError(message)
+        return value
+
+    return field_validator(*fields)(classmethod(refuse))
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
@@ -72,12 +83,7 @@ class SamplingParams(BaseModel):
 
     logit_bias: dict[str, float] | None = None
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError("logit_bias is not supported")
-        return value
+    _no_logit_bias = _refused_when_set("logit_bias", message="logit_bias is not supported")
 
     @field_validator("n")
     @classmethod
@@ -140,12 +146,9 @@ class ChatCompletionCreate(SamplingParams):
         """``max_tokens``, or its newer name ``max_completion_tokens``."""
         return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
 
-    @field_validator("logprobs", "top_logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: Any) -> Any:
-        if value:
-            raise ValueError("log probabilities are not supported")
-        return value
+    _no_logprobs = _refused_when_set(
+        "logprobs", "top_logprobs", message="log probabilities are not supported"
+    )
 
     @field_validator("response_format")
     @classmethod
@@ -154,12 +157,7 @@ class ChatCompletionCreate(SamplingParams):
             raise ValueError(f"only {{'type': 'text'}} is supported, got type {value.get('type')!r}")
         return value
 
-    @field_validator("tools", "functions")
-    @classmethod
-    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
-        if value:
-            raise ValueError("tool and function calling is not supported")
-        return value
+    _no_tools = _refused_when_set("tools", "functions", message="tool and function calling is not supported")
 
     @field_validator("tool_choice", "function_call")
     @classmethod
@@ -197,19 +195,9 @@ class CompletionCreate(SamplingParams):
             return value[0]
         return value
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError("log probabilities are not supported")
-        return value
+    _no_logprobs = _refused_when_set("logprobs", message="log probabilities are not supported")
 
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("echo is not supported")
-        return value
+    _no_echo = _refused_when_set("echo", message="echo is not supported")
 
     @field_validator("best_of")
     @classmethod
@@ -218,12 +206,7 @@ class CompletionCreate(SamplingParams):
             raise ValueError(f"only best_of=1 is supported, got {value}")
         return value
 
-    @field_validator("suffix")
-    @classmethod
-    def _no_suffix(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError("suffix (insertion) is not supported")
-        return value
+    _no_suffix = _refused_when_set("suffix", message="suffix (insertion) is not supported")
 
 
 class Usage(BaseModel):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from api.schemas.lists import ListPublic
+from api.schemas.rows import RowPublic
 from diablo_core.spec.hyperparameters import (
     DiaBloHyperparameters,
     DPOHyperparameters,
@@ -15,7 +16,7 @@ from diablo_core.spec.hyperparameters import (
     OpenAIHyperparameters,
 )
 from registry.job_metrics import estimated_finish
-from registry.models import Checkpoint, Job, JobEvent
+from registry.models import Job, JobEvent
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
@@ -26,28 +27,17 @@ MAX_INTEGRATIONS = 8
 FORBID_EXTRA = ConfigDict(extra="forbid")
 
 
-class SupervisedMethod(BaseModel):
-    model_config = FORBID_EXTRA
-
-    hyperparameters: OpenAIHyperparameters | None = None
-
-
-class DiaBloMethod(BaseModel):
-    model_config = FORBID_EXTRA
-
-    hyperparameters: DiaBloHyperparameters | None = None
+def _method_section(name: str, hyperparameters: type[BaseModel]) -> type[BaseModel]:
+    """The body under a method's type, ``{"hyperparameters": {...}}``, with that method's hyperparameters."""
+    return create_model(
+        name, __config__=FORBID_EXTRA, __module__=__name__, hyperparameters=(hyperparameters | None, None)
+    )
 
 
-class LoRAMethod(BaseModel):
-    model_config = FORBID_EXTRA
-
-    hyperparameters: LoRAHyperparameters | None = None
-
-
-class DPOMethod(BaseModel):
-    model_config = FORBID_EXTRA
-
-    hyperparameters: DPOHyperparameters | None = None
+SupervisedMethod = _method_section("SupervisedMethod", OpenAIHyperparameters)
+DiaBloMethod = _method_section("DiaBloMethod", DiaBloHyperparameters)
+LoRAMethod = _method_section("LoRAMethod", LoRAHyperparameters)
+DPOMethod = _method_section("DPOMethod", DPOHyperparameters)
 
 
 class MethodCreate(BaseModel):
@@ -174,31 +164,17 @@ class JobPublic(BaseModel):
 
     @classmethod
     def from_row(cls, job: Job, latest_metrics: JobEvent | None = None) -> JobPublic:
+        """The job object of ``job``: each field is the row's column of that name, but for these few."""
         progress = _progress(latest_metrics)
-        return cls(
-            id=job.id,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            estimated_finish=job.estimated_finish or _estimate_finish(job, progress, latest_metrics),
-            model=job.model,
-            parent_model=job.parent_model,
-            fine_tuned_model=job.fine_tuned_model,
-            organization_id=job.project_id,
-            status=job.status,
-            error=JobError.model_validate(job.error) if job.error else None,
-            hyperparameters=job.hyperparameters,
-            method=job.method,
-            training_file=job.training_file,
-            validation_file=job.validation_file,
-            result_files=job.result_files,
-            trained_tokens=job.trained_tokens,
-            seed=job.seed,
-            suffix=job.suffix,
-            metadata=job.metadata_,
-            integrations=job.integrations,
-            progress=progress,
-        )
+        derived = {
+            "organization_id": job.project_id,
+            "metadata": job.metadata_,
+            "error": JobError.model_validate(job.error) if job.error else None,
+            "estimated_finish": job.estimated_finish or _estimate_finish(job, progress, latest_metrics),
+            "progress": progress,
+        }
+        columns = cls.model_fields.keys() - derived.keys() - {"object"}
+        return cls(**{name: getattr(job, name) for name in columns}, **derived)
 
 
 def _progress(event: JobEvent | None) -> JobProgress | None:
@@ -223,9 +199,7 @@ class JobsPublic(ListPublic[JobPublic]):
     pass
 
 
-class EventPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)  # built from a registry row
-
+class EventPublic(RowPublic):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
@@ -234,18 +208,12 @@ class EventPublic(BaseModel):
     type: str
     data: dict[str, Any] | None
 
-    @classmethod
-    def from_row(cls, event: JobEvent) -> EventPublic:
-        return cls.model_validate(event)
-
 
 class EventsPublic(ListPublic[EventPublic]):
     pass
 
 
-class CheckpointPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)  # built from a registry row
-
+class CheckpointPublic(RowPublic):
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     created_at: int
@@ -253,10 +221,6 @@ class CheckpointPublic(BaseModel):
     fine_tuning_job_id: str = Field(validation_alias="job_id")  # the row's name
     step_number: int
     metrics: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, checkpoint: Checkpoint) -> CheckpointPublic:
-        return cls.model_validate(checkpoint)
 
 
 class CheckpointsPublic(ListPublic[CheckpointPublic]):

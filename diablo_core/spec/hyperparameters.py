@@ -144,11 +144,9 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
         return None if value is None else sorted(value)
 
 
-class LoRAHyperparameters(DiaBloHyperparameters):
-    """``method.lora.hyperparameters``: DiaBlo's request, with ``rank`` and ``alpha`` for ``num_blocks``.
-
-    Everything else (OpenAI's three, targets, layers, dropout, schedule) is shared, with the same rules.
-    """
+class LoRASettings(BaseModel):
+    """LoRA's own settings: ``rank`` and ``alpha`` for ``num_blocks``, and LoRA's dropout. The first base of
+    the LoRA request and of its resolved spec, so these fields win over the DiaBlo ones both also inherit."""
 
     rank: Annotated[int, Field(strict=True, ge=1, le=1024)] = LoRAConfig.rank
     alpha: float = Field(default=LoRAConfig.alpha, gt=0.0, le=4096.0)
@@ -161,6 +159,13 @@ class LoRAHyperparameters(DiaBloHyperparameters):
         if value is not None:
             raise ValueError("is a DiaBlo setting; a LoRA job takes rank and alpha")
         return None
+
+
+class LoRAHyperparameters(LoRASettings, DiaBloHyperparameters):
+    """``method.lora.hyperparameters``: DiaBlo's request, with ``rank`` and ``alpha`` for ``num_blocks``.
+
+    Everything else (OpenAI's three, targets, layers, dropout, schedule) is shared, with the same rules.
+    """
 
 
 class DPOHyperparameters(DiaBloHyperparameters):

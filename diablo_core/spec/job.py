@@ -56,6 +56,7 @@ from diablo_core.spec.hyperparameters import (
     DiaBloHyperparameters,
     HyperparameterError,
     LoRAHyperparameters,
+    LoRASettings,
     OpenAIHyperparameters,
 )
 from diablo_core.spec.training import TrainingConfig, count_total_steps, effective_warmup, epochs_covered
@@ -286,20 +287,12 @@ def _too_many_steps(where: str, resolved: ResolvedJobSpec, total: int, limit: in
     return HyperparameterError(f"{where}.{field}", message, code="max_steps_too_large")
 
 
-class ResolvedLoRASpec(LoRAHyperparameters, ResolvedJobSpec):
+class ResolvedLoRASpec(LoRASettings, ResolvedJobSpec):
     """A LoRA job's settings, nothing left "auto": the shared ones plus ``rank`` and ``alpha``."""
 
     stored_type: ClassVar[str] = LORA_METHOD
     request_schema: ClassVar[type[DiaBloHyperparameters]] = LoRAHyperparameters
     base_learning_rate: ClassVar[float] = LORA_BASE_LEARNING_RATE
-
-    # The resolved types again: LoRAHyperparameters comes first in the bases and would restore the request's.
-    n_epochs: int
-    batch_size: int
-    learning_rate_multiplier: float
-    learning_rate: float | Literal["auto"]
-    target_modules: list[str]
-    checkpoint_every: int
 
     def model_learning_rate(self, hidden_size: int) -> float:
         """LoRA's rate does not follow the model's width here: LLM-Adapters' 3e-4 (docs/lora.md)."""

@@ -46,28 +46,8 @@ class Objective(Protocol):
 class Supervised:
     """Mean cross-entropy over response tokens (``training.loss``): the default objective."""
 
-    def accumulate(
-        self,
-        model: nn.Module,
-        batch: list[Any],
-        micro_batch_size: int,
-        pad_token_id: int,
-        device: str,
-        precision: str,
-        scaler: torch.amp.GradScaler | None,
-    ) -> StepStats:
-        return accumulate_gradients(model, batch, micro_batch_size, pad_token_id, device, precision, scaler)
-
-    def evaluate(
-        self,
-        model: nn.Module,
-        examples: list[Any],
-        batch_size: int,
-        pad_token_id: int,
-        device: str,
-        precision: str,
-    ) -> dict[str, float]:
-        return evaluate_examples(model, examples, batch_size, pad_token_id, device, precision)
+    accumulate = staticmethod(accumulate_gradients)
+    evaluate = staticmethod(evaluate_examples)
 
 
 SUPERVISED = Supervised()

@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.main import create_app
+from registry.artifacts import register_adapter
+from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope
 from registry.settings import Settings
 from tests.process_helpers import free_port
@@ -45,6 +47,17 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "auth": "off",
     }
     return Settings(**(values | overrides))
+
+
+def record_adapter(settings: Settings, name: str, folder: Path, size_bytes: int, **fields: Any) -> None:
+    """Register the adapter files in ``folder`` as model ``name``, as a worker does after training.
+
+    ``fields`` are ``register_adapter``'s others (``job_id``, ``base_model``, ``sha256``, ``project_id``);
+    unless given, the adapter has no job, applies to the default base model and has a stand-in digest.
+    """
+    values = {"job_id": None, "base_model": DEFAULT_MODEL_ID, "sha256": "0" * 64} | fields
+    with session_scope(settings.database_url) as session:
+        register_adapter(session, name=name, storage_path=str(folder), size_bytes=size_bytes, **values)
 
 
 @contextmanager

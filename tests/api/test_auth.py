@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from api.main import ROUTERS, create_app
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from registry.api_keys import create_api_key, revoke_api_key
-from registry.artifacts import add_checkpoint, register_adapter
+from registry.artifacts import add_checkpoint
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope
 from registry.settings import Settings
-from tests.api.conftest import CHAT_EXAMPLE, assert_error, jsonl, make_settings
+from tests.api.conftest import CHAT_EXAMPLE, assert_error, jsonl, make_settings, record_adapter
 
 # Routes that name a model (possibly another project's adapter or checkpoint) in their body.
 MODEL_IN_BODY = {("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
@@ -61,16 +61,7 @@ def _alpha_artifacts(settings: Settings, job_id: str) -> tuple[str, str]:
     (folder / WEIGHTS_FILE).write_bytes(b"weights")
     with session_scope(settings.database_url) as session:
         add_checkpoint(session, job_id, 4, checkpoint, storage_path=str(folder), metrics={"step": 4})
-        register_adapter(
-            session,
-            name=adapter,
-            job_id=job_id,
-            base_model=DEFAULT_MODEL_ID,
-            storage_path=str(folder),
-            sha256="0" * 64,
-            size_bytes=7,
-            project_id="alpha",
-        )
+    record_adapter(settings, adapter, folder, size_bytes=7, job_id=job_id, project_id="alpha")
     return adapter, checkpoint
 
 

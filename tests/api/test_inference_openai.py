@@ -24,17 +24,18 @@ from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope
 from registry.settings import Settings
 from tests.api.conftest import make_settings, served
-from tests.api.tiny_serving import TINY_MODEL, TinyServing, build_tiny_serving, link_tiny_model, sha256_of
+from tests.api.tiny_serving import (  # noqa: F401 (fixtures by name)
+    TINY_MODEL,
+    TinyServing,
+    link_tiny_model,
+    sha256_of,
+    tiny_fixture,
+)
 from tests.core.tiny import randomize_blocks
 from tests.process_helpers import converted_models_dir, link_models
 
 pytestmark = pytest.mark.integration
 MESSAGES = [{"role": "user", "content": "Say something"}]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyServing:
-    return build_tiny_serving(tmp_path_factory.mktemp("tiny-serving"))
 
 
 @pytest.fixture

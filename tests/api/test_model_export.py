@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gguf
-import pytest
 import torch
 from fastapi.testclient import TestClient
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -22,29 +21,18 @@ from diablo_core.models.loading import load_base_model
 from registry.artifacts import add_checkpoint, register_adapter
 from registry.db import session_scope
 from registry.jobs import create_job
-from registry.settings import Settings
 from tests.api.conftest import assert_error
-from tests.api.tiny_serving import (
+from tests.api.tiny_serving import (  # noqa: F401 (fixtures by name)
     CONFIGS,
     TinyServing,
-    build_tiny_serving,
+    serving_settings,
     sha256_of,
-    tiny_settings,
+    tiny_fixture,
     write_adapter,
 )
 from tests.core.tiny_tokenizer import make_tiny_tokenizer
 
 MESSAGES = [{"role": "user", "content": "Add 17 and 25"}]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyServing:
-    return build_tiny_serving(tmp_path_factory.mktemp("tiny-export"))
-
-
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str, tiny: TinyServing) -> Settings:
-    return tiny_settings(tmp_path / "data", database_url, tiny)
 
 
 def content(client: TestClient, model: str, **params: str):

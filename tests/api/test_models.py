@@ -12,13 +12,13 @@ from sqlalchemy import func, select
 from api.errors import APIError
 from api.services.adapter_refs import adapter_ref
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
-from registry.artifacts import add_checkpoint, checkpoint_model_name, fine_tuned_model_name, register_adapter
+from registry.artifacts import add_checkpoint, checkpoint_model_name, fine_tuned_model_name
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope
 from registry.jobs import create_job
 from registry.models import Checkpoint
 from registry.settings import Settings
-from tests.api.conftest import assert_error
+from tests.api.conftest import assert_error, record_adapter
 
 ADAPTER = f"ft:{DEFAULT_MODEL_ID}:my-suffix:0123abcd"
 
@@ -28,17 +28,7 @@ def _register(settings: Settings, name: str = ADAPTER, project: str = "default")
     folder = settings.adapters_dir / name.replace("/", "_").replace(":", "_")
     folder.mkdir(parents=True)
     (folder / "adapter.safetensors").write_bytes(b"weights")
-    with session_scope(settings.database_url) as session:
-        register_adapter(
-            session,
-            name=name,
-            job_id=None,
-            base_model=DEFAULT_MODEL_ID,
-            storage_path=str(folder),
-            sha256="0" * 64,
-            size_bytes=7,
-            project_id=project,
-        )
+    record_adapter(settings, name, folder, size_bytes=7, project_id=project)
     return folder
 
 
@@ -97,16 +87,7 @@ def test_adapter_files_outside_adapters_dir_are_left_alone(
 ) -> None:
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    with session_scope(settings.database_url) as session:
-        register_adapter(
-            session,
-            name=ADAPTER,
-            job_id=None,
-            base_model=DEFAULT_MODEL_ID,
-            storage_path=str(outside),
-            sha256="0" * 64,
-            size_bytes=0,
-        )
+    record_adapter(settings, ADAPTER, outside, size_bytes=0)
     assert client.delete(f"/v1/models/{ADAPTER}").json()["deleted"] is True
     assert outside.is_dir()
 

@@ -22,10 +22,8 @@ from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo, merge_diablo
 from diablo_core.models.identity import BaseModelIdentity
 from diablo_core.models.loading import LoadedModel, load_base_model
-from registry.artifacts import register_adapter
-from registry.db import session_scope
 from registry.settings import Settings
-from tests.api.conftest import make_settings
+from tests.api.conftest import make_settings, record_adapter
 from tests.core.tiny import randomize_blocks
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
@@ -78,16 +76,8 @@ class TinyServing:
         target = settings.adapters_dir / name.replace(":", "_").replace("/", "_")
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(self.adapters[key], target)
-        with session_scope(settings.database_url) as session:
-            register_adapter(
-                session,
-                name=name,
-                job_id=None,
-                base_model=base_model,
-                storage_path=str(target),
-                sha256=sha256_of(target),
-                size_bytes=(target / WEIGHTS_FILE).stat().st_size,
-            )
+        size = (target / WEIGHTS_FILE).stat().st_size
+        record_adapter(settings, name, target, size, base_model=base_model, sha256=sha256_of(target))
         return target
 
     def reference(self, key: str | None, **request: Any) -> GenerationResult:

@@ -101,3 +101,16 @@ def test_registry_never_imports_torch() -> None:
     code = "import sys, registry; sys.exit(int('torch' in sys.modules or 'transformers' in sys.modules))"
     repo_root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo_root, timeout=120).returncode == 0
+
+
+def test_settings_passed_to_a_child_as_environment_read_back_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ("data_dir", "database_url", "queue_name", "port", "max_tokens_limit")
+    parent = Settings(data_dir=tmp_path / "d", database_url="postgresql://h/x", queue_name="q", port=9001)
+    environment = parent.as_environment(*names)
+    assert environment["DIABLO_QUEUE_NAME"] == "q" and environment["DIABLO_PORT"] == "9001"
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    assert [getattr(child, name) for name in names] == [getattr(parent, name) for name in names]

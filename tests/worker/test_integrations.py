@@ -19,6 +19,13 @@ from worker.training_job import run_training_job
 WORKER = "test-worker:1"
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run here logs offline (no API key), quietly."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
 def _with_integrations(sessions: sessionmaker[Session], job_id: str, integrations: list[dict]) -> None:
     with sessions.begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(integrations=integrations))
@@ -33,10 +40,7 @@ def test_a_wandb_run_logs_every_step_offline(
     new_job: Callable[..., str],
     sessions: sessionmaker[Session],
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
     job_id = new_job(validation=jsonl([chat_example(i) for i in range(4)]), diablo={"eval_every": 3})
     wandb = {"project": "diablo-tests", "entity": "team", "tags": ["tiny", "ci"]}
     _with_integrations(sessions, job_id, [{"type": "wandb", "wandb": wandb}])
@@ -61,9 +65,7 @@ def test_a_named_run_and_a_job_without_integrations(
     new_job: Callable[..., str],
     sessions: sessionmaker[Session],
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     named, bare = new_job(), new_job()
     _with_integrations(sessions, named, [{"type": "wandb", "wandb": {"project": "p", "name": "my-run"}}])
     assert run_training_job(named, settings, WORKER) == "succeeded"

@@ -26,14 +26,8 @@ STARTUP_TIMEOUT_S = 180.0
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    return {
-        "DIABLO_DATA_DIR": str(settings.data_dir),
-        "DIABLO_DATABASE_URL": settings.database_url,
-        "DIABLO_BROKER_URL": settings.broker_url,
-        "DIABLO_QUEUE_NAME": settings.queue_name,
-        "DIABLO_DEVICE": "cpu",
-        "DIABLO_CHECKPOINT_EVERY": "4",
-    }
+    shared = settings.as_environment("data_dir", "database_url", "broker_url", "queue_name")
+    return {**shared, "DIABLO_DEVICE": "cpu", "DIABLO_CHECKPOINT_EVERY": "4"}
 
 
 def status_of(sessions: sessionmaker[Session], job_id: str) -> str | None:
