@@ -1,4 +1,4 @@
-"""``diablo jobs create|list|get|cancel|watch|events|checkpoints``: fine-tuning jobs."""
+"""``diablo jobs create|list|get|cancel|pause|resume|watch|events|checkpoints``: fine-tuning jobs."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from diablo_cli.connection import (
 from diablo_cli.files_cmd import format_time
 from diablo_cli.job_watch import POLL_INTERVAL_S, watch_job
 
-app = typer.Typer(help="Create, follow and cancel fine-tuning jobs.", no_args_is_help=True)
+app = typer.Typer(help="Create, follow, pause, resume and cancel fine-tuning jobs.", no_args_is_help=True)
 
 JobId = Annotated[str, typer.Argument(help="The id of the job, e.g. ftjob-0123…")]
 IntervalOption = Annotated[float, typer.Option(min=0.05, help="Seconds between polls while watching.")]
@@ -173,6 +173,22 @@ def cancel(job_id: JobId) -> ApiCall:
     """Cancel a job (a running one stops within one training step)."""
     return ApiCall(
         lambda client: client.cancel_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
+    )
+
+
+@api_command(app)
+def pause(job_id: JobId) -> ApiCall:
+    """Pause a job: a running one checkpoints at its next step and frees its worker."""
+    return ApiCall(
+        lambda client: client.pause_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
+    )
+
+
+@api_command(app)
+def resume(job_id: JobId) -> ApiCall:
+    """Resume a paused job from its newest checkpoint."""
+    return ApiCall(
+        lambda client: client.resume_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
     )
 
 

@@ -98,6 +98,8 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128), default=None)
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Asks the worker of a running job to checkpoint and release it as ``paused`` (migration 0005).
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class JobEvent(Base):

@@ -1,7 +1,7 @@
 """The training callback of a job: metrics events, heartbeats, cancellation, checkpoints in the registry.
 
 ``on_progress`` runs after every optimizer step. It always reads the job's row (one cheap SELECT) so a
-cancellation is honoured within one step, but it writes only when something is due: a heartbeat every
+cancellation or a pause is honoured within one step, but it writes only when something is due: a heartbeat every
 ``heartbeat_interval_s`` (besides the lease thread's, ``worker.lease``), a metrics event every step for runs
 of up to 200 steps (else about 200 per run). It also stops training when the worker is shutting down
 (``worker.shutdown``); a cancel wins over that. Training itself writes the checkpoints (every
@@ -44,7 +44,8 @@ class JobReporter:
     """Reports one job's training to the registry and tells training when to stop.
 
     Attributes:
-        stop_reason: None while training may go on, else ``"cancelled"``, ``"shutdown"`` (this worker is
+        stop_reason: None while training may go on, else ``"cancelled"``, ``"paused"`` (checkpoint and
+            release the job as paused), ``"shutdown"`` (this worker is
             shutting down: the job goes back to the queue) or ``"lost"`` (the job is no longer running under
             this worker, so nothing more may be written for it).
     """
@@ -85,6 +86,8 @@ class JobReporter:
             self.stop_reason = "lost"
         elif status == HeartbeatStatus.CANCEL_REQUESTED:
             self.stop_reason = "cancelled"
+        elif status == HeartbeatStatus.PAUSE_REQUESTED and self.stop_reason != "cancelled":
+            self.stop_reason = "paused"
         elif self.stop_reason is None and self.shutting_down():
             self.stop_reason = "shutdown"
         return self.stop_reason is not None

@@ -149,8 +149,8 @@ def _train_and_publish(run: JobRun) -> str | None:
     result = _train(run, loaded, plan, train_set, valid_set, reporter)
     if run.lease.lost:  # the fence refused a write: the job is another worker's now
         reporter.stop_reason = "lost"
-    # A shutdown asked for at the last step comes too late to stop training: the job is published.
-    finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown")
+    # A shutdown or pause asked for at the last step comes too late to stop training: the job is published.
+    finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown", "paused")
     return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
 
 
@@ -286,7 +286,18 @@ def _stopped(run: JobRun, reporter: JobReporter, result: TrainingResult | None) 
         step = result.steps if result is not None and result.stopped else None
         logger.info("job %s: worker shutting down; handing the job back at step %s", run.job.id, step)
         return hand_back_for_shutdown(run.sessions, run.job.id, run.worker_id, step, run.settings)
+    if reporter.stop_reason == "paused":
+        return _finish(run, JobStatus.PAUSED, before=partial(_note_pause, result))
     return _finish(run, JobStatus.CANCELLED)
+
+
+def _note_pause(result: TrainingResult | None, session: Session, job: Job) -> None:
+    """The event that says where a paused job resumes."""
+    if result is None or not result.stopped:
+        message = "Paused before training started; resuming starts from the newest checkpoint, if any"
+    else:
+        message = f"Paused at step {result.steps} with a checkpoint; resuming continues from that step"
+    add_event(session, job.id, "info", message, data={"step": None if result is None else result.steps})
 
 
 def _finish(
@@ -310,6 +321,8 @@ def _finish(
         if status == JobStatus.SUCCEEDED and lease == HeartbeatStatus.CANCEL_REQUESTED:
             status, before = JobStatus.CANCELLED, None
             add_event(session, job.id, "info", "Cancelled before the fine-tuned model was published")
+        elif status == JobStatus.PAUSED and lease == HeartbeatStatus.CANCEL_REQUESTED:
+            status, before = JobStatus.CANCELLED, None  # a cancel wins over a pause
         if before is not None:
             before(session, job)
             session.flush()

@@ -32,7 +32,8 @@ logger = logging.getLogger("api.jobs")
 MAX_SEED = 2**31
 CREATE_ROUTE = "POST /v1/fine_tuning/jobs"
 CANCEL_ROUTE = "POST /v1/fine_tuning/jobs/{id}/cancel"
-ACTIVE_STATUSES = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING)
+# A paused job counts: resuming it must not take the project over its limit.
+ACTIVE_STATUSES = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
 
 
 def resolve_base_model(name: str, settings: Settings) -> str:
