@@ -45,9 +45,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.VALIDATING_FILES: frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}),
     # queued -> failed covers a job that cannot be enqueued at all (e.g. the broker refuses it).
-    JobStatus.QUEUED: frozenset(
-        {JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED}
-    ),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED}),
     # running -> queued hands a job back for re-delivery to another worker.
     JobStatus.RUNNING: frozenset(
         {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED, JobStatus.PAUSED}
@@ -144,7 +142,8 @@ def _status_values(status: JobStatus, error: dict[str, Any] | None, now: int) ->
     elif status == JobStatus.QUEUED:
         values |= {"worker_id": None, "heartbeat_at": None}
     elif status == JobStatus.PAUSED:
-        values |= {"worker_id": None, "heartbeat_at": None, "pause_requested": False, "estimated_finish": None}
+        values |= {"worker_id": None, "heartbeat_at": None, "estimated_finish": None}
+        values["pause_requested"] = False
     if status in TERMINAL_STATUSES:
         values["finished_at"] = now
     if status == JobStatus.FAILED:
@@ -235,9 +234,7 @@ def heartbeat(session: Session, job_id: str, worker_id: str, *, now: int | None 
     )
     if result.rowcount != 1:
         return HeartbeatStatus.LOST
-    flags = session.execute(
-        select(Job.cancel_requested, Job.pause_requested).where(Job.id == job_id)
-    ).one()
+    flags = session.execute(select(Job.cancel_requested, Job.pause_requested).where(Job.id == job_id)).one()
     return requested_stop(flags.cancel_requested, flags.pause_requested)
 
 

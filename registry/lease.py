@@ -59,7 +59,8 @@ def settle_unfinished(
     """Decide the fate of a running job that no worker holds any more, and return its new status.
 
     A job whose cancellation was requested is cancelled (a queued job with a pending cancel would never be
-    claimed again); one whose pause was requested is paused (it resumes from its newest checkpoint); one that was started ``max_attempts`` times fails with ``worker_lost``; any other goes
+    claimed again); one whose pause was requested is paused (a resume continues from its newest checkpoint);
+    one that was started ``max_attempts`` times fails with ``worker_lost``; any other goes
     back to ``queued`` with the event ``message``.
 
     Raises:
@@ -83,7 +84,7 @@ def hand_back(
     """Return a job ``worker_id`` holds but did not finish to ``queued`` (``settle_unfinished``).
 
     Returns:
-        The job's status afterwards (``queued``, ``cancelled`` or ``paused``), or None if it was no longer ours.
+        The job's status afterwards (``queued``, ``cancelled`` or ``paused``), or None if it was not ours.
 
     Raises:
         InvalidTransition: If another process changed the job's status first.

@@ -1,9 +1,9 @@
 """The training callback of a job: metrics events, heartbeats, cancellation, checkpoints in the registry.
 
 ``on_progress`` runs after every optimizer step. It always reads the job's row (one cheap SELECT) so a
-cancellation or a pause is honoured within one step, but it writes only when something is due: a heartbeat every
-``heartbeat_interval_s`` (besides the lease thread's, ``worker.lease``), a metrics event every step for runs
-of up to 200 steps (else about 200 per run). It also stops training when the worker is shutting down
+cancellation or a pause is honoured within one step, but it writes only when something is due: a heartbeat
+every ``heartbeat_interval_s`` (besides the lease thread's, ``worker.lease``), a metrics event every step for
+runs of up to 200 steps (else about 200 per run). It also stops training when the worker is shutting down
 (``worker.shutdown``); a cancel wins over that. Training itself writes the checkpoints (every
 ``checkpoint_every`` steps and at each epoch's end, all resumable); ``on_checkpoint`` registers each with
 the sha256 of its weights, in a transaction that first renews the lease.

@@ -1,4 +1,4 @@
-"""``/v1/fine_tuning/jobs``: create, list, retrieve, cancel, pause and resume jobs; list their events and checkpoints."""
+"""``/v1/fine_tuning/jobs``: create, list, get, cancel, pause and resume jobs; list events and checkpoints."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-
 from registry.db import session_scope
 from registry.jobs import claim_job, transition
 from registry.models import Job

@@ -1,4 +1,4 @@
-"""Pause a running job through the API: its worker checkpoints and releases it; resumed, it continues there."""
+"""Pausing a running job: its worker checkpoints and releases it; resumed, the job continues from there."""
 
 from __future__ import annotations
 
