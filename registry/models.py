@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -151,6 +152,23 @@ class Adapter(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
+
+
+class ModelThroughput(Base):
+    """Training speed measured on a base model at a precision, from its jobs that succeeded.
+
+    ``tokens_per_byte`` relates a training file's size to its tokens under the model's tokenizer, so a job
+    can be estimated before any tokenizer is loaded (``registry.throughput``).
+    """
+
+    __tablename__ = "model_throughput"
+
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    precision: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tokens_per_second: Mapped[float] = mapped_column(Float)
+    tokens_per_byte: Mapped[float | None] = mapped_column(Float, default=None)
+    jobs: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
 
 
 class IdempotencyKey(Base):

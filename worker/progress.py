@@ -67,9 +67,12 @@ class JobReporter:
         self.clock, self.shutting_down = clock, shutting_down
         self.last_heartbeat = clock()
         self.stop_reason: str | None = None
+        # Tokens per second of step time in this attempt so far (training's running figure).
+        self.tokens_per_second: float | None = None
 
     def on_progress(self, progress: TrainingProgress) -> bool:
         """Record the step (when due), renew the lease, and return True to stop training."""
+        self.tokens_per_second = progress.tokens_per_second
         with self.sessions.begin() as session:
             status = self._check(session)
             if status != HeartbeatStatus.LOST and self._metrics_due(progress):

@@ -48,6 +48,7 @@ from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.settings import Settings
 from registry.storage import job_dir
+from registry.throughput import record_throughput
 from worker import artifact_store
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
@@ -72,6 +73,9 @@ class JobRun:
     worker_id: str
     lease: JobLease
     device: Device | None = None
+    # The training file's size and its tokens (measured for estimates: ``registry.throughput``).
+    training_bytes: int = 0
+    training_tokens: int = 0
 
     @property
     def fine_tuned_model(self) -> str:
@@ -151,7 +155,7 @@ def _train_and_publish(run: JobRun) -> str | None:
         reporter.stop_reason = "lost"
     # A shutdown or pause asked for at the last step comes too late to stop training: the job is published.
     finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown", "paused")
-    return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
+    return _publish(run, loaded, result, reporter) if finished else _stopped(run, reporter, result)
 
 
 def _plan(run: JobRun) -> JobPlan:
@@ -190,6 +194,8 @@ def _load_data(
     limit, settings = run.settings.max_tokens_per_file, run.settings
     shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
     train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file", limit, shape)
+    run.training_bytes = files.training.stat().st_size
+    run.training_tokens = sum(len(example.input_ids) for example in train_set)
     if files.validation is None:
         return train_set, None
     valid_set = load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit, shape)
@@ -243,7 +249,7 @@ def _train(
         return go(resume_from=None)
 
 
-def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | None:
+def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult, reporter: JobReporter) -> str | None:
     """Stage the adapter, then place and register it in the transaction that marks the job succeeded."""
     name = run.fine_tuned_model
     staged = artifact_store.stage_adapter(
@@ -268,6 +274,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
         job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, []
         job.estimated_finish = None
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
+        _record_throughput(session, run, job, result, reporter)
 
     try:
         status = _finish(run, JobStatus.SUCCEEDED, before=record)
@@ -276,6 +283,17 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
     if status == JobStatus.SUCCEEDED:
         shutil.rmtree(result.adapter_dir, ignore_errors=True)
     return status
+
+
+def _record_throughput(
+    session: Session, run: JobRun, job: Job, result: TrainingResult, reporter: JobReporter
+) -> None:
+    """Fold this attempt's speed into the model's measurements, which estimate later jobs."""
+    if reporter.tokens_per_second is None:
+        return
+    per_byte = run.training_tokens / run.training_bytes if run.training_bytes else None
+    model = canonical_model_id(job.model)
+    record_throughput(session, model, result.precision, reporter.tokens_per_second, per_byte)
 
 
 def _stopped(run: JobRun, reporter: JobReporter, result: TrainingResult | None) -> str | None:

@@ -16,7 +16,9 @@ from api.schemas.jobs import (
     JobPublic,
     JobsPublic,
 )
+from api.schemas.job_estimate import JobEstimatePublic
 from api.services import job_control
+from api.services.job_estimate import estimate_fine_tuning_job
 from api.services import jobs as service
 from registry.artifacts import list_checkpoints
 from registry.jobs import list_events, list_jobs
@@ -45,6 +47,14 @@ def create_job(
     """Create a fine-tuning job and queue it (an Idempotency-Key makes retries return the same job)."""
     job = service.create_fine_tuning_job(session, settings, project, body, idempotency_key)
     return service.jobs_public(session, [job])[0]
+
+
+@router.post("/estimate", response_model=JobEstimatePublic)
+def estimate_job(
+    session: SessionDep, settings: SettingsDep, project: CurrentProject, body: JobCreate
+) -> JobEstimatePublic:
+    """Estimate a job's steps, tokens and duration without creating it (the create body, checked alike)."""
+    return estimate_fine_tuning_job(session, settings, project, body)
 
 
 @router.get("", response_model=JobsPublic)

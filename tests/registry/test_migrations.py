@@ -13,8 +13,17 @@ from registry.db import create_db_engine, current_revision, downgrade_database, 
 from registry.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys", "api_keys"}
-HEAD = "0005"
+TABLES = {
+    "files",
+    "jobs",
+    "job_events",
+    "checkpoints",
+    "adapters",
+    "idempotency_keys",
+    "api_keys",
+    "model_throughput",
+}
+HEAD = "0006"
 
 
 def _tables(url: str) -> set[str]:
@@ -83,7 +92,7 @@ def test_api_keys_revision_downgrades_alone(database_url: str) -> None:
     upgrade_database(database_url)
     downgrade_database(database_url, "0001")
     assert current_revision(database_url) == "0001"
-    assert _tables(database_url) == TABLES - {"api_keys"}
+    assert _tables(database_url) == TABLES - {"api_keys", "model_throughput"}
     upgrade_database(database_url)
     assert _tables(database_url) == TABLES
 
