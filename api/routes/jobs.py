@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, LimitQuery, SessionDep, SettingsDep
+from api.schemas.job_estimate import JobEstimatePublic
 from api.schemas.jobs import (
     CheckpointPublic,
     CheckpointsPublic,
@@ -16,10 +17,9 @@ from api.schemas.jobs import (
     JobPublic,
     JobsPublic,
 )
-from api.schemas.job_estimate import JobEstimatePublic
 from api.services import job_control
-from api.services.job_estimate import estimate_fine_tuning_job
 from api.services import jobs as service
+from api.services.job_estimate import estimate_fine_tuning_job
 from registry.artifacts import list_checkpoints
 from registry.jobs import list_events, list_jobs
 
