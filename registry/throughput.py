@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from registry.models import ModelThroughput, now_unix
 
 # The default model (SmolLM2-135M) trained at about 50 tokens/s of step time on the 2-core CPU of
-# docs/benchmarks.md ("DiaBlo on the default model"); a GPU is far faster, so this is a cautious start.
+# docs/benchmarks.md ("Arithmetic example (CPU)"); a GPU is far faster, so this is a cautious start.
 DEFAULT_TOKENS_PER_SECOND = 50.0
 # JSONL chat data holds about 4 bytes per token (English text; JSON syntax and template tokens even out).
 DEFAULT_TOKENS_PER_BYTE = 0.25
