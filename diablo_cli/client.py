@@ -131,6 +131,10 @@ class DiabloClient:
         """``POST /v1/fine_tuning/jobs``."""
         return self.request("POST", "/v1/fine_tuning/jobs", json=body)
 
+    def estimate_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/fine_tuning/jobs/estimate``: the job ``body`` would create, estimated, not created."""
+        return self.request("POST", "/v1/fine_tuning/jobs/estimate", json=body)
+
     def list_jobs(self, limit: int = 20, after: str | None = None) -> dict[str, Any]:
         """``GET /v1/fine_tuning/jobs``, newest first."""
         params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})

@@ -1,4 +1,4 @@
-"""``diablo jobs create|list|get|cancel|pause|resume|watch|events|checkpoints``: fine-tuning jobs."""
+"""``diablo jobs create|estimate|list|get|cancel|pause|resume|watch|events|checkpoints``: fine-tuning jobs."""
 
 from __future__ import annotations
 
@@ -120,6 +120,42 @@ def create(
             follow(client, job["id"], err, interval)
 
 
+def estimate_line(estimate: dict[str, Any]) -> str:
+    """Steps, tokens and duration, and whether the speed behind them was measured or assumed."""
+    minutes = estimate["estimated_duration_seconds"] / 60
+    line = (
+        f"{estimate['total_steps']} steps, about {estimate['estimated_tokens']:,} tokens, "
+        f"about {minutes:.1f} min at {estimate['tokens_per_second']:g} tokens/s"
+    )
+    return f"{line} ({estimate['message']})"
+
+
+@app.command()
+def estimate(
+    training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
+    model: Annotated[str, typer.Option(help="The base model.")] = "default",
+    n_epochs: NEpochs = None,
+    batch_size: BatchSize = None,
+    learning_rate_multiplier: Multiplier = None,
+    num_blocks: NumBlocks = None,
+    max_steps: MaxSteps = None,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Estimate a job's steps, tokens and duration before creating it (nothing is created)."""
+    hyperparameters = {
+        "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
+        "num_blocks": num_blocks, "max_steps": max_steps,
+    }  # fmt: skip
+    with connect(base_url, api_key) as client:
+        answer = client.estimate_job(job_body(model, training_file, {}, hyperparameters))
+    if json_output:
+        print_json(answer)
+    else:
+        print_line(estimate_line(answer))
+
+
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     """The jobs as a table, newest first."""
     table = Table("id", "status", "model", "fine-tuned model", "created", "progress", box=None)
@@ -152,6 +188,7 @@ def job_details(job: dict[str, Any]) -> Table:
         "validation file": job.get("validation_file"), "hyperparameters": job.get("hyperparameters"),
         "progress": f"{progress['step']}/{progress.get('total_steps')}" if progress else None,
         "trained tokens": job.get("trained_tokens"), "created": format_time(job["created_at"]),
+        "estimated finish": format_time(job.get("estimated_finish")) if job["status"] == "running" else None,
         "finished": format_time(job.get("finished_at")),
         "error": f"{error.get('code')}: {error.get('message')}" if error else None,
     }  # fmt: skip
