@@ -1,0 +1,1 @@
+"""Data: chat JSONL reading and validation, and tokenization into training examples."""
