@@ -41,6 +41,10 @@ NumBlocks = Annotated[int | None, typer.Option("--num-blocks", min=1, help=HYPER
 LearningRate = Annotated[float | None, typer.Option("--learning-rate", min=0.0, help=HYPER_HELP)]
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help=HYPER_HELP)]
 WarmupSteps = Annotated[int | None, typer.Option("--warmup-steps", min=0, help=HYPER_HELP)]
+MaxLength = Annotated[
+    int | None,
+    typer.Option("--max-length", min=8, help="Tokens per example (longer ones fail the job). " + HYPER_HELP),
+]
 TargetModules = Annotated[
     str | None, typer.Option("--target-modules", help="Comma list of module names, e.g. q_proj,v_proj.")
 ]
@@ -94,6 +98,7 @@ def create(
     learning_rate: LearningRate = None,
     max_steps: MaxSteps = None,
     warmup_steps: WarmupSteps = None,
+    max_length: MaxLength = None,
     target_modules: TargetModules = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     interval: IntervalOption = POLL_INTERVAL_S,
@@ -105,7 +110,8 @@ def create(
     hyperparameters = {
         "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
         "num_blocks": num_blocks, "learning_rate": learning_rate, "max_steps": max_steps,
-        "warmup_steps": warmup_steps, "target_modules": split_modules(target_modules),
+        "warmup_steps": warmup_steps, "max_length": max_length,
+        "target_modules": split_modules(target_modules),
     }  # fmt: skip
     options = {"validation_file": validation_file, "suffix": suffix, "seed": seed}
     err = stderr_console()

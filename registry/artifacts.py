@@ -92,6 +92,7 @@ def register_adapter(
     base_model_fingerprint: str | None = None,
     config: dict[str, Any] | None = None,
     project_id: str = DEFAULT_PROJECT,
+    parent_model: str | None = None,
 ) -> Adapter:
     """Record an adapter under its model name; registering the same name again replaces its record.
 
@@ -105,6 +106,7 @@ def register_adapter(
         base_model_fingerprint: What identifies the exact base weights it was trained on.
         config: The adapter's configuration (targets, block layout) as JSON.
         project_id: The project that owns it.
+        parent_model: The fine-tuned model or checkpoint its training started from, if any.
     """
     adapter = session.get(Adapter, name)
     if adapter is None:
@@ -118,6 +120,7 @@ def register_adapter(
     adapter.sha256 = sha256
     adapter.size_bytes = size_bytes
     adapter.config = config
+    adapter.parent_model = parent_model
     session.flush()
     return adapter
 

@@ -8,6 +8,8 @@ stores one from training's own estimate, and the API falls back to the pace so f
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from typing import Any
 
@@ -23,17 +25,53 @@ API_METRIC_NAMES: dict[str, str] = {
     "tokens_per_second": "tokens_per_second",
     "epoch": "epoch",
     "eta_seconds": "eta_seconds",
+    "precision": "precision",  # the run's resolved precision ("fp32", "bf16", "fp16")
+    # DPO (diablo_core.training.dpo): implicit-reward margin and accuracy of preferred over non-preferred.
+    "reward_margin": "train_reward_margin",
+    "reward_accuracy": "train_reward_accuracy",
+    "eval_reward_margin": "valid_reward_margin",
+    "eval_reward_accuracy": "valid_reward_accuracy",
+}
+
+# Every validation pass covers the whole validation set, so OpenAI's full-set metrics (``full_valid_*``, which
+# OpenAI computes at epoch ends besides its sampled per-step ``valid_*``) carry the same numbers.
+FULL_VALID_NAMES: dict[str, str] = {
+    "valid_loss": "full_valid_loss",
+    "valid_mean_token_accuracy": "full_valid_mean_token_accuracy",
 }
 
 # What a checkpoint's row keeps (OpenAI's checkpoint metrics), under the API's names.
 CHECKPOINT_METRICS = frozenset(
-    {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"}
+    {
+        "step",
+        "train_loss",
+        "train_mean_token_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+        *FULL_VALID_NAMES.values(),
+        "train_reward_margin",
+        "train_reward_accuracy",
+        "valid_reward_margin",
+        "valid_reward_accuracy",
+    }
 )
+# The columns of a job's step-metrics result file (OpenAI's ``step_metrics.csv``), each from an API name.
+RESULT_COLUMNS: dict[str, str] = {
+    "step": "step",
+    "train_loss": "train_loss",
+    "train_accuracy": "train_mean_token_accuracy",
+    "valid_loss": "valid_loss",
+    "valid_mean_token_accuracy": "valid_mean_token_accuracy",
+    "full_valid_loss": "full_valid_loss",
+    "full_valid_mean_token_accuracy": "full_valid_mean_token_accuracy",
+}
 
 
 def api_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``metrics`` under the API's names, in their order, without those the API does not report."""
-    return {API_METRIC_NAMES[key]: value for key, value in metrics.items() if key in API_METRIC_NAMES}
+    """``metrics`` under the API's names, in their order, without those the API does not report; validation
+    metrics also under their ``full_valid_*`` names."""
+    named = {API_METRIC_NAMES[key]: value for key, value in metrics.items() if key in API_METRIC_NAMES}
+    return named | {FULL_VALID_NAMES[key]: named[key] for key in FULL_VALID_NAMES if key in named}
 
 
 def eval_metrics(step: int, metrics: dict[str, float]) -> dict[str, Any]:
@@ -44,6 +82,25 @@ def eval_metrics(step: int, metrics: dict[str, float]) -> dict[str, Any]:
 def checkpoint_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's metrics (training's, with ``eval_``-prefixed validation ones) under the API's names."""
     return {key: value for key, value in api_metrics(metrics).items() if key in CHECKPOINT_METRICS}
+
+
+def results_csv(history: list[dict[str, Any]]) -> str:
+    """A run's step-metrics CSV (``RESULT_COLUMNS``, one row per step, empty cells where nothing was measured)
+    from training's history: per-step records and validation records (``eval_``-prefixed) of the same step."""
+    rows: dict[int, dict[str, Any]] = {}
+    for record in history:
+        if isinstance(record.get("step"), int):
+            rows.setdefault(record["step"], {}).update(api_metrics(record))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULT_COLUMNS)
+    for step in sorted(rows):
+        writer.writerow(_cell(rows[step].get(name)) for name in RESULT_COLUMNS.values())
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def estimated_finish(

@@ -10,6 +10,7 @@ write transaction holds the database's only write lock).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
@@ -126,12 +127,20 @@ def get_job(session: Session, job_id: str, project_id: str | None = None) -> Job
 
 
 def list_jobs(
-    session: Session, *, project_id: str | None = None, after: str | None = None, limit: int = 20
+    session: Session,
+    *,
+    project_id: str | None = None,
+    after: str | None = None,
+    limit: int = 20,
+    metadata: Mapping[str, str] | None = None,
 ) -> Page[Job]:
-    """Return jobs newest first, optionally of one project, starting after job id ``after``."""
+    """Return jobs newest first, optionally of one project and carrying every ``metadata`` pair, starting
+    after job id ``after``."""
     statement = select(Job)
     if project_id is not None:
         statement = statement.where(Job.project_id == project_id)
+    for key, value in (metadata or {}).items():
+        statement = statement.where(Job.metadata_[key].as_string() == value)
     return paginate(session, statement, Job.id, after=after, limit=limit)
 
 

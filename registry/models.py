@@ -99,7 +99,9 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128), default=None)
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Asks the worker of a running job to checkpoint and release it as ``paused`` (migration 0005).
+    # The fine-tuned model or checkpoint whose blocks the job starts from (None: a fresh adapter).
+    parent_model: Mapped[str | None] = mapped_column(String(512), default=None)
+    # Asks the worker of a running job to checkpoint and release it as ``paused`` (migration 0006).
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
@@ -152,6 +154,8 @@ class Adapter(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
+    # The fine-tuned model or checkpoint its training started from (None: a fresh adapter).
+    parent_model: Mapped[str | None] = mapped_column(String(512), default=None)
 
 
 class ModelThroughput(Base):

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from diablo_core.models.quantization_names import Quantization
 from diablo_core.precision.names import INFERENCE_DTYPES, check_precision
 
 MIB = 1024 * 1024
@@ -92,9 +93,9 @@ class Settings(BaseSettings):
     # Prompt tokens prefilled per engine step, so running rows keep decoding during a long prompt.
     inference_prefill_chunk_tokens: int = Field(default=256, ge=1)
     # Serve the base with its linear layers quantized (bitsandbytes NF4 or int8; unset: full precision),
-    # the choices of diablo_core.models.quantization.QUANTIZATIONS. Adapters trained on another
+    # the choices of diablo_core.models.quantization_names. Adapters trained on another
     # quantization of the same base are refused unless the mismatch is allowed (docs/quantization.md).
-    inference_quantization: Literal["nf4", "int8"] | None = None
+    inference_quantization: Quantization | None = None
     inference_allow_quantization_mismatch: bool = False
     adapter_cache_count: int = Field(default=16, ge=1)
     adapter_cache_bytes: int = Field(default=512 * MIB, gt=0)

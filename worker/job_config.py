@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.data.datasets import PREFERENCE
+from diablo_core.methods.adapters import AdapterConfig
 from diablo_core.spec import ResolvedJobSpec, TrainingConfig
+from diablo_core.spec.preference import ResolvedDPOSpec, read_stored_spec
 
 
 class StoredHyperparametersError(ValueError):
@@ -22,7 +24,16 @@ class JobPlan:
     """Everything training needs to know about a job besides its data and model."""
 
     training: TrainingConfig
-    diablo: DiaBloConfig
+    diablo: AdapterConfig  # the adapter's config: DiaBloConfig, or LoRAConfig for a "lora" job
+    quantization: str | None = None
+    # A DPO job's beta (its data are preference pairs); None for supervised training.
+    beta: float | None = None
+
+    @property
+    def data_format(self) -> str | None:
+        """The format the job's files must have: ``"preference"`` for DPO; None accepts chat or
+        prompt/completion."""
+        return None if self.beta is None else PREFERENCE
 
     @property
     def max_length(self) -> int:
@@ -37,7 +48,7 @@ def read_spec(method: dict[str, Any] | None) -> ResolvedJobSpec:
         StoredHyperparametersError: If ``method`` does not hold a complete resolved spec.
     """
     try:
-        return ResolvedJobSpec.from_dict(method or {})
+        return read_stored_spec(method or {})
     except (KeyError, TypeError, ValueError) as error:
         raise StoredHyperparametersError(f"stored hyperparameters are incomplete: {error}") from error
 
@@ -50,7 +61,7 @@ def plan_job(method: dict[str, Any] | None, *, seed: int | None, device: str) ->
         ValueError: If diablo_core refuses a value.
     """
     # Every checkpoint the API lists is resumable, the epoch-end ones included.
-    training, diablo = read_spec(method).configs(
-        seed=int(seed or 0), device=device, checkpoint_each_epoch=True
-    )
-    return JobPlan(training=training, diablo=diablo)
+    spec = read_spec(method)
+    training, diablo = spec.configs(seed=int(seed or 0), device=device, checkpoint_each_epoch=True)
+    beta = spec.beta if isinstance(spec, ResolvedDPOSpec) else None
+    return JobPlan(training=training, diablo=diablo, quantization=spec.quantization, beta=beta)

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from diablo_core.data.datasets import DEFAULT_LIMITS, DatasetLimits, validate_dataset
+from diablo_core.data.datasets import DEFAULT_LIMITS, PREFERENCE, DatasetLimits, validate_dataset
 from diablo_core.data.tokenization import TokenizedExample
 from registry.errors import error_object
 from registry.models import File
@@ -78,11 +78,13 @@ def load_examples(
     param: str,
     max_tokens: int | None = None,
     limits: DatasetLimits = DEFAULT_LIMITS,
+    expected_format: str | None = None,
 ) -> list[TokenizedExample]:
     """Validate a file against the tokenizer, ``max_length`` and ``max_tokens``, tokenizing it in one pass.
 
     Raises:
-        JobDataError: Code ``invalid_<param>`` naming the first problems with their line numbers, or
+        JobDataError: Code ``invalid_<param>`` naming the first problems with their line numbers (or a
+            format other than ``expected_format``: ``"preference"`` for a DPO job's pairs), or
             ``file_too_many_tokens`` when the file holds more than ``max_tokens`` tokens.
     """
     examples: list[TokenizedExample] = []
@@ -99,6 +101,9 @@ def load_examples(
         more = report.num_problems - len(report.problems)
         suffix = f" (and {more} more)" if more > 0 else ""
         raise _error(param, f"{param} has {report.num_problems} problem(s): {shown}{suffix}")
+    if expected_format is not None and (report.format == PREFERENCE) != (expected_format == PREFERENCE):
+        message = f"{param} is in {report.format} format; this job's method needs {expected_format} examples"
+        raise JobDataError("invalid_file_format", param, message)
     if max_tokens is not None and (report.num_tokens or 0) > max_tokens:
         message = (
             f"{param} has {report.num_tokens} tokens; the limit is {max_tokens} tokens per file "

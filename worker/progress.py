@@ -154,4 +154,4 @@ class JobReporter:
 
 def metrics_data(progress: TrainingProgress) -> dict[str, Any]:
     """The data of a step's metrics event."""
-    return api_metrics({**asdict(progress), "epoch": progress.epoch + 1})
+    return api_metrics({**asdict(progress), **progress.metrics, "epoch": progress.epoch + 1})

@@ -25,11 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
-from diablo_core.errors import ConfigError, ModelLoadError
-from diablo_core.methods.diablo.adapter_io import read_adapter_config
-from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.errors import ConfigError
+from diablo_core.methods.adapters import read_any_adapter_config
 from diablo_core.models.catalog import canonical_model_id
-from diablo_core.models.loading import LoadedModel, load_base_model
+from diablo_core.models.loading import LoadedModel
+from diablo_core.training.dpo import DPO
 from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
@@ -46,12 +46,16 @@ from registry.jobs import (
 )
 from registry.lease import check_lease, hand_back
 from registry.models import Job
+from registry.parent_models import ParentAdapter, find_parent
+from registry.result_files import add_results_file
 from registry.settings import Settings
 from registry.storage import job_dir
 from registry.throughput import record_throughput
-from worker import artifact_store
+from worker import artifact_store, distributed_job
+from worker.integrations import job_integrations
 from worker.job_config import JobPlan, plan_job
 from worker.job_inputs import JobDataError, load_examples, locate_files
+from worker.job_model import load_job_model, precision_note, resolve_plan_precision, store_precision
 from worker.lease import JobLease
 from worker.progress import JobReporter
 from worker.resume import find_resume_point
@@ -114,10 +118,11 @@ def run_training_job(job_id: str, settings: Settings, worker_id: str) -> str | N
         return _run_claimed(JobRun(job, settings, sessions, worker_id, lease))
 
 
-def _run_claimed(run: JobRun) -> str | None:
+def _run_claimed(run: JobRun, work: Callable[[JobRun], str | None] | None = None) -> str | None:
+    """Run ``work`` (training and publishing) and settle the job whatever happens; rank 0 passes its own."""
     settled = False
     try:
-        status = _train_and_publish(run)
+        status = (work or _train_and_publish)(run)
         settled = True
     except JobDataError as error:
         status, settled = _finish(run, JobStatus.FAILED, error.as_error()), True
@@ -145,12 +150,19 @@ def _train_and_publish(run: JobRun) -> str | None:
     run.device = resolve_device(run.settings.device)
     _event(run, f"Using device {run.device.description}")
     plan = _plan(run)
-    loaded = _load_model(run, plan)
-    train_set, valid_set = _load_data(run, loaded, plan.max_length)
+    resolved = resolve_plan_precision(plan, run.device)
+    store_precision(run.sessions, run.job, run.worker_id, resolved.training.precision)
+    _event(run, precision_note(plan.training.precision, resolved.training.precision, run.device))
+    if (ranks := distributed_job.job_ranks(run.settings, run.device, plan)) > 1:
+        return distributed_job.run_ranks(run, plan, ranks)  # rank 0 trains, publishes and settles the job
+    loaded = _load_model(run, resolved)
+    train_set, valid_set = _load_data(run, loaded, plan.max_length, plan.data_format)
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
-    result = _train(run, loaded, plan, train_set, valid_set, reporter)
+    warn = partial(_event, run, level="warn")
+    with job_integrations(run.job, run.settings.data_dir, warn) as integrations:
+        result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations)
     if run.lease.lost:  # the fence refused a write: the job is another worker's now
         reporter.stop_reason = "lost"
     # A shutdown or pause asked for at the last step comes too late to stop training: the job is published.
@@ -173,32 +185,42 @@ def _model_source(run: JobRun) -> str:
         return run.job.model
 
 
+def _parent(run: JobRun) -> ParentAdapter | None:
+    """The fine-tuned model or checkpoint the job continues from (None: fresh blocks)."""
+    if run.job.parent_model is None:
+        return None
+    with run.sessions() as session:
+        parent = find_parent(session, run.job.parent_model, run.job.project_id, run.settings.adapters_dir)
+    if parent is None:
+        message = f"the model {run.job.parent_model!r} this job continues from no longer exists"
+        raise JobDataError("model_not_found", "model", message)
+    return parent
+
+
 def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
-    """Load the base model and apply DiaBlo; a model or target layout that does not exist is the user's."""
-    try:
-        loaded = load_base_model(_model_source(run), data_dir=run.settings.data_dir, device=run.device.name)
-    except ModelLoadError as error:
-        raise JobDataError("model_not_found", "model", str(error)) from error
-    try:
-        apply_diablo(loaded.model, plan.diablo)
-    except ConfigError as error:
-        raise JobDataError("invalid_hyperparameters", METHOD_PARAM, str(error)) from error
+    """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks."""
+    assert run.device is not None
+    source, data_dir = _model_source(run), run.settings.data_dir
+    loaded = load_job_model(source, plan, run.device, data_dir, _parent(run))
+    if run.job.parent_model is not None:
+        _event(run, f"Starting from the blocks of {run.job.parent_model}")
     return loaded
 
 
 def _load_data(
-    run: JobRun, loaded: LoadedModel, max_length: int
+    run: JobRun, loaded: LoadedModel, max_length: int, data_format: str | None = None
 ) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
     limit, settings = run.settings.max_tokens_per_file, run.settings
     shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
-    train_set = load_examples(files.training, loaded.tokenizer, max_length, "training_file", limit, shape)
+    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=data_format)
+    train_set = load(files.training, loaded.tokenizer, max_length, "training_file")
     run.training_bytes = files.training.stat().st_size
-    run.training_tokens = sum(len(example.input_ids) for example in train_set)
+    run.training_tokens = sum(len(e.input_ids) for e in train_set if isinstance(e, TokenizedExample))
     if files.validation is None:
         return train_set, None
-    valid_set = load_examples(files.validation, loaded.tokenizer, max_length, "validation_file", limit, shape)
+    valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")
     return train_set, valid_set
 
 
@@ -219,6 +241,7 @@ def _train(
     train_set: list[TokenizedExample],
     valid_set: list[TokenizedExample] | None,
     reporter: JobReporter,
+    integrations: list[Any] | None = None,
 ) -> TrainingResult:
     """Train, resuming from the job's newest verified checkpoint; a re-delivered job's events say which."""
     go = partial(
@@ -229,8 +252,9 @@ def _train(
         plan.training,
         valid_examples=valid_set,
         output_dir=job_dir(run.settings.adapters_dir, run.job.id),
-        callbacks=[reporter],
+        callbacks=[reporter, *(integrations or [])],
         fence=run.lease.fence,
+        **({} if plan.beta is None else {"objective": DPO(plan.beta)}),
     )
     with run.sessions() as session:
         point = find_resume_point(session, run.job.id)
@@ -255,7 +279,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult, reporter:
     staged = artifact_store.stage_adapter(
         result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
     )
-    config = read_adapter_config(staged.staging)
+    config = read_any_adapter_config(staged.staging)
 
     def record(session: Session, job: Job) -> None:
         path = artifact_store.place_adapter(staged)  # under the lease: nobody else can hold the job now
@@ -270,8 +294,10 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult, reporter:
             size_bytes=staged.size_bytes,
             base_model_fingerprint=loaded.identity.content_hash,
             config=config,
+            parent_model=job.parent_model,
         )
-        job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, []
+        results = add_results_file(session, run.settings, job.project_id, result.history)
+        job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, [results.id]
         job.estimated_finish = None
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
         _record_throughput(session, run, job, result, reporter)

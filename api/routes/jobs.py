@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, LimitQuery, SessionDep, SettingsDep
+from api.errors import APIError
 from api.schemas.job_estimate import JobEstimatePublic
 from api.schemas.jobs import (
     CheckpointPublic,
@@ -16,6 +18,7 @@ from api.schemas.jobs import (
     JobCreate,
     JobPublic,
     JobsPublic,
+    check_metadata,
 )
 from api.services import job_control
 from api.services import jobs as service
@@ -23,6 +26,7 @@ from api.services.job_estimate import estimate_fine_tuning_job
 from registry.artifacts import list_checkpoints
 from registry.jobs import list_events, list_jobs
 
+_METADATA_PARAM = re.compile(r"metadata\[[^\]]+\]")
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 CheckpointLimit = Annotated[int, Query(ge=1, le=100)]
 
@@ -34,6 +38,23 @@ def _owned_job_id(session: SessionDep, project: CurrentProject, job_id: str) -> 
 
 
 OwnedJobId = Annotated[str, Depends(_owned_job_id)]
+
+
+def _metadata_query(request: Request) -> dict[str, str]:
+    """The ``metadata[key]=value`` query parameters (as the OpenAI SDK sends ``metadata={...}``)."""
+    pairs = {
+        name[len("metadata[") : -1]: value
+        for name, value in request.query_params.multi_items()
+        if _METADATA_PARAM.fullmatch(name)
+    }
+    try:
+        check_metadata(pairs)
+    except ValueError as error:
+        raise APIError(400, f"metadata: {error}", code="invalid_metadata", param="metadata") from error
+    return pairs
+
+
+MetadataQuery = Annotated[dict[str, str], Depends(_metadata_query)]
 
 
 @router.post("", response_model=JobPublic)
@@ -59,10 +80,14 @@ def estimate_job(
 
 @router.get("", response_model=JobsPublic)
 def list_fine_tuning_jobs(
-    session: SessionDep, project: CurrentProject, after: AfterQuery = None, limit: LimitQuery = 20
+    session: SessionDep,
+    project: CurrentProject,
+    metadata: MetadataQuery,
+    after: AfterQuery = None,
+    limit: LimitQuery = 20,
 ) -> JobsPublic:
-    """List the project's jobs, newest first."""
-    page = list_jobs(session, project_id=project, after=after, limit=limit)
+    """List the project's jobs, newest first; ``metadata[key]=value`` keeps jobs carrying that pair."""
+    page = list_jobs(session, project_id=project, after=after, limit=limit, metadata=metadata)
     return JobsPublic.of(service.jobs_public(session, page.data), page.has_more)
 
 

@@ -1,10 +1,14 @@
 """Inference bodies: chat and text completion requests, their responses and their streamed chunks.
 
-Requests accept the OpenAI fields we do not implement (penalties, ``user``, ``logit_bias``, ...) and ignore
-them (the penalties are still checked against OpenAI's range, -2 to 2); ``n`` must be 1 and log
-probabilities are refused, since answering them silently wrong would mislead. Sampling values are checked
-against OpenAI's ranges, so no value reaches the engine that it cannot sample with.
-``max_tokens`` is checked against ``settings.max_tokens_limit`` by the service (a setting, not a constant).
+Requests accept the OpenAI fields that change nothing in the answer (``user``, ``store``, ``metadata``,
+``service_tier``, ...) and ignore them, and the penalties (checked against OpenAI's range, -2 to 2).
+Fields that would change the answer and are not implemented are refused with a 400 naming them unless they
+hold their neutral value, since answering them silently wrong would mislead: ``n`` other than 1, log
+probabilities, ``logit_bias``, ``response_format`` other than text, ``tools``/``functions`` and a
+``tool_choice`` other than "none", non-text ``modalities``; on completions ``echo``, ``best_of`` above 1 and
+``suffix``. Sampling values are checked against OpenAI's ranges, so no value reaches the engine that it
+cannot sample with. ``max_tokens`` is checked against ``settings.max_tokens_limit`` by the service (a
+setting, not a constant).
 """
 
 from __future__ import annotations
@@ -66,6 +70,15 @@ class SamplingParams(BaseModel):
                 raise ValueError(f"stop[{index}] has {len(stop)} characters, more than {MAX_STOP_CHARS}")
         return value
 
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise ValueError("logit_bias is not supported")
+        return value
+
     @field_validator("n")
     @classmethod
     def _single_choice(cls, value: int) -> int:
@@ -114,17 +127,52 @@ class ChatCompletionCreate(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    modalities: list[str] | None = None
 
     @property
     def asked_max_tokens(self) -> int | None:
         """``max_tokens``, or its newer name ``max_completion_tokens``."""
         return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
 
-    @field_validator("logprobs")
+    @field_validator("logprobs", "top_logprobs")
     @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
+    def _no_logprobs(cls, value: Any) -> Any:
         if value:
             raise ValueError("log probabilities are not supported")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") != "text":
+            raise ValueError(f"only {{'type': 'text'}} is supported, got type {value.get('type')!r}")
+        return value
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise ValueError("tool and function calling is not supported")
+        return value
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_tool_choice(cls, value: Any) -> Any:
+        if value not in (None, "none"):
+            raise ValueError(f"only 'none' is supported (tool calling is not), got {value!r}")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_modality(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and set(value) - {"text"}:
+            raise ValueError(f"only ['text'] is supported, got {value!r}")
         return value
 
 
@@ -136,6 +184,9 @@ class CompletionCreate(SamplingParams):
 
     prompt: str
     logprobs: int | None = None
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -151,6 +202,27 @@ class CompletionCreate(SamplingParams):
     def _no_logprobs(cls, value: int | None) -> int | None:
         if value:
             raise ValueError("log probabilities are not supported")
+        return value
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("echo is not supported")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_best(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError(f"only best_of=1 is supported, got {value}")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("suffix (insertion) is not supported")
         return value
 
 

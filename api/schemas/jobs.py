@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.lists import ListPublic
-from diablo_core.spec.hyperparameters import DiaBloHyperparameters, OpenAIHyperparameters
+from diablo_core.spec.hyperparameters import (
+    DiaBloHyperparameters,
+    DPOHyperparameters,
+    LoRAHyperparameters,
+    OpenAIHyperparameters,
+)
 from registry.job_metrics import estimated_finish
 from registry.models import Checkpoint, Job, JobEvent
 
@@ -17,7 +22,6 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 # OpenAI takes a handful of integrations (Weights & Biases); each is a small settings object.
 MAX_INTEGRATIONS = 8
-MAX_INTEGRATION_CHARS = 2048
 # Request bodies refuse fields they do not know (as OpenAI does), so a misspelt option fails loudly.
 FORBID_EXTRA = ConfigDict(extra="forbid")
 
@@ -34,19 +38,74 @@ class DiaBloMethod(BaseModel):
     hyperparameters: DiaBloHyperparameters | None = None
 
 
+class LoRAMethod(BaseModel):
+    model_config = FORBID_EXTRA
+
+    hyperparameters: LoRAHyperparameters | None = None
+
+
+class DPOMethod(BaseModel):
+    model_config = FORBID_EXTRA
+
+    hyperparameters: DPOHyperparameters | None = None
+
+
 class MethodCreate(BaseModel):
-    """``{"type": "diablo"|"supervised", "<type>": {"hyperparameters": {...}}}``; both train DiaBlo."""
+    """``{"type": "diablo"|"supervised"|"lora"|"dpo", "<type>": {"hyperparameters": {...}}}``.
+
+    ``diablo`` and ``supervised`` train DiaBlo blocks, ``dpo`` trains them on preference pairs, ``lora``
+    trains LoRA through PEFT."""
 
     model_config = FORBID_EXTRA
 
-    type: Literal["diablo", "supervised"] = "diablo"
+    type: Literal["diablo", "supervised", "lora", "dpo"] = "diablo"
     supervised: SupervisedMethod | None = None
     diablo: DiaBloMethod | None = None
+    lora: LoRAMethod | None = None
+    dpo: DPOMethod | None = None
 
     def chosen_hyperparameters(self) -> OpenAIHyperparameters | None:
         """The hyperparameters given under the method's own type."""
-        section = self.diablo if self.type == "diablo" else self.supervised
+        section = getattr(self, self.type)
         return None if section is None else section.hyperparameters
+
+
+def check_metadata(metadata: Mapping[str, Any]) -> None:
+    """OpenAI's metadata rules: at most 16 pairs, string keys of at most 64 characters and string values of
+    at most 512.
+
+    Raises:
+        ValueError: Naming the rule broken (and the key).
+    """
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise ValueError(f"at most {MAX_METADATA_PAIRS} key/value pairs are allowed, got {len(metadata)}")
+    for key, item in metadata.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValueError(f"keys and values must be strings (key {str(key)[:64]!r})")
+        if len(key) > MAX_METADATA_KEY:
+            raise ValueError(f"keys must be at most {MAX_METADATA_KEY} characters, got {len(key)}")
+        if len(item) > MAX_METADATA_VALUE:
+            raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters (key {key[:64]!r})")
+
+
+class WandbSettings(BaseModel):
+    """Where a Weights & Biases integration logs the run (OpenAI's ``integrations[].wandb``)."""
+
+    model_config = FORBID_EXTRA
+
+    project: str = Field(min_length=1, max_length=128)
+    entity: str | None = Field(default=None, max_length=128)
+    name: str | None = Field(default=None, max_length=128)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(default=None, max_length=64)
+
+
+class IntegrationCreate(BaseModel):
+    """One integration; ``"wandb"`` is the only type (OpenAI's only one too)."""
+
+    model_config = FORBID_EXTRA
+
+    type: Literal["wandb"]
+    wandb: WandbSettings
 
 
 class JobCreate(BaseModel):
@@ -60,25 +119,19 @@ class JobCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     method: MethodCreate | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
-    integrations: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
+    integrations: list[IntegrationCreate] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key, item in (value or {}).items():
-            if len(key) > MAX_METADATA_KEY:
-                raise ValueError(f"keys must be at most {MAX_METADATA_KEY} characters, got {len(key)}")
-            if len(item) > MAX_METADATA_VALUE:
-                raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters (key {key[:64]!r})")
+        check_metadata(value or {})
         return value
 
-    @field_validator("integrations")
-    @classmethod
-    def _integration_sizes(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        for index, item in enumerate(value or []):
-            if len(json.dumps(item)) > MAX_INTEGRATION_CHARS:
-                raise ValueError(f"entry {index} is longer than {MAX_INTEGRATION_CHARS} characters as JSON")
-        return value
+    def stored_integrations(self) -> list[dict[str, Any]] | None:
+        """The integrations as the job row stores them (the worker reads them back)."""
+        if self.integrations is None:
+            return None
+        return [item.model_dump(mode="json") for item in self.integrations]
 
 
 class JobError(BaseModel):
@@ -101,6 +154,8 @@ class JobPublic(BaseModel):
     finished_at: int | None
     estimated_finish: int | None
     model: str
+    # Ours: the fine-tuned model or checkpoint the job continues from (``model`` is then its base).
+    parent_model: str | None = None
     fine_tuned_model: str | None
     organization_id: str
     status: str
@@ -127,6 +182,7 @@ class JobPublic(BaseModel):
             finished_at=job.finished_at,
             estimated_finish=job.estimated_finish or _estimate_finish(job, progress, latest_metrics),
             model=job.model,
+            parent_model=job.parent_model,
             fine_tuned_model=job.fine_tuned_model,
             organization_id=job.project_id,
             status=job.status,

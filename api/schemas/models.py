@@ -20,6 +20,8 @@ class ModelPublic(BaseModel):
     # Ours: the base model an adapter applies to, and the job that trained it (None for base models).
     base_model: str | None = None
     job_id: str | None = None
+    # The fine-tuned model or checkpoint an adapter's training started from (None: a fresh adapter).
+    parent: str | None = None
 
     @classmethod
     def from_base(cls, model: BaseModelInfo) -> ModelPublic:
@@ -33,6 +35,7 @@ class ModelPublic(BaseModel):
             owned_by=adapter.project_id,
             base_model=adapter.base_model,
             job_id=adapter.job_id,
+            parent=adapter.parent_model,
         )
 
 

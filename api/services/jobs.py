@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import bindparam, func, select
@@ -17,13 +18,17 @@ from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
+from api.services.method_files import check_file_format
+from api.services.parent_models import find_parent_model, inherit_layout
 from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
+from diablo_core.spec.preference import DPO_TYPE, resolve_dpo_spec
 from registry.artifacts import sanitize_suffix
 from registry.base_models import find_base_model, is_fine_tuned_name, list_base_models
 from registry.errors import error_object
 from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
 from registry.models import File, Job, JobEvent
+from registry.parent_models import ParentAdapter
 from registry.project_lock import lock_project
 from registry.queue import enqueue_training
 from registry.settings import Settings
@@ -37,10 +42,7 @@ ACTIVE_STATUSES = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNI
 
 
 def resolve_base_model(name: str, settings: Settings) -> str:
-    """The canonical id of the base model ``name``; 400 for fine-tuned or unknown models."""
-    if is_fine_tuned_name(name):
-        message = f"Model '{name}' is a fine-tuned model; fine-tuning it further is not supported yet"
-        raise APIError(400, message, code="fine_tuned_model_unsupported", param="model")
+    """The canonical id of the base model ``name``; 400 for unknown models."""
     model = find_base_model(name, settings)
     if model is None:
         known = ", ".join(m.id for m in list_base_models(settings))
@@ -63,8 +65,9 @@ def check_file(session: Session, project: str, file_id: str, param: str) -> File
 def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> ResolvedJobSpec:
     """The request's hyperparameters with "auto" resolved; 400 naming the field if they conflict."""
     method = body.method
+    resolve = resolve_dpo_spec if method and method.type == DPO_TYPE else resolve_job_spec
     try:
-        return resolve_job_spec(
+        return resolve(
             body.hyperparameters,
             method.chosen_hyperparameters() if method else None,
             num_examples=num_examples,
@@ -76,18 +79,45 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
         raise APIError(400, str(error), code=error.code, param=error.param) from error
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A create request that passed every check before the job is recorded (shared with estimates)."""
+
+    model: str
+    training: File
+    num_examples: int
+    spec: ResolvedJobSpec
+    parent: ParentAdapter | None
+
+
+def check_request(session: Session, settings: Settings, project: str, body: JobCreate) -> CheckedRequest:
+    """The request's base model, training file and resolved spec; 400/404 as creating the job answers."""
+    parent = (
+        find_parent_model(session, settings, project, body.model) if is_fine_tuned_name(body.model) else None
+    )
+    model = parent.base_model if parent else resolve_base_model(body.model, settings)
+    method_type = body.method.type if body.method else "diablo"
+    training = check_file(session, project, body.training_file, "training_file")
+    check_file_format(training, method_type, "training_file")
+    if body.validation_file is not None:
+        validation = check_file(session, project, body.validation_file, "validation_file")
+        check_file_format(validation, method_type, "validation_file")
+    num_examples = count_examples(training)
+    resolved = resolve_request(body, settings, num_examples)
+    if parent is not None:
+        resolved = inherit_layout(resolved, body, parent)
+    return CheckedRequest(model, training, num_examples, resolved, parent)
+
+
 def _record_job(session: Session, settings: Settings, project: str, body: JobCreate) -> Job:
     """Check the request and insert the job in ``validating_files`` (flushed, not committed)."""
-    model = resolve_base_model(body.model, settings)
-    training = check_file(session, project, body.training_file, "training_file")
-    if body.validation_file is not None:
-        check_file(session, project, body.validation_file, "validation_file")
-    resolved = resolve_request(body, settings, count_examples(training))
+    checked = check_request(session, settings, project, body)
+    model, resolved, parent = checked.model, checked.spec, checked.parent
     # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
     lock_project(session, project)
     check_concurrent_jobs(session, settings, project)
     check_storage_quota(session, settings, project, 0, "training_file")
-    return create_job(
+    job = create_job(
         session,
         model=model,
         training_file=body.training_file,
@@ -96,9 +126,11 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         suffix=sanitize_suffix(body.suffix) or None,
         seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,
         metadata=body.metadata,
-        integrations=body.integrations,
+        integrations=body.stored_integrations(),
         project_id=project,
     )
+    job.parent_model = parent.name if parent else None
+    return job
 
 
 def create_fine_tuning_job(

@@ -1,8 +1,10 @@
-"""Streaming validation and loading of JSONL fine-tuning files in OpenAI's two formats.
+"""Streaming validation and loading of JSONL fine-tuning files in OpenAI's three formats.
 
 Chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str, "name"?: str, "weight"?: 0|1}],
 "tools"?: [...]}`` with function calling as OpenAI defines it (``diablo_core.data.tool_calls``).
-Prompt/completion: ``{"prompt": str, "completion": str}``. Files are read line by line, never whole, and every
+Prompt/completion: ``{"prompt": str, "completion": str}``. Preference (DPO): ``{"input": {"messages": [...]},
+"preferred_output": [assistant message], "non_preferred_output": [assistant message]}``.
+Files are read line by line, never whole, and every
 problem is reported with its 1-based line number and a stable code (line 0 for whole-file problems). The work
 is linear in the file's size: lines are split in linear time, nesting and turns are bounded
 (``DatasetLimits``) and messages echo at most a short fragment of the user's text.
@@ -15,13 +17,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from diablo_core.errors import DatasetError
 from diablo_core.data.jsonl import FRAGMENT_CHARS, Source, TooDeepError, parse_line, read_lines, shorten
+from diablo_core.data.preferences import (
+    OUTPUT_KEYS,
+    PREFERENCE_KEYS,
+    PreferencePair,
+    is_preference,
+    tokenize_preference,
+)
 from diablo_core.data.tokenization import TokenizedExample, tokenize_example
 from diablo_core.data.tool_calls import Finding, tool_calls_findings, tool_message_findings, tools_findings
+from diablo_core.errors import DatasetError
 
 CHAT = "chat"
 PROMPT_COMPLETION = "prompt_completion"
+PREFERENCE = "preference"
 UNKNOWN = "unknown"
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id"}
@@ -89,7 +99,7 @@ def validate_dataset(
     max_length: int | None = None,
     max_problems: int = 100,
     limits: DatasetLimits = DEFAULT_LIMITS,
-    tokenized: list[TokenizedExample] | None = None,
+    tokenized: list[Any] | None = None,
 ) -> DatasetReport:
     """Validate a JSONL dataset without loading it whole.
 
@@ -99,8 +109,9 @@ def validate_dataset(
         max_length: Token limit per example (needs ``tokenizer``).
         max_problems: Keep at most this many problems (all are still counted).
         limits: Nesting depth and turns allowed per example.
-        tokenized: When given (with ``tokenizer``), each valid example's tokens are appended to it, so a
-            caller that trains on a valid file reads and tokenizes it once.
+        tokenized: When given (with ``tokenizer``), each valid example's tokens are appended to it (a
+            ``TokenizedExample``, or a ``PreferencePair`` for preference lines), so a caller that trains on
+            a valid file reads and tokenizes it once.
 
     Returns:
         The report with format, counts and problems.
@@ -184,6 +195,8 @@ def _example_problems(line_no: int, example: dict[str, Any], limits: DatasetLimi
     """Problems of one parsed object, checked against the format its keys announce."""
     if "messages" in example:
         return _chat_problems(line_no, example, limits)
+    if is_preference(example):
+        return _preference_problems(line_no, example, limits.max_turns_per_example)
     if "prompt" in example or "completion" in example:
         return _prompt_completion_problems(line_no, example)
     return [_problem(line_no, "missing_messages", "'messages' is missing")]
@@ -248,8 +261,8 @@ def _tool_findings(
     return findings
 
 
-def _message_problems(line_no: int, index: int, message: Any) -> list[DatasetProblem]:
-    where = f"message {index}: "
+def _message_problems(line_no: int, index: int, message: Any, label: str = "message") -> list[DatasetProblem]:
+    where = f"{label} {index}: "
     if not isinstance(message, dict):
         return [
             _problem(line_no, "message_not_object", f"{where}must be an object with 'role' and 'content'")
@@ -274,6 +287,40 @@ def _message_problems(line_no: int, index: int, message: Any) -> list[DatasetPro
     return problems
 
 
+def _preference_problems(line_no: int, example: dict[str, Any], max_turns: int) -> list[DatasetProblem]:
+    """A preference line: ``input.messages`` as in a chat line (without an answer), one assistant message
+    in each of ``preferred_output`` and ``non_preferred_output``."""
+    problems = _unknown_keys(line_no, example, set(PREFERENCE_KEYS), "")
+    prompt = example.get("input")
+    if not isinstance(prompt, dict) or not isinstance(prompt.get("messages"), list):
+        detail = "'input' must be an object with a list of 'messages'"
+        problems.append(_problem(line_no, "invalid_input", detail))
+    else:
+        problems.extend(_unknown_keys(line_no, prompt, {"messages"}, "input: "))
+        if len(prompt["messages"]) > max_turns:
+            detail = (
+                f"'input.messages' has {len(prompt['messages'])} messages, more than the limit of {max_turns}"
+            )
+            problems.append(_problem(line_no, "too_many_turns", detail))
+        else:
+            for index, message in enumerate(prompt["messages"], start=1):
+                problems.extend(_message_problems(line_no, index, message, "input message"))
+    for key in OUTPUT_KEYS:
+        problems.extend(_output_problems(line_no, example, key))
+    return problems
+
+
+def _output_problems(line_no: int, example: dict[str, Any], key: str) -> list[DatasetProblem]:
+    if key not in example:
+        return [_problem(line_no, f"missing_{key}", f"'{key}' is missing")]
+    output = example[key]
+    valid = isinstance(output, list) and len(output) == 1 and isinstance(output[0], dict)
+    if not valid or output[0].get("role") != "assistant" or "weight" in output[0]:
+        detail = f"'{key}' must be a list holding one assistant message (role and content, no weight)"
+        return [_problem(line_no, f"invalid_{key}", detail)]
+    return _message_problems(line_no, 1, output[0], key)
+
+
 def _prompt_completion_problems(line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
     problems = _unknown_keys(line_no, example, {"prompt", "completion"}, "")
     for key in ("prompt", "completion"):
@@ -286,7 +333,7 @@ def _prompt_completion_problems(line_no: int, example: dict[str, Any]) -> list[D
 
 def _check_format(report: DatasetReport, line_no: int, example: dict[str, Any]) -> list[DatasetProblem]:
     """Fix the dataset's format at its first valid example; later examples must share it."""
-    found = CHAT if "messages" in example else PROMPT_COMPLETION
+    found = _announced_format(example)
     if report.format == UNKNOWN:
         report.format = found
     if found == report.format:
@@ -295,25 +342,47 @@ def _check_format(report: DatasetReport, line_no: int, example: dict[str, Any]) 
     return [_problem(line_no, "mixed_formats", detail)]
 
 
+def _announced_format(example: dict[str, Any]) -> str:
+    if "messages" in example:
+        return CHAT
+    return PREFERENCE if is_preference(example) else PROMPT_COMPLETION
+
+
+def file_format(source: Source, limits: DatasetLimits = DEFAULT_LIMITS) -> str:
+    """The format of a file's first valid example (``"unknown"`` when there is none).
+
+    Upload validation refuses files that mix formats, so for an uploaded file this is the whole file's.
+    """
+    for _, example, problems in _scan(source, limits):
+        if example is not None and not problems:
+            return _announced_format(example)
+    return UNKNOWN
+
+
 def _count_tokens(
     report: DatasetReport,
     line_no: int,
     example: dict[str, Any],
     tokenizer: Any,
     max_length: int | None,
-    tokenized: list[TokenizedExample] | None,
+    tokenized: list[Any] | None,
 ) -> list[DatasetProblem]:
-    """Add the example's tokens to the report (and to ``tokenized``); a problem if it exceeds ``max_length``."""
+    """Add the example's tokens to the report (and to ``tokenized``); a problem past ``max_length``."""
     try:
-        tokens = tokenize_example(example, tokenizer, max_length=None)
+        tokens: TokenizedExample | PreferencePair = (
+            tokenize_preference(example, tokenizer, max_length=None)
+            if is_preference(example)
+            else tokenize_example(example, tokenizer, max_length=None)
+        )
     except Exception as error:  # a chat template may reject a conversation (e.g. roles not alternating)
         detail = f"the chat template cannot render this example: {shorten(str(error), 4 * FRAGMENT_CHARS)}"
         return [_problem(line_no, "template_error", detail)]
-    count = len(tokens.input_ids)
+    longest = tokens.longest if isinstance(tokens, PreferencePair) else len(tokens.input_ids)
+    count = tokens.num_tokens if isinstance(tokens, PreferencePair) else longest
     report.num_tokens = (report.num_tokens or 0) + count
-    report.max_example_tokens = max(report.max_example_tokens or 0, count)
-    if max_length is None or count <= max_length:
+    report.max_example_tokens = max(report.max_example_tokens or 0, longest)
+    if max_length is None or longest <= max_length:
         if tokenized is not None:
             tokenized.append(tokens)
         return []
-    return [_problem(line_no, "too_long", f"example has {count} tokens, more than max_length {max_length}")]
+    return [_problem(line_no, "too_long", f"example has {longest} tokens, more than max_length {max_length}")]

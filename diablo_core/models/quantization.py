@@ -21,16 +21,10 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
-QUANTIZATIONS: tuple[str, ...] = ("nf4", "int8")
+from diablo_core.models.quantization_names import check_quantization
+
 SKIPPED_MODULES: tuple[str, ...] = ("lm_head",)
 INT8_OUTLIER_THRESHOLD = 6.0  # LLM.int8()'s default, as transformers' load_in_8bit uses it
-
-
-def check_quantization(value: str | None) -> str | None:
-    """``value`` if it is None or a supported quantization; else a ValueError naming the choices."""
-    if value is not None and value not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {list(QUANTIZATIONS)} or null, got {value!r}")
-    return value
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from safetensors import SafetensorError
@@ -29,9 +29,12 @@ from diablo_core.methods.diablo.adapter_io import (
 )
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.layer import block_layout
+from diablo_core.methods.lora.adapter_io import is_lora_adapter
+from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.identity import BaseModelIdentity
 from diablo_core.serving.adapter_ref import AdapterRef, normalize_sha256
-from diablo_core.serving.multi_adapter import MultiAdapterModel
+from diablo_core.serving.lora_adapter import read_lora_pairs
+from diablo_core.serving.multi_adapter import LowRankPair, MultiAdapterModel
 
 DEFAULT_MAX_ADAPTERS = 16
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -39,12 +42,14 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 @dataclass
 class LoadedAdapter:
-    """A verified adapter read from disk: module path -> ``(n, bi, bo)`` blocks on the CPU."""
+    """A verified adapter read from disk: module path -> ``(n, bi, bo)`` blocks on the CPU, or, for a LoRA
+    adapter, module path -> (A ``(r, in)``, B * scaling ``(out, r)``) in ``low_rank``."""
 
     sha256: str
-    config: DiaBloConfig
+    config: DiaBloConfig | LoRAConfig
     blocks: dict[str, torch.Tensor]
     nbytes: int
+    low_rank: dict[str, LowRankPair] = field(default_factory=dict)
 
 
 def _checked_bytes(ref: AdapterRef) -> bytes:
@@ -115,6 +120,11 @@ def read_adapter(
             ``adapter_extra_tensor`` or ``adapter_shape_mismatch``.
     """
     data = _checked_bytes(ref)
+    if is_lora_adapter(ref.path):
+        document, lora, pairs = read_lora_pairs(ref, data, model)
+        _check_base(ref, document, identity, allow_quantization_mismatch)
+        nbytes = sum(t.numel() * t.element_size() for pair in pairs.values() for t in pair)
+        return LoadedAdapter(ref.sha256, lora, {}, nbytes, pairs)
     document = read_adapter_config(ref.path)
     _check_base(ref, document, identity, allow_quantization_mismatch)
     config = adapter_config_from(document)
@@ -229,7 +239,7 @@ class AdapterCache:
                 return None
             used = {entry.slot for entry in self._entries.values()}
             slot = next(index for index in range(1, self.max_adapters + 2) if index not in used)
-            self.model.set_slot(slot, loaded.blocks)
+            self.model.set_slot(slot, loaded.blocks, loaded.low_rank)
             self._entries[loaded.sha256] = _Entry(slot, loaded.nbytes, pins=1)
             return slot
 

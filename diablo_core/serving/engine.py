@@ -102,7 +102,8 @@ class InferenceEngine:
         )
         self.merged_adapter = merged_adapter
         if merged_adapter is not None:
-            merge_blocks(model, self.cache.read(merged_adapter).blocks)
+            loaded = self.cache.read(merged_adapter)
+            merge_blocks(model, loaded.blocks, loaded.low_rank)
         self._slots = AdapterSlots(self.cache, merged_adapter, self._notify)
         self._eos_ids = eos_token_ids(model, tokenizer)
         self._batch = DecodeBatch(self.adapters)

@@ -7,6 +7,9 @@ indices ``1..K-1``; slot 0 is the base model and always stays zero. Before each 
 slot per batch row (:meth:`MultiAdapterModel.route`); every layer then computes the frozen ``x W^T + b``
 once for the whole batch and adds each row's own block product, gathered from the stack by slot.
 
+LoRA adapters sit in the same slots: each layer also keeps stacked ``A``/``B`` pairs per rank
+(``serving.low_rank``), so one batch mixes DiaBlo rows, LoRA rows and base rows, with one frozen product.
+
 Adapters with different ``N`` or targets share the design: a layer keeps one stack per block shape, and
 a slot is zero in every stack (and every layer) its adapter does not use, so gathering it adds nothing.
 Forwards through a routed model must be serialised (the inference engine is the only caller).
@@ -25,8 +28,10 @@ from torch import nn
 from diablo_core.errors import ConfigError
 from diablo_core.methods.diablo.layer import dense_update
 from diablo_core.models.quantization import compute_dtype_of, quantization_of
+from diablo_core.serving.low_rank import LowRankStacks
 
 BlockShape = tuple[int, int, int]
+LowRankPair = tuple[torch.Tensor, torch.Tensor]  # LoRA's A (r, in) and B * scaling (out, r)
 
 
 @dataclass
@@ -119,6 +124,7 @@ class MultiAdapterLinear(nn.Module):
         self.stacks: dict[BlockShape, torch.Tensor] = {}  # shape -> (K, n, bi, bo)
         self.occupied: dict[BlockShape, set[int]] = {}  # shape -> slots holding non-zero blocks
         self.capacity = 1  # K: every stack has this many slots, so any routed slot can be gathered
+        self.low_rank = LowRankStacks(base.in_features, base.out_features)
 
     def extra_repr(self) -> str:
         base = self.base
@@ -136,6 +142,7 @@ class MultiAdapterLinear(nn.Module):
             grown = stack.new_zeros((capacity, *shape))  # (K, n, bi, bo)
             grown[: stack.shape[0]] = stack
             self.stacks[shape] = grown
+        self.low_rank.reserve(capacity)
         self.capacity = capacity
 
     def set_slot(self, slot: int, blocks: torch.Tensor) -> None:
@@ -149,8 +156,16 @@ class MultiAdapterLinear(nn.Module):
         self.stacks[shape][slot] = blocks.to(device=device, dtype=dtype)
         self.occupied[shape].add(slot)
 
+    def set_low_rank(self, slot: int, pair: LowRankPair) -> None:
+        """Stores a LoRA pair (A ``(r, in)``, B * scaling ``(out, r)``) in ``slot`` (< capacity)."""
+        down, up = pair
+        self.low_rank.set_slot(
+            slot, down, up, device=self.base.weight.device, dtype=compute_dtype_of(self.base)
+        )
+
     def clear_slot(self, slot: int) -> None:
         """Zeroes ``slot`` in every stack, so that rows routed to it get no update here."""
+        self.low_rank.clear_slot(slot)
         for shape, slots in self.occupied.items():
             if slot in slots:
                 self.stacks[shape][slot].zero_()
@@ -170,6 +185,7 @@ class MultiAdapterLinear(nn.Module):
                     _add_block_output(y, _single_blocks(x, stack[routing.uniform]))
             elif not routing.active.isdisjoint(slots):
                 _add_block_output(y, _gathered_blocks(x, stack, routing.row_slots))
+        self.low_rank.add_updates(y, x, routing.row_slots, routing.active, routing.uniform)
         return y
 
 
@@ -214,8 +230,14 @@ class MultiAdapterModel:
         return self.layers[path]
 
     @torch.no_grad()
-    def set_slot(self, slot: int, blocks_by_path: Mapping[str, torch.Tensor]) -> None:
-        """Installs one adapter's blocks (module path -> ``(n, bi, bo)``) into ``slot`` (>= 1).
+    def set_slot(
+        self,
+        slot: int,
+        blocks_by_path: Mapping[str, torch.Tensor],
+        low_rank_by_path: Mapping[str, LowRankPair] | None = None,
+    ) -> None:
+        """Installs one adapter's blocks (module path -> ``(n, bi, bo)``), or LoRA pairs (module path ->
+        (A, B * scaling)), into ``slot`` (>= 1).
 
         The caller validates the shapes (see ``adapter_cache.validate_adapter``); layers the adapter does
         not name keep zeros in this slot.
@@ -228,6 +250,8 @@ class MultiAdapterModel:
             layer.reserve(self.capacity)
         for path, blocks in blocks_by_path.items():
             self._wrap(path).set_slot(slot, blocks)
+        for path, pair in (low_rank_by_path or {}).items():
+            self._wrap(path).set_low_rank(slot, pair)
 
     @torch.no_grad()
     def clear_slot(self, slot: int) -> None:
@@ -251,15 +275,22 @@ class MultiAdapterModel:
 
 
 @torch.no_grad()
-def merge_blocks(model: nn.Module, blocks_by_path: Mapping[str, torch.Tensor]) -> None:
-    """Adds each adapter block tensor's dense update into its plain ``nn.Linear`` weight, in place.
+def merge_blocks(
+    model: nn.Module,
+    blocks_by_path: Mapping[str, torch.Tensor],
+    low_rank_by_path: Mapping[str, LowRankPair] | None = None,
+) -> None:
+    """Adds each adapter block tensor's dense update (or LoRA pair's ``B A``) into its plain ``nn.Linear``
+    weight, in place.
 
     For a deployment that serves one adapter only: afterwards the model costs exactly the base model.
 
     Raises:
         ConfigError: ``merge_into_quantized_base`` when a layer is quantized (nothing is merged then).
     """
-    quantized = sorted(path for path in blocks_by_path if quantization_of(model.get_submodule(path)))
+    low_rank_by_path = low_rank_by_path or {}
+    paths = [*blocks_by_path, *low_rank_by_path]
+    quantized = sorted(path for path in paths if quantization_of(model.get_submodule(path)))
     if quantized:
         raise ConfigError(
             f"cannot merge an adapter into {len(quantized)} quantized base layers ({quantized[0]}, ...): "
@@ -271,3 +302,6 @@ def merge_blocks(model: nn.Module, blocks_by_path: Mapping[str, torch.Tensor]) -
         weight = linear.weight
         blocks = blocks.to(device=weight.device, dtype=weight.dtype)
         weight += dense_update(blocks, linear.in_features, linear.out_features)  # (out, in)
+    for path, (down, up) in low_rank_by_path.items():
+        weight = model.get_submodule(path).weight
+        weight += (up.to(torch.float32) @ down.to(torch.float32)).to(weight.dtype)  # (out, r) @ (r, in)

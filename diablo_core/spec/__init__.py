@@ -13,16 +13,19 @@ from __future__ import annotations
 from diablo_core.spec.hyperparameters import (
     DiaBloHyperparameters,
     HyperparameterError,
+    LoRAHyperparameters,
     OpenAIHyperparameters,
 )
-from diablo_core.spec.job import ResolvedJobSpec, auto_epochs, resolve_job_spec
+from diablo_core.spec.job import ResolvedJobSpec, ResolvedLoRASpec, auto_epochs, resolve_job_spec
 from diablo_core.spec.training import TrainingConfig, count_total_steps, effective_warmup
 
 __all__ = [
     "DiaBloHyperparameters",
     "HyperparameterError",
+    "LoRAHyperparameters",
     "OpenAIHyperparameters",
     "ResolvedJobSpec",
+    "ResolvedLoRASpec",
     "TrainingConfig",
     "auto_epochs",
     "count_total_steps",

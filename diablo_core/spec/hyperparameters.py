@@ -12,8 +12,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.lora.config import LoRAConfig
+from diablo_core.models.quantization_names import QUANTIZATIONS, check_quantization
+from diablo_core.precision.names import PRECISIONS, check_precision
 from diablo_core.spec.training import TrainingConfig
 
 AUTO = "auto"
@@ -21,6 +25,7 @@ OPENAI_KEYS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 MAX_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_LEARNING_RATE_MULTIPLIER = 100.0
+MAX_BETA = 2.0
 
 
 def _auto_or_number(integer: bool, low: float, high: float) -> Any:
@@ -49,6 +54,7 @@ def _auto_or_number(integer: bool, low: float, high: float) -> Any:
 AutoEpochs = _auto_or_number(True, 1, MAX_EPOCHS)
 AutoBatchSize = _auto_or_number(True, 1, MAX_BATCH_SIZE)
 AutoMultiplier = _auto_or_number(False, 0, MAX_LEARNING_RATE_MULTIPLIER)
+AutoBeta = _auto_or_number(False, 0, MAX_BETA)
 StrictPositive = Annotated[int, Field(strict=True, ge=1)]
 
 
@@ -90,6 +96,20 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
     keep_checkpoints: StrictPositive | None = None
     checkpoint_every: Annotated[int, Field(strict=True, ge=0)] | None = None
     eval_every: StrictPositive | None = None
+    # "auto" is stored as is: the worker resolves it on its hardware and records what it ran in.
+    precision: str = Field(default=TrainingConfig.precision, json_schema_extra={"enum": list(PRECISIONS)})
+    # The base's linears in 4 or 8 bits (bitsandbytes) while training; None: full precision.
+    quantization: str | None = Field(default=None, json_schema_extra={"enum": [*QUANTIZATIONS, None]})
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        return check_precision(value, "precision")
+
+    @field_validator("quantization")
+    @classmethod
+    def _known_quantization(cls, value: str | None) -> str | None:
+        return check_quantization(value)
 
     @field_validator("target_modules")
     @classmethod
@@ -109,3 +129,28 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
         if value is not None and len(set(value)) != len(value):
             raise ValueError(f"has duplicates: {value!r}")
         return None if value is None else sorted(value)
+
+
+class LoRAHyperparameters(DiaBloHyperparameters):
+    """``method.lora.hyperparameters``: DiaBlo's request, with ``rank`` and ``alpha`` for ``num_blocks``.
+
+    Everything else (OpenAI's three, targets, layers, dropout, schedule) is shared, with the same rules.
+    """
+
+    rank: Annotated[int, Field(strict=True, ge=1, le=1024)] = LoRAConfig.rank
+    alpha: float = Field(default=LoRAConfig.alpha, gt=0.0, le=4096.0)
+    dropout: float = Field(default=LoRAConfig.dropout, ge=0.0, lt=1.0)
+    num_blocks: SkipJsonSchema[None] = Field(default=None, exclude=True)
+
+    @field_validator("num_blocks", mode="before")
+    @classmethod
+    def _no_blocks(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("is a DiaBlo setting; a LoRA job takes rank and alpha")
+        return None
+
+
+class DPOHyperparameters(DiaBloHyperparameters):
+    """``method.dpo.hyperparameters``: the DiaBlo settings plus DPO's ``beta`` ("auto" or a number)."""
+
+    beta: AutoBeta = AUTO

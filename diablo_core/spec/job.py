@@ -8,11 +8,18 @@ Rules:
 - ``n_epochs`` "auto": 3, raised for small files so that about 100 examples are seen (at most 25 epochs) and
   lowered for large ones so that at most 25,000 are (at least 1), as OpenAI does.
 - ``batch_size`` "auto": 16; any batch size is capped to the number of training examples.
-- ``learning_rate``: ``learning_rate_multiplier`` ("auto": 1.0) times the DiaBlo base rate 5e-4, unless
-  ``learning_rate`` is given (then the multiplier reported is ``learning_rate / 5e-4``).
-- ``target_modules``: ``DiaBloConfig``'s default unless given.
+- ``max_steps`` replaces the epoch count, so ``n_epochs`` is then the epochs those steps start (rounded up:
+  24 steps of 10 per epoch echo 3, though 2.4 run; OpenAI reports an integer).
+- ``learning_rate``: ``learning_rate_multiplier`` ("auto": 1.0) times the method's base rate (DiaBlo 5e-4,
+  LoRA 3e-4), unless ``learning_rate`` is given (then the multiplier reported is ``learning_rate / base``).
+- ``target_modules``: ``DiaBloConfig``'s default unless given (LoRA's too, so the two compare like for like).
+- ``method.type: "lora"`` resolves by the same rules into a ``ResolvedLoRASpec`` (rank and alpha in place of
+  ``num_blocks``), stored as ``{"type": "lora", "lora": {"hyperparameters": {...}}}``.
 - ``warmup_steps``: the one actually used (``effective_warmup``) is stored.
 - ``checkpoint_every``: the service setting unless given; 0 turns periodic checkpoints off.
+- ``precision``: stored as given ("auto" included); the worker resolves it on its device when the job starts
+  and stores the resolved name in its place.
+- ``quantization``: how the worker loads the base (None: full precision).
 
 Adding a setting: a field on ``DiaBloHyperparameters`` (the request schema) named like the ``TrainingConfig``
 or ``DiaBloConfig`` field it sets; ``configs`` passes it on by name.
@@ -23,20 +30,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, ClassVar
 
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
+from diablo_core.methods.lora.config import METHOD as LORA_METHOD
+from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.spec.hyperparameters import (
     AUTO,
     OPENAI_KEYS,
     DiaBloHyperparameters,
     HyperparameterError,
+    LoRAHyperparameters,
     OpenAIHyperparameters,
 )
-from diablo_core.spec.training import TrainingConfig, count_total_steps, effective_warmup
+from diablo_core.spec.training import TrainingConfig, count_total_steps, effective_warmup, epochs_covered
 
 METHOD_TYPE = "diablo"
 BASE_LEARNING_RATE: float = TrainingConfig.learning_rate
+# LLM-Adapters' LoRA rate, the LoRA baseline the DiaBlo paper compares with (docs/lora.md).
+LORA_BASE_LEARNING_RATE = 3e-4
 DEFAULT_BATCH_SIZE: int = TrainingConfig.batch_size
 DEFAULT_N_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100
@@ -44,12 +56,19 @@ MAX_TARGET_EXAMPLES = 25_000
 MAX_AUTO_EPOCHS = 25
 TRAINING_FIELDS = frozenset(f.name for f in fields(TrainingConfig))
 DIABLO_FIELDS = frozenset(f.name for f in fields(DiaBloConfig))
+LORA_FIELDS = frozenset(f.name for f in fields(LoRAConfig))
 # Reported on the job, set no config field: the learning rate it scales is stored with it.
 REPORTED_ONLY = frozenset({"learning_rate_multiplier"})
+# Set how the worker loads the base model (``load_base_model``), not a config field.
+MODEL_FIELDS = frozenset({"quantization"})
 
 
 class ResolvedJobSpec(DiaBloHyperparameters):
     """Every training setting of a job, with nothing left "auto" (stored in ``job.method``)."""
+
+    stored_type: ClassVar[str] = METHOD_TYPE
+    request_schema: ClassVar[type[DiaBloHyperparameters]] = DiaBloHyperparameters
+    base_learning_rate: ClassVar[float] = BASE_LEARNING_RATE
 
     n_epochs: int
     batch_size: int
@@ -65,16 +84,18 @@ class ResolvedJobSpec(DiaBloHyperparameters):
     def to_dict(self) -> dict[str, Any]:
         """The stored form, the job object's ``method``: ``{"type": "diablo", "diablo": {"hyperparameters":
         {...}}}``."""
-        return {"type": METHOD_TYPE, METHOD_TYPE: {"hyperparameters": self.model_dump()}}
+        return {"type": self.stored_type, self.stored_type: {"hyperparameters": self.model_dump()}}
 
     @classmethod
     def from_dict(cls, method: Mapping[str, Any]) -> ResolvedJobSpec:
-        """Read a stored spec (``to_dict()`` output, as every job row holds it).
+        """Read a stored spec (``to_dict()`` output, as every job row holds it); called on ResolvedJobSpec,
+        it gives the class its ``type`` names (a ``ResolvedLoRASpec`` for ``"lora"``).
 
         Raises:
             KeyError, TypeError, ValueError: If ``method`` holds no complete resolved spec.
         """
-        return cls.model_validate(method[METHOD_TYPE]["hyperparameters"])
+        kind = SPEC_TYPES[method.get("type", METHOD_TYPE)] if cls is ResolvedJobSpec else cls
+        return kind.model_validate(method[kind.stored_type]["hyperparameters"])
 
     def total_steps(self, num_examples: int) -> int:
         """Optimizer steps the run takes over ``num_examples`` examples."""
@@ -86,14 +107,22 @@ class ResolvedJobSpec(DiaBloHyperparameters):
         Raises:
             ValueError: If a config refuses a value.
         """
+        return self.training_config(seed=seed, device=device, **training), DiaBloConfig(
+            **self._adapter(DIABLO_FIELDS)
+        )
+
+    def training_config(self, *, seed: int, device: str, **training: Any) -> TrainingConfig:
+        """The ``TrainingConfig`` of this spec (the part every method shares)."""
         values = self.model_dump()
         own = {name: values[name] for name in TRAINING_FIELDS & values.keys()}
         own["checkpoint_every"] = self.checkpoint_every or None  # 0: no periodic checkpoints
-        adapter = {name: values[name] for name in DIABLO_FIELDS & values.keys()}
+        return TrainingConfig(**own, seed=seed, device=device, **training)
+
+    def _adapter(self, names: frozenset[str]) -> dict[str, Any]:
+        adapter = {name: getattr(self, name) for name in names & self.model_fields.keys()}
         adapter["target_modules"] = tuple(self.target_modules)
         adapter["layers"] = None if self.layers is None else tuple(self.layers)
-        config = TrainingConfig(**own, seed=seed, device=device, **training)
-        return config, DiaBloConfig(**adapter)
+        return adapter
 
 
 def auto_epochs(num_examples: int) -> int:
@@ -105,15 +134,19 @@ def auto_epochs(num_examples: int) -> int:
     return DEFAULT_N_EPOCHS
 
 
-def _merge(top: OpenAIHyperparameters | None, method: OpenAIHyperparameters | None) -> DiaBloHyperparameters:
+def _merge(
+    top: OpenAIHyperparameters | None,
+    method: OpenAIHyperparameters | None,
+    schema: type[DiaBloHyperparameters] = DiaBloHyperparameters,
+) -> DiaBloHyperparameters:
     """One set of values: method-level numbers win over top-level ones, which win over "auto"."""
-    merged = method.model_dump() if isinstance(method, DiaBloHyperparameters) else {}
+    merged = method.model_dump() if isinstance(method, schema) else {}
     for source in (top, method):
         for key in OPENAI_KEYS:
             value = AUTO if source is None else getattr(source, key)
             if value != AUTO:
                 merged[key] = value
-    return DiaBloHyperparameters.model_validate(merged)
+    return schema.model_validate(merged)
 
 
 def resolve_job_spec(
@@ -132,13 +165,15 @@ def resolve_job_spec(
         method_hyperparameters: ``method.<type>.hyperparameters`` (its values win over the top level).
         num_examples: Examples in the training file.
         checkpoint_every: The service's default checkpoint interval (0: none).
-        method_type: The method's type, used to name fields in errors.
+        method_type: The method's type (``SPEC_TYPES``): the spec it resolves to, and the name in errors.
         max_steps_limit: The most optimizer steps a run may take (None: no limit).
 
     Raises:
         HyperparameterError: For combinations that cannot be honoured, with ``param`` naming the field.
     """
-    given = _merge(hyperparameters, method_hyperparameters)
+    spec_class = SPEC_TYPES[method_type]
+    base_rate = spec_class.base_learning_rate
+    given = _merge(hyperparameters, method_hyperparameters, spec_class.request_schema)
     where = f"method.{method_type}.hyperparameters"
     if given.learning_rate is not None and given.learning_rate_multiplier != AUTO:
         message = "give learning_rate or learning_rate_multiplier, not both"
@@ -149,16 +184,19 @@ def resolve_job_spec(
         message = f"micro_batch_size ({given.micro_batch_size}) exceeds batch_size ({batch_size})"
         raise HyperparameterError(f"{where}.micro_batch_size", message)
     multiplier = 1.0 if given.learning_rate_multiplier == AUTO else given.learning_rate_multiplier
-    learning_rate = given.learning_rate or multiplier * BASE_LEARNING_RATE
+    learning_rate = given.learning_rate or multiplier * base_rate
+    n_epochs = auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs
+    if given.max_steps is not None:  # the steps decide how many epochs run
+        n_epochs = epochs_covered(num_examples, batch_size, given.max_steps)
     values = given.model_dump() | {
-        "n_epochs": auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs,
+        "n_epochs": n_epochs,
         "batch_size": batch_size,
-        "learning_rate_multiplier": learning_rate / BASE_LEARNING_RATE,
+        "learning_rate_multiplier": learning_rate / base_rate,
         "learning_rate": learning_rate,
         "target_modules": given.target_modules or list(DEFAULT_TARGET_MODULES),
         "checkpoint_every": checkpoint_every if given.checkpoint_every is None else given.checkpoint_every,
     }
-    resolved = ResolvedJobSpec.model_validate(values)
+    resolved = spec_class.model_validate(values)
     total = resolved.total_steps(num_examples)
     if max_steps_limit is not None and total > max_steps_limit:
         raise _too_many_steps(where, resolved, total, max_steps_limit)
@@ -170,3 +208,25 @@ def _too_many_steps(where: str, resolved: ResolvedJobSpec, total: int, limit: in
     field = "max_steps" if resolved.max_steps is not None else "n_epochs"
     message = f"{field}: the run would take {total} optimizer steps; the limit is {limit}"
     return HyperparameterError(f"{where}.{field}", message, code="max_steps_too_large")
+
+
+class ResolvedLoRASpec(LoRAHyperparameters, ResolvedJobSpec):
+    """A LoRA job's settings, nothing left "auto": the shared ones plus ``rank`` and ``alpha``."""
+
+    stored_type: ClassVar[str] = LORA_METHOD
+    request_schema: ClassVar[type[DiaBloHyperparameters]] = LoRAHyperparameters
+    base_learning_rate: ClassVar[float] = LORA_BASE_LEARNING_RATE
+
+    def configs(self, *, seed: int, device: str, **training: Any) -> tuple[TrainingConfig, LoRAConfig]:  # type: ignore[override]
+        """The core configs this spec trains with; ``training`` sets further ``TrainingConfig`` fields."""
+        return self.training_config(seed=seed, device=device, **training), LoRAConfig(
+            **self._adapter(LORA_FIELDS)
+        )
+
+
+# ``method.type`` -> the spec it resolves to ("supervised" is OpenAI's name for the default method).
+SPEC_TYPES: dict[str, type[ResolvedJobSpec]] = {
+    METHOD_TYPE: ResolvedJobSpec,
+    "supervised": ResolvedJobSpec,
+    ResolvedLoRASpec.stored_type: ResolvedLoRASpec,
+}

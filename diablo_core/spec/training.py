@@ -28,6 +28,12 @@ def count_total_steps(num_examples: int, batch_size: int, n_epochs: int, max_ste
     return n_epochs * math.ceil(num_examples / batch_size)
 
 
+def epochs_covered(num_examples: int, batch_size: int, max_steps: int) -> int:
+    """Passes over the data that ``max_steps`` steps start: the last one may be partial (2.4 epochs -> 3),
+    as OpenAI reports ``n_epochs`` as an integer."""
+    return math.ceil(max_steps / math.ceil(num_examples / batch_size))
+
+
 def effective_warmup(warmup_steps: int, total_steps: int) -> int:
     """Returns the warm-up length actually used.
 

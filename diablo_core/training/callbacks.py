@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ class TrainingProgress:
         trained_tokens: Non-padding tokens processed so far (including before a resume).
         accuracy: Greedy next-token accuracy on this step's response tokens.
         precision: The run's resolved precision (``"fp32"``, ``"bf16"`` or ``"fp16"``).
+        metrics: The objective's further metrics of this step (DPO: ``reward_margin``, ``reward_accuracy``).
     """
 
     step: int
@@ -35,6 +36,7 @@ class TrainingProgress:
     trained_tokens: int
     accuracy: float = 0.0
     precision: str = "fp32"
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class TrainingCallback:

@@ -33,7 +33,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from diablo_core.errors import ConfigError
-from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
+from diablo_core.methods.adapters import AdapterMethod, method_of
+from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
 from diablo_core.models.identity import BaseModelIdentity
 
 STEP_PREFIX = "step-"
@@ -236,13 +237,20 @@ def _write_files(
     gathered: GatheredState | None = None,
 ) -> None:
     adapter = gathered.adapter if gathered else None
-    save_adapter(model, directory, base_model=identity, tensors=adapter)
+    _method(model).save(model, directory, base_model=identity, tensors=adapter)
     tensors, meta = _optimizer_files(gathered.optimizer if gathered else optimizer.state_dict())
     save_file(tensors, str(directory / "optimizer.safetensors"))
     _write_json(directory / "optimizer.json", meta)
     _write_json(directory / "scheduler.json", scheduler.state_dict())
     save_file(_rng_tensors(), str(directory / "rng.safetensors"))
     _write_json(directory / TRAINER_STATE_FILE, {**asdict(state), "python_rng": random.getstate()})
+
+
+def _method(model: nn.Module) -> AdapterMethod:
+    method = method_of(model)
+    if method is None:
+        raise ConfigError("the model has no adapter to checkpoint", "diablo_not_applied")
+    return method
 
 
 def _check_precision(path: Path, saved: str | None, resuming: str | None) -> None:
@@ -294,7 +302,7 @@ def load_checkpoint(
             "checkpoint_mismatch",
         )
     _check_precision(path, state.precision, precision)
-    load_adapter(model, path)
+    _method(model).load(model, path)
     meta = json.loads((path / "optimizer.json").read_text())
     optimizer.load_state_dict(_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta))
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from diablo_core.data.tokenization import TokenizedExample
-from diablo_core.errors import DatasetError
-from diablo_core.methods.diablo.adapter_io import save_adapter
+from diablo_core.errors import ConfigError, DatasetError
 from diablo_core.spec.training import TrainingConfig
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
 from diablo_core.training.checkpoints import (
@@ -30,7 +29,7 @@ from diablo_core.training.checkpoints import (
     unfenced,
 )
 from diablo_core.training.distributed import evaluate_shard, from_main, join_world, leave_world
-from diablo_core.training.loss import evaluate_examples
+from diablo_core.training.objective import SUPERVISED, Objective
 from diablo_core.training.run_state import TrainingRun
 from diablo_core.training.sharding import gathered_state, place_model
 
@@ -74,11 +73,16 @@ class TrainingResult:
 def _evaluate(run: TrainingRun, valid: list[TokenizedExample], callbacks: CallbackList) -> dict[str, float]:
     micro = run.config.micro_batch_size or run.config.batch_size
     if run.world is None:
-        metrics = evaluate_examples(run.model, valid, micro, run.pad_id, run.config.device, run.precision)
+        metrics = run.objective.evaluate(
+            run.model, valid, micro, run.pad_id, run.config.device, run.precision
+        )
     else:
         metrics = evaluate_shard(run.model, valid, micro, run.pad_id, run.world, run.precision)
+    extra = {
+        f"eval_{key}": value for key, value in metrics.items() if key not in ("loss", "accuracy", "tokens")
+    }
     run.state.history.append(
-        {"step": run.state.step, "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"]}
+        {"step": run.state.step, "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], **extra}
     )
     callbacks.on_eval(run.state.step, metrics)
     return metrics
@@ -91,16 +95,17 @@ def _due(step: int, every: int | None) -> bool:
 def train(
     model: nn.Module,
     tokenizer: Any,
-    train_examples: list[TokenizedExample],
+    train_examples: list[Any],
     config: TrainingConfig,
     *,
-    valid_examples: list[TokenizedExample] | None = None,
+    valid_examples: list[Any] | None = None,
     output_dir: Path,
     callbacks: list[Any] | None = None,
     resume_from: Path | None = None,
     fence: Fence = unfenced,
+    objective: Objective = SUPERVISED,
 ) -> TrainingResult:
-    """Trains the DiaBlo blocks of ``model`` (DiaBlo already applied) on tokenized examples.
+    """Trains the adapter (DiaBlo blocks or LoRA matrices, already applied) of ``model`` on tokenized data.
 
     The run's precision is resolved first (``config.precision``); the frozen weights of ``model`` are cast in
     place to its storage dtype (bf16 halves their memory) and the blocks to float32, and stay so afterwards.
@@ -125,13 +130,16 @@ def train(
         fence: Runs each placement of a checkpoint or of the final adapter (and checkpoint pruning) only
             while the caller may still write; a refused checkpoint is skipped, a refused adapter gives
             ``adapter_dir=None``.
+        objective: What each step optimises: supervised cross-entropy over ``TokenizedExample`` lists by
+            default; ``training.dpo.DPO(beta)`` over ``PreferencePair`` lists (single process only).
 
     Returns:
         The TrainingResult.
 
     Raises:
         DatasetError: No training examples.
-        ConfigError: No DiaBlo layers, or a checkpoint from a different run (or another precision).
+        ConfigError: No DiaBlo layers, or a checkpoint from a different run (or another precision), or
+            ``objective_not_distributed`` for a non-supervised objective in a distributed run.
         ValueError: ``precision="fp16"`` on a device other than CUDA.
     """
     if not train_examples:
@@ -142,8 +150,16 @@ def train(
     torch.manual_seed(config.seed)
     world = join_world(config.strategy, config.device)
     try:
+        if world is not None and objective is not SUPERVISED:
+            message = f"{type(objective).__name__} training runs in a single process, not under torchrun"
+            raise ConfigError(message, "objective_not_distributed")
         run = TrainingRun(
-            model, tokenizer, train_examples, replace(config, device=world.device) if world else config, fence
+            model,
+            tokenizer,
+            train_examples,
+            replace(config, device=world.device) if world else config,
+            fence,
+            objective,
         )
         if resume_from is not None:
             run.state = load_checkpoint(
@@ -216,7 +232,7 @@ def _save_final(run: TrainingRun, output_dir: Path) -> Path | None:
         output_dir.mkdir(parents=True, exist_ok=True)
         tensors = gathered.adapter if gathered else None
         staging = staging_dir(output_dir, final.name)
-        save_adapter(run.model, staging, base_model=run.identity, tensors=tensors)
+        run.method.save(run.model, staging, base_model=run.identity, tensors=tensors)
         try:
             placed = run.fence(staging, lambda: replace_dir(staging, final))
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +127,8 @@ class StepStats:
     accuracy: float
     targets: int
     tokens: int
+    # Further metrics of the objective (DPO: ``reward_margin``, ``reward_accuracy``).
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 def accumulate_gradients(

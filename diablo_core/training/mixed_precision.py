@@ -18,13 +18,15 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-from diablo_core.methods.diablo.model import diablo_modules
+from diablo_core.methods.adapters import method_of
 from diablo_core.precision.hardware import torch_dtype
 
 
 def hold_in_precision(model: nn.Module, precision: str) -> None:
-    """Casts, in place, the frozen parameters to the precision's storage dtype and the blocks to float32."""
-    blocks = {id(module.blocks) for module in diablo_modules(model).values()}
+    """Casts, in place, the frozen parameters to the precision's storage dtype and the adapter (DiaBlo blocks
+    or LoRA matrices) to float32."""
+    method = method_of(model)
+    blocks = {id(parameter) for parameter in (method.trainable(model) if method else [])}
     storage = torch_dtype(precision)
     with torch.no_grad():
         for parameter in model.parameters():

@@ -11,17 +11,20 @@ from torch import nn
 
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError
-from diablo_core.methods.diablo.model import diablo_modules
+from diablo_core.methods.adapters import method_of
 from diablo_core.models.identity import attach_identity, model_identity
 from diablo_core.precision.hardware import resolve_precision
 from diablo_core.spec.training import TrainingConfig, count_total_steps
 from diablo_core.training.callbacks import CallbackList, TrainingProgress
 from diablo_core.training.checkpoints import Fence, TrainerState, save_checkpoint, unfenced
 from diablo_core.training.distributed import World, accumulate_shard, any_rank, from_main
-from diablo_core.training.loss import accumulate_gradients
 from diablo_core.training.mixed_precision import grad_scaler_for, hold_in_precision
+from diablo_core.training.objective import SUPERVISED, Objective
 from diablo_core.training.schedule import build_scheduler
 from diablo_core.training.sharding import gathered_state
+
+# What every step reports under its own name; the objective's further metrics go in ``progress.metrics``.
+BASE_METRICS = frozenset({"step", "loss", "accuracy", "learning_rate"})
 
 
 def _pad_token_id(tokenizer: Any) -> int:
@@ -51,18 +54,23 @@ class TrainingRun:
         examples: list[TokenizedExample],
         config: TrainingConfig,
         fence: Fence = unfenced,
+        objective: Objective = SUPERVISED,
     ):
         self.model, self.config, self.examples, self.fence = model, config, examples, fence
+        self.objective = objective
         self.pad_id = _pad_token_id(tokenizer)
-        if not diablo_modules(model):
-            raise ConfigError("the model has no DiaBlo layers: call apply_diablo first", "diablo_not_applied")
+        method = method_of(model)
+        if method is None:
+            message = "the model has no adapter: call apply_diablo (or apply_lora) first"
+            raise ConfigError(message, "diablo_not_applied")
+        self.method = method
         self.precision = resolve_precision(config.precision, config.device)
         # The identity names the weights as loaded; casting them must not change which base an adapter fits.
         self.identity = model_identity(model)
         attach_identity(model, self.identity)
         hold_in_precision(model, self.precision)  # before the optimizer: its states follow the fp32 blocks
         self.scaler = grad_scaler_for(self.precision, config.device)
-        self.params = [module.blocks for module in diablo_modules(model).values()]
+        self.params = method.trainable(model)
         self.total_steps = count_total_steps(
             len(examples), config.batch_size, config.n_epochs, config.max_steps
         )
@@ -83,8 +91,8 @@ class TrainingRun:
         self.forward_model: nn.Module = model
 
     def build_optimizer(self) -> None:
-        """AdamW and the schedule over the model's current blocks (again after sharding replaces them)."""
-        self.params = [module.blocks for module in diablo_modules(self.model).values()]
+        """AdamW and the schedule over the model's current adapter (again after sharding replaces it)."""
+        self.params = self.method.trainable(self.model)
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=self.config.learning_rate,
@@ -130,7 +138,7 @@ class TrainingRun:
         started = time.perf_counter()
         micro = self.config.micro_batch_size or self.config.batch_size
         if self.world is None:
-            stats = accumulate_gradients(
+            stats = self.objective.accumulate(
                 self.model, batch, micro, self.pad_id, self.config.device, self.precision, self.scaler
             )
         else:
@@ -155,6 +163,7 @@ class TrainingRun:
             "loss": stats.loss,
             "accuracy": stats.accuracy,
             "learning_rate": lr,
+            **stats.extra,
         }
 
     def _apply_update(self) -> None:
@@ -184,6 +193,7 @@ class TrainingRun:
             trained_tokens=self.state.trained_tokens,
             accuracy=self.last["accuracy"],
             precision=self.precision,
+            metrics={key: self.last[key] for key in self.last.keys() - BASE_METRICS},
         )
 
     def checkpoint(self, root: Path, callbacks: CallbackList, metrics: dict[str, float]) -> None:

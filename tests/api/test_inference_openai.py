@@ -105,6 +105,57 @@ def test_text_completion_and_errors_through_the_sdk(sdk, tiny):
     assert too_many.value.param == "max_tokens"
 
 
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [TOOL]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+        ({"functions": [TOOL["function"]]}, "functions"),
+        ({"logit_bias": {"42": 10}}, "logit_bias"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"n": 2}, "n"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+    ],
+)
+def test_chat_fields_that_would_change_the_answer_are_refused(sdk, fields, param):
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model=TINY_MODEL, messages=MESSAGES, max_tokens=2, **fields)
+    assert (refused.value.param, refused.value.type) == (param, "invalid_request_error")
+    assert refused.value.code == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"), [({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"suffix": "x"}, "suffix")]
+)
+def test_completion_fields_that_would_change_the_answer_are_refused(sdk, fields, param):
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.completions.create(model=TINY_MODEL, prompt="Once", max_tokens=2, **fields)
+    assert (refused.value.param, refused.value.type) == (param, "invalid_request_error")
+
+
+def test_neutral_values_of_unimplemented_fields_are_accepted(sdk, tiny):
+    expected = tiny.reference(None, messages=MESSAGES, max_new_tokens=4)
+    neutral = sdk.chat.completions.create(
+        model=TINY_MODEL,
+        messages=MESSAGES,
+        max_tokens=4,
+        temperature=0,
+        response_format={"type": "text"},
+        tool_choice="none",
+        tools=[],
+        logit_bias={},
+        logprobs=False,
+        n=1,
+        user="someone",
+    )
+    assert neutral.choices[0].message.content == expected.text
+
+
 def slow_down(engine: Any) -> None:
     """Every forward takes 10 ms or more, so 400 tokens take 4 s or more: a request outlives its client."""
     engine.adapters.model.register_forward_pre_hook(lambda *_: time.sleep(0.01))

@@ -75,7 +75,8 @@ def test_create_with_diablo_hyperparameters(client: TestClient) -> None:
         checkpoint_every=0,
     )
     job = create_job(client, **method, suffix="my model!", seed=7, metadata={"team": "nlp"}).json()
-    assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 2.0}
+    # max_steps replaces n_epochs: 40 steps over 4 examples in batches of 2 run 20 epochs.
+    assert job["hyperparameters"] == {"n_epochs": 20, "batch_size": 2, "learning_rate_multiplier": 2.0}
     resolved = job["method"]["diablo"]["hyperparameters"]
     expected = {"num_blocks": 16, "target_modules": ["q_proj", "v_proj"], "dropout": 0.1, "max_steps": 40}
     expected |= {"learning_rate": 1e-3, "warmup_steps": 4, "max_length": 128, "scheduler": "cosine"}
@@ -104,7 +105,9 @@ def test_supervised_method_and_top_level_hyperparameters(client: TestClient) -> 
         (_diablo(colour="red"), f"{DIABLO}.colour"),
         (_diablo(target_modules=["a.b"]), f"{DIABLO}.target_modules"),
         (_diablo(scheduler="step"), f"{DIABLO}.scheduler"),
-        ({"method": {"type": "dpo"}}, "method.type"),
+        (_diablo(precision="fp8"), f"{DIABLO}.precision"),
+        (_diablo(quantization="q4"), f"{DIABLO}.quantization"),
+        ({"method": {"type": "reinforcement"}}, "method.type"),
         ({"suffix": "x" * 65}, "suffix"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"seed": -1}, "seed"),
@@ -143,11 +146,24 @@ def test_unknown_or_unusable_files(client: TestClient, settings: Settings) -> No
     assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
 
 
-def test_unknown_and_fine_tuned_models(client: TestClient) -> None:
+def test_unknown_base_and_fine_tuned_models(client: TestClient) -> None:
     unknown = assert_error(create_job(client, model="gpt-4o-mini"), 400, "model_not_found", "model")
     assert DEFAULT_MODEL_ID in unknown["message"]
     fine_tuned = create_job(client, model=f"ft:{DEFAULT_MODEL_ID}::abc")
-    assert_error(fine_tuned, 400, "fine_tuned_model_unsupported", "model")
+    assert_error(fine_tuned, 404, "model_not_found", "model")
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16"])
+def test_precision_is_stored_as_asked_until_a_worker_resolves_it(client: TestClient, precision: str) -> None:
+    job = create_job(client, **_diablo(precision=precision)).json()
+    assert job["method"]["diablo"]["hyperparameters"]["precision"] == precision
+
+
+def test_precision_defaults_to_auto_and_quantization_to_none(client: TestClient) -> None:
+    resolved = create_job(client).json()["method"]["diablo"]["hyperparameters"]
+    assert (resolved["precision"], resolved["quantization"]) == ("auto", None)
+    quantized = create_job(client, **_diablo(quantization="nf4")).json()
+    assert quantized["method"]["diablo"]["hyperparameters"]["quantization"] == "nf4"
 
 
 def test_canonical_id_and_local_checkpoints_are_base_models(client: TestClient, settings: Settings) -> None:

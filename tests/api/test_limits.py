@@ -134,11 +134,14 @@ def test_a_json_body_over_the_limit_is_refused_before_it_is_read(make_client: Ap
     assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
 
 
+WANDB = "integrations.0.wandb"
+
+
 @pytest.mark.parametrize(
     ("field", "value", "param"),
     [
-        ("integrations", [{"type": "wandb"}] * 9, "integrations"),
-        ("integrations", [{"type": "wandb", "wandb": {"project": "p" * 3000}}], "integrations"),
+        ("integrations", [{"type": "wandb", "wandb": {"project": "p"}}] * 9, "integrations"),
+        ("integrations", [{"type": "wandb", "wandb": {"project": "p" * 3000}}], f"{WANDB}.project"),
         ("metadata", {f"k{i}": "v" for i in range(17)}, "metadata"),
         ("metadata", {"k" * 65: "v"}, "metadata"),
         ("metadata", {"k": "v" * 513}, "metadata"),

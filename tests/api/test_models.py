@@ -55,6 +55,7 @@ def test_list_has_base_models_then_adapters(client: TestClient, settings: Settin
         "owned_by": "system",
         "base_model": None,
         "job_id": None,
+        "parent": None,
     }
     assert [(a["id"], a["owned_by"], a["base_model"]) for a in adapters] == [
         (ADAPTER, "default", DEFAULT_MODEL_ID)

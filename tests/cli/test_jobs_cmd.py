@@ -19,17 +19,19 @@ def test_create_maps_options_to_the_job_fields(server: Server, training_path: Pa
         server, "jobs", "create", "--training-file", file_id, "--validation-file", file_id,
         "--n-epochs", "2", "--batch-size", "2", "--learning-rate", "0.001", "--num-blocks", "8",
         "--max-steps", "5", "--warmup-steps", "1", "--target-modules", "q_proj, v_proj",
-        "--suffix", "cli", "--seed", "7", "--json",
+        "--max-length", "128", "--suffix", "cli", "--seed", "7", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     job = json.loads(result.stdout)
     assert (job["model"], job["training_file"]) == (DEFAULT_MODEL_ID, file_id)
     assert job["validation_file"] == file_id
     assert (job["status"], job["suffix"], job["seed"]) == ("queued", "cli", 7)
-    assert job["hyperparameters"]["n_epochs"] == 2 and job["hyperparameters"]["batch_size"] == 2
+    # --max-steps decides the epochs: 5 steps of batch 2 over the file's 4 examples start 3 of them.
+    assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 2
     chosen = job["method"]["diablo"]["hyperparameters"]
     assert (chosen["num_blocks"], chosen["target_modules"]) == (8, ["q_proj", "v_proj"])
     assert (chosen["learning_rate"], chosen["max_steps"], chosen["warmup_steps"]) == (0.001, 5, 1)
+    assert chosen["max_length"] == 128
 
 
 def test_create_prints_only_the_id_and_uses_the_default_model(server: Server, training_path: Path) -> None:

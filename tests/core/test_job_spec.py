@@ -12,6 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.models.quantization_names import QUANTIZATIONS, Quantization
+from diablo_core.precision.names import PRECISIONS
 from diablo_core.spec import (
     DiaBloHyperparameters,
     HyperparameterError,
@@ -21,7 +23,7 @@ from diablo_core.spec import (
     auto_epochs,
     resolve_job_spec,
 )
-from diablo_core.spec.job import DIABLO_FIELDS, REPORTED_ONLY, TRAINING_FIELDS
+from diablo_core.spec.job import DIABLO_FIELDS, MODEL_FIELDS, REPORTED_ONLY, TRAINING_FIELDS
 from diablo_core.spec.training import SCHEDULERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +50,18 @@ def test_method_values_win_and_warmup_shrinks_for_short_runs() -> None:
     top = OpenAIHyperparameters(n_epochs=5, batch_size=8)
     method = DiaBloHyperparameters(n_epochs=2, num_blocks=32, max_steps=50, learning_rate_multiplier=3)
     resolved = resolve_job_spec(top, method, num_examples=100)
-    assert resolved.openai_view() == {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 3.0}
+    # max_steps decides the epochs: 50 steps of 13 per epoch start 4 of them (3.85 run).
+    assert resolved.openai_view() == {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 3.0}
     assert resolved.learning_rate == pytest.approx(1.5e-3)
     assert (resolved.total_steps(100), resolved.warmup_steps) == (50, 5)
+
+
+@pytest.mark.parametrize(("max_steps", "n_epochs"), [(24, 3), (20, 2), (1, 1), (100, 10)])
+def test_n_epochs_echoes_the_epochs_max_steps_runs(max_steps: int, n_epochs: int) -> None:
+    # 40 examples in batches of 4: 10 steps per epoch; 24 steps run 2.4 epochs, reported as 3.
+    method = DiaBloHyperparameters(n_epochs=7, batch_size=4, max_steps=max_steps)
+    resolved = resolve_job_spec(None, method, num_examples=40)
+    assert (resolved.n_epochs, resolved.total_steps(40)) == (n_epochs, max_steps)
 
 
 def test_conflicts_name_the_field() -> None:
@@ -94,7 +105,9 @@ def test_the_stored_form_of_existing_jobs_still_reads() -> None:
         "gradient_checkpointing": False, "keep_checkpoints": None, "checkpoint_every": 50, "eval_every": None,
     }}}  # fmt: skip
     spec = ResolvedJobSpec.from_dict(stored)
-    assert spec.to_dict() == stored
+    # Settings added since read as their defaults.
+    added = {"precision": "auto", "quantization": None}
+    assert spec.to_dict()["diablo"]["hyperparameters"] == stored["diablo"]["hyperparameters"] | added
     training, diablo = spec.configs(seed=7, device="cpu", checkpoint_each_epoch=True)
     assert training == TrainingConfig(n_epochs=3, checkpoint_every=50, seed=7, checkpoint_each_epoch=True)
     assert diablo == DiaBloConfig()
@@ -105,7 +118,7 @@ def test_the_stored_form_of_existing_jobs_still_reads() -> None:
 def test_every_setting_reaches_a_config_and_defaults_are_the_configs_own() -> None:
     """A new request field must be named like the TrainingConfig or DiaBloConfig field it sets."""
     settings = set(DiaBloHyperparameters.model_fields)
-    assert settings - TRAINING_FIELDS - DIABLO_FIELDS == REPORTED_ONLY
+    assert settings - TRAINING_FIELDS - DIABLO_FIELDS == REPORTED_ONLY | MODEL_FIELDS
     assert not TRAINING_FIELDS & DIABLO_FIELDS
     request = DiaBloHyperparameters()
     training, diablo = TrainingConfig(), DiaBloConfig()
@@ -123,6 +136,7 @@ def test_every_given_setting_is_passed_on_to_the_configs() -> None:
         "dropout": 0.1, "learning_rate": 1e-3, "warmup_steps": 3, "max_steps": 40, "max_length": 64,
         "scheduler": "cosine", "micro_batch_size": 2, "weight_decay": 0.01, "max_grad_norm": None,
         "gradient_checkpointing": True, "keep_checkpoints": 2, "checkpoint_every": 7, "eval_every": 5,
+        "precision": "bf16",
     }  # fmt: skip
     spec = resolve_job_spec(None, DiaBloHyperparameters(**given), num_examples=100)
     training, diablo = spec.configs(seed=1, device="cpu")
@@ -140,3 +154,27 @@ def test_the_spec_imports_neither_torch_nor_transformers() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_is_stored_as_given_and_reaches_the_training_config(precision: str) -> None:
+    method = DiaBloHyperparameters(precision=precision)
+    spec = resolve_job_spec(None, method, num_examples=8)
+    assert ResolvedJobSpec.from_dict(spec.to_dict()).precision == precision
+    device = "cuda" if precision == "fp16" else "cpu"  # the config refuses fp16 elsewhere
+    assert spec.configs(seed=0, device=device)[0].precision == precision
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("precision", "fp8"), ("precision", None), ("quantization", "q4")]
+)
+def test_unknown_precision_or_quantization_fails_on_its_field(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as error:
+        DiaBloHyperparameters.model_validate({field: value})
+    assert [e["loc"] for e in error.value.errors()] == [(field,)]
+
+
+def test_quantization_names_are_one_list() -> None:
+    assert get_args(Quantization) == QUANTIZATIONS
+    assert DiaBloHyperparameters(quantization="nf4").quantization == "nf4"
+    assert DiaBloHyperparameters().quantization is None

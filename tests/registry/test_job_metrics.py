@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.job_metrics import api_metrics, checkpoint_metrics, estimated_finish, eval_metrics
+from registry.job_metrics import api_metrics, checkpoint_metrics, estimated_finish, eval_metrics, results_csv
 
 
 def test_core_metric_names_become_the_api_names_and_unknown_ones_are_dropped() -> None:
@@ -13,6 +13,8 @@ def test_core_metric_names_become_the_api_names_and_unknown_ones_are_dropped() -
         "train_mean_token_accuracy": 0.5,
         "valid_loss": 2.0,
         "valid_mean_token_accuracy": 0.25,
+        "full_valid_loss": 2.0,  # every validation pass covers the whole set
+        "full_valid_mean_token_accuracy": 0.25,
     }
     checkpoint = {"step": 4, "loss": 1.5, "accuracy": 0.5, "learning_rate": 1e-3, "eval_loss": 2.0}
     assert checkpoint_metrics(checkpoint) == {
@@ -20,12 +22,30 @@ def test_core_metric_names_become_the_api_names_and_unknown_ones_are_dropped() -
         "train_loss": 1.5,
         "train_mean_token_accuracy": 0.5,
         "valid_loss": 2.0,
+        "full_valid_loss": 2.0,
     }
-    assert eval_metrics(7, {"loss": 0.5, "accuracy": 0.75}) == {
+    assert eval_metrics(7, {"loss": 0.5, "accuracy": 0.75, "tokens": 9.0}) == {
         "step": 7,
         "valid_loss": 0.5,
         "valid_mean_token_accuracy": 0.75,
+        "full_valid_loss": 0.5,
+        "full_valid_mean_token_accuracy": 0.75,
     }
+
+
+def test_results_csv_has_openai_columns_and_one_row_per_step() -> None:
+    history = [
+        {"step": 1, "loss": 2.5, "accuracy": 0.25, "learning_rate": 1e-3},
+        {"step": 2, "loss": 2.0, "accuracy": 0.5},
+        {"step": 2, "eval_loss": 2.25, "eval_accuracy": 0.375},  # the validation pass after step 2
+    ]
+    assert results_csv(history).splitlines() == [
+        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,full_valid_loss,"
+        "full_valid_mean_token_accuracy",
+        "1,2.5,0.25,,,,",
+        "2,2,0.5,2.25,0.375,2.25,0.375",
+    ]
+    assert results_csv([]).count("\n") == 1  # the header alone
 
 
 def test_estimated_finish_from_training_eta_or_from_the_pace_so_far() -> None:

@@ -23,7 +23,7 @@ TABLES = {
     "api_keys",
     "model_throughput",
 }
-HEAD = "0006"
+HEAD = "0007"
 
 
 def _tables(url: str) -> set[str]:
@@ -115,6 +115,28 @@ def test_file_example_count_revision_downgrades_alone(database_url: str) -> None
     assert "num_examples" in file_columns()
 
 
+def test_parent_model_revision_downgrades_alone(database_url: str) -> None:
+    def parent_columns() -> dict[str, bool]:
+        engine = create_db_engine(database_url)
+        try:
+            with engine.connect() as connection:
+                found = inspect(connection)
+                return {
+                    t: "parent_model" in {c["name"] for c in found.get_columns(t)}
+                    for t in ("jobs", "adapters")
+                }
+        finally:
+            engine.dispose()
+
+    upgrade_database(database_url)
+    assert parent_columns() == {"jobs": True, "adapters": True}
+    downgrade_database(database_url, "0004")
+    assert current_revision(database_url) == "0004"
+    assert parent_columns() == {"jobs": False, "adapters": False}
+    upgrade_database(database_url)
+    assert parent_columns() == {"jobs": True, "adapters": True}
+
+
 def test_paused_status_revision_downgrades_alone_and_requeues_paused_jobs(database_url: str) -> None:
     upgrade_database(database_url)
     engine = create_db_engine(database_url)
@@ -128,7 +150,7 @@ def test_paused_status_revision_downgrades_alone_and_requeues_paused_jobs(databa
                     "false, false)"
                 )
             )
-        downgrade_database(database_url, "0004")
+        downgrade_database(database_url, "0005")
         with engine.connect() as connection:
             columns = {column["name"] for column in inspect(connection).get_columns("jobs")}
             status = connection.execute(text("SELECT status FROM jobs WHERE id = 'ftjob-p'")).scalar_one()

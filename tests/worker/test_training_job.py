@@ -15,7 +15,7 @@ from diablo_core.training.checkpoints import is_resumable
 from registry.artifacts import checkpoint_model_name, get_adapter
 from registry.db import get_sessionmaker, upgrade_database
 from registry.jobs import get_job
-from registry.models import Adapter, Checkpoint, JobEvent
+from registry.models import Adapter, Checkpoint, File, JobEvent
 from registry.settings import Settings
 from registry.storage import file_sha256
 from registry.throughput import find_throughput
@@ -44,7 +44,15 @@ def test_job_succeeds_and_registers_its_adapter(
     assert run_training_job(job_id, settings, WORKER) == "succeeded"
     with sessions() as session:
         job = get_job(session, job_id)
-        assert (job.status, job.error, job.result_files) == ("succeeded", None, [])
+        assert (job.status, job.error, len(job.result_files)) == ("succeeded", None, 1)
+        results = session.get(File, job.result_files[0])
+        assert (results.purpose, results.filename, results.project_id) == (
+            "fine-tune-results",
+            "step_metrics.csv",
+            job.project_id,
+        )
+        csv_lines = Path(results.storage_path).read_text().splitlines()
+        assert results.bytes == Path(results.storage_path).stat().st_size
         assert job.fine_tuned_model == f"ft:{tiny_model_dir}:test:{job_id.split('-')[1]}"
         assert job.trained_tokens > 0 and job.finished_at is not None
         adapter = get_adapter(session, job.fine_tuned_model)
@@ -60,6 +68,19 @@ def test_job_succeeds_and_registers_its_adapter(
         metrics = metrics_of(session, job_id)
     # 12 examples, batch 4, 2 epochs: 6 steps, a metrics event for each.
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert csv_lines[0].split(",") == [
+        "step",
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+        "full_valid_loss",
+        "full_valid_mean_token_accuracy",
+    ]
+    rows = [line.split(",") for line in csv_lines[1:]]
+    assert [int(row[0]) for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert [float(row[1]) for row in rows] == [pytest.approx(m["train_loss"], rel=1e-5) for m in metrics]
+    assert {tuple(row[3:]) for row in rows} == {("", "", "", "")}  # no validation file
     assert {m["total_steps"] for m in metrics} == {6}
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     assert set(metrics[0]) >= {
@@ -93,7 +114,18 @@ def test_checkpoints_at_every_k_steps_and_each_epoch_end(
     assert all(Path(c.storage_path, "adapter_model.safetensors").is_file() for c in checkpoints)
     assert set(by_step[4].metrics) >= {"step", "train_loss", "train_mean_token_accuracy"}
     assert by_step[4].metrics["valid_loss"] > 0
+    assert by_step[4].metrics["full_valid_loss"] == by_step[4].metrics["valid_loss"]
+    assert (
+        by_step[4].metrics["full_valid_mean_token_accuracy"]
+        == by_step[4].metrics["valid_mean_token_accuracy"]
+    )
     assert valid_steps == [2, 4, 6]
+    with sessions() as session:
+        csv_path = Path(session.get(File, job.result_files[0]).storage_path)
+    rows = {int(row[0]): row for row in (line.split(",") for line in csv_path.read_text().splitlines()[1:])}
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+    assert [bool(rows[step][3]) for step in sorted(rows)] == [False, True, False, True, False, True]
+    assert float(rows[4][5]) == pytest.approx(by_step[4].metrics["full_valid_loss"], rel=1e-5)
 
 
 def test_second_run_of_a_finished_job_does_nothing(

@@ -65,7 +65,7 @@ function jobBody(form, training, validation) {
     batch_size: readNumber(form, "batch_size"),
     learning_rate_multiplier: readNumber(form, "learning_rate_multiplier"),
   };
-  for (const name of ["num_blocks", "eval_every"]) {
+  for (const name of ["num_blocks", "max_length", "eval_every"]) {
     const value = readNumber(form, name);
     if (value !== "auto") hyperparameters[name] = value;
   }
@@ -91,6 +91,8 @@ function hyperparameterFields(baseModels) {
       "× the DiaBlo base rate 5e-4"),
     field("Blocks per layer", numberInput("num_blocks", "", { placeholder: "64" }),
       "DiaBlo's N: diagonal blocks of each adapted weight"),
+    field("Max length (tokens)", numberInput("max_length", "", { placeholder: "256", min: "8" }),
+      "Tokens per example; a longer example fails the job"),
     field("Evaluate every (steps)", numberInput("eval_every", "", { placeholder: "end only" }),
       "Validation loss every this many steps, and at the end"));
 }

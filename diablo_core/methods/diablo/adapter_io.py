@@ -25,7 +25,7 @@ from diablo_core.methods.diablo.model import (
     unload_diablo,
 )
 from diablo_core.models.identity import BaseModelIdentity, model_identity
-from diablo_core.models.quantization import QUANTIZATIONS
+from diablo_core.models.quantization_names import QUANTIZATIONS
 
 FORMAT_VERSION = 1
 _CONFIG_FIELDS = ("num_blocks", "target_modules", "dropout", "layers")

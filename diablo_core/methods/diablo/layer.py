@@ -74,6 +74,8 @@ class DiaBloLinear(nn.Module):
     Attributes:
         blocks: Trainable ``(n, bi, bo)`` parameter, zero-initialised (the layer starts equal to ``base``).
         merged: Whether the update is currently added into ``base.weight``.
+        disabled: When True the layer computes its base alone (``model.diablo_disabled``): with the blocks
+            at zero-init that is the reference policy DPO compares against, from the same weights.
         fused: Selects the folded-weight training forward ``x (W + D)^T + b`` (default True); same function
             as the einsum path (see
             ``diablo_core.methods.diablo.fused``). With adapter dropout it folds ``W + D/(1-p)`` and
@@ -100,6 +102,7 @@ class DiaBloLinear(nn.Module):
         self.blocks = nn.Parameter(torch.zeros(shape, dtype=dtype, device=device))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        self.disabled = False
         self.fused = True  # benchmarks/layer_forward.py: 0.80-0.92x the einsum path's time at 640 tokens
 
     def extra_repr(self) -> str:
@@ -121,6 +124,10 @@ class DiaBloLinear(nn.Module):
         return dense_update(self.blocks, self.in_features, self.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.disabled:
+            if self.merged:
+                raise RuntimeError("a merged DiaBloLinear cannot be switched off; call unmerge() first")
+            return self.base(x)  # (..., out): the base alone
         if self.merged:
             if self.training and torch.is_grad_enabled() and self.blocks.requires_grad:
                 raise RuntimeError("a merged DiaBloLinear cannot train its blocks; call unmerge() first")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -107,6 +109,27 @@ def get_diablo_config(model: nn.Module) -> DiaBloConfig | None:
 def diablo_modules(model: nn.Module) -> dict[str, DiaBloLinear]:
     """Module path -> DiaBloLinear, for every adapted layer of the model."""
     return {path: module for path, module in model.named_modules() if isinstance(module, DiaBloLinear)}
+
+
+@contextmanager
+def diablo_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Switches every DiaBlo layer off for the block: the model computes its base alone.
+
+    No second copy of the base is made: DPO's reference log-probabilities come from the model being
+    trained, with its adapter off. The previous state of each layer is restored on exit.
+
+    Raises:
+        RuntimeError: On a forward through a merged layer (its update lives in the weight).
+    """
+    modules = list(diablo_modules(model).values())
+    before = [module.disabled for module in modules]
+    for module in modules:
+        module.disabled = True
+    try:
+        yield model
+    finally:
+        for module, state in zip(modules, before, strict=True):
+            module.disabled = state
 
 
 def merge_diablo(model: nn.Module) -> None:
