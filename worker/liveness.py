@@ -30,6 +30,7 @@ def touch(path: Path) -> None:
 def start_ticking(path: Path, interval_s: float) -> threading.Event:
     """Touch ``path`` now and every ``interval_s`` from a daemon thread; set the returned event to stop."""
     stop = threading.Event()
+    touch(path)  # at once: the healthcheck passes from the moment the worker is ready
 
     def tick() -> None:
         while True:
