@@ -59,6 +59,15 @@ def resume(session: Session, job: Job) -> Job:
     return transition(session, job, JobStatus.QUEUED)
 
 
+def note_pause(step: int | None, session: Session, job: Job) -> None:
+    """The event that says where a paused job resumes (``step``: None when training had not started)."""
+    if step is None:
+        message = "Paused before training started; resuming starts from the newest checkpoint, if any"
+    else:
+        message = f"Paused at step {step} with a checkpoint; resuming continues from that step"
+    add_event(session, job.id, "info", message, data={"step": step})
+
+
 def _shown_status(job: Job) -> str:
     """The status to name in a refusal: a running job being cancelled is reported as such."""
     return "being cancelled" if job.cancel_requested and job.status == JobStatus.RUNNING else job.status

@@ -36,7 +36,6 @@ from worker.resume import find_resume_point
 from worker.shutdown import hand_back_for_shutdown, stop_requested
 
 if TYPE_CHECKING:
-    from worker.job_config import JobPlan
     from worker.training_job import JobRun
 
 logger = logging.getLogger(__name__)
@@ -50,10 +49,10 @@ LOG_TAIL_CHARS = 4000
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def job_ranks(settings: Settings, device: Device, plan: JobPlan) -> int:
-    """Processes a job runs as: the devices per job, or 1 when the job's strategy is ``none``."""
+def job_ranks(settings: Settings, device: Device, strategy: str) -> int:
+    """Processes a job runs as: the devices per job, or 1 when the job's ``strategy`` is ``none``."""
     ranks = devices_per_job(settings.devices_per_job, device.name)
-    return 1 if strategy_for(ranks, plan.training.strategy) == "none" else ranks
+    return 1 if strategy_for(ranks, strategy) == "none" else ranks
 
 
 def describe(ranks: int, strategy: str, device: Device) -> str:
@@ -72,10 +71,10 @@ def rank_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_ranks(run: JobRun, plan: JobPlan, ranks: int) -> str | None:
+def run_ranks(run: JobRun, requested: str, ranks: int) -> str | None:
     """Train the job on ``ranks`` processes; return its status afterwards (None: no longer ours)."""
     assert run.device is not None  # resolved by the caller
-    strategy = strategy_for(ranks, plan.training.strategy)
+    strategy = strategy_for(ranks, requested)
     _event(run, describe(ranks, strategy, run.device))
     log = job_dir(run.settings.adapters_dir, run.job.id) / "ranks.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,8 @@ class JobPlan:
         prompt/completion."""
         return None if self.beta is None else PREFERENCE
 
+    validation_holdout: int = 0  # examples of the training file to validate on (without a validation file)
+
     @property
     def max_length(self) -> int:
         """Token limit per example."""
@@ -53,15 +55,19 @@ def read_spec(method: dict[str, Any] | None) -> ResolvedJobSpec:
         raise StoredHyperparametersError(f"stored hyperparameters are incomplete: {error}") from error
 
 
-def plan_job(method: dict[str, Any] | None, *, seed: int | None, device: str) -> JobPlan:
-    """Build the training and adapter configs of a job from its stored ``method``.
+def plan_job(spec: ResolvedJobSpec, *, seed: int | None, device: str) -> JobPlan:
+    """Build the training and adapter configs of a job from its spec (its learning rate fitted to the model).
 
     Raises:
-        StoredHyperparametersError: If the stored values are incomplete.
-        ValueError: If diablo_core refuses a value.
+        ValueError: If diablo_core refuses a value, or the learning rate is still "auto".
     """
     # Every checkpoint the API lists is resumable, the epoch-end ones included.
-    spec = read_spec(method)
     training, diablo = spec.configs(seed=int(seed or 0), device=device, checkpoint_each_epoch=True)
     beta = spec.beta if isinstance(spec, ResolvedDPOSpec) else None
-    return JobPlan(training=training, diablo=diablo, quantization=spec.quantization, beta=beta)
+    return JobPlan(
+        training=training,
+        diablo=diablo,
+        quantization=spec.quantization,
+        beta=beta,
+        validation_holdout=spec.validation_holdout,
+    )

@@ -8,7 +8,6 @@ resolves it when it starts the job, says so in the job's events, and stores the 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import update
@@ -24,7 +23,6 @@ from diablo_core.precision.hardware import device_has_native_bf16, resolve_preci
 from diablo_core.spec import ResolvedJobSpec
 from registry.models import Job
 from registry.parent_models import ParentAdapter
-from worker.job_config import JobPlan
 from worker.job_inputs import JobDataError
 
 METHOD_PARAM = "method.diablo.hyperparameters"
@@ -38,10 +36,9 @@ def precision_note(requested: str, resolved: str, device: Device) -> str:
     return f"Training in {resolved} (auto: {device.description} {native})"
 
 
-def resolve_plan_precision(plan: JobPlan, device: Device) -> JobPlan:
-    """``plan`` with its precision resolved on ``device`` ("auto" becomes bf16 or fp32)."""
-    resolved = resolve_precision(plan.training.precision, device.name)
-    return replace(plan, training=replace(plan.training, precision=resolved))
+def resolve_spec_precision(spec: ResolvedJobSpec, device: Device) -> ResolvedJobSpec:
+    """``spec`` with its precision resolved on ``device`` ("auto" becomes bf16 or fp32)."""
+    return spec.model_copy(update={"precision": resolve_precision(spec.precision, device.name)})
 
 
 def store_precision(sessions: sessionmaker[Session], job: Job, worker_id: str, precision: str) -> None:
@@ -57,7 +54,7 @@ def store_precision(sessions: sessionmaker[Session], job: Job, worker_id: str, p
 
 
 def load_job_model(
-    source: str, plan: JobPlan, device: Device, data_dir: Path, parent: ParentAdapter | None
+    source: str, spec: ResolvedJobSpec, device: Device, data_dir: Path, parent: ParentAdapter | None
 ) -> LoadedModel:
     """The base in the plan's precision (quantized if asked) with the job's method applied, from the parent's
     blocks when given; a model, layout or parent that does not fit is the user's error."""
@@ -66,15 +63,16 @@ def load_job_model(
             source,
             data_dir=data_dir,
             device=device.name,
-            dtype=torch_dtype(plan.training.precision),
-            quantization=plan.quantization,
+            dtype=torch_dtype(spec.precision),  # resolved by the caller
+            quantization=spec.quantization,
         )
     except ModelLoadError as error:
         raise JobDataError("model_not_found", "model", str(error)) from error
     try:
-        apply_adapter(loaded.model, plan.diablo)
+        config = spec.adapter_config()
+        apply_adapter(loaded.model, config)
     except ConfigError as error:
-        param = "method.lora.hyperparameters" if isinstance(plan.diablo, LoRAConfig) else METHOD_PARAM
+        param = "method.lora.hyperparameters" if isinstance(config, LoRAConfig) else METHOD_PARAM
         raise JobDataError("invalid_hyperparameters", param, str(error)) from error
     if parent is not None:
         try:

@@ -29,6 +29,7 @@ from registry.jobs import HeartbeatStatus, add_event
 from registry.lease import check_lease
 from registry.models import Job, now_unix
 from registry.storage import file_sha256
+from registry.throughput import record_throughput
 from worker.shutdown import stop_requested
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,13 @@ class JobReporter:
                 sha256=digest,
             )
             add_event(session, self.job_id, "info", f"Checkpoint created at step {step}")
+
+    def record_throughput(
+        self, session: Session, model: str, precision: str, tokens_per_byte: float | None
+    ) -> None:
+        """Fold this attempt's training speed into ``model``'s measurements, which estimate later jobs."""
+        if self.tokens_per_second is not None:
+            record_throughput(session, model, precision, self.tokens_per_second, tokens_per_byte)
 
     def _check(self, session: Session) -> HeartbeatStatus:
         """Renew the lease when due; otherwise only read whether the job is still ours and not cancelled."""

@@ -24,6 +24,7 @@ from diablo_core.devices import Device, resolve_device
 from diablo_core.errors import ConfigError
 from diablo_core.models.loading import LoadedModel
 from diablo_core.precision.hardware import apply_torch_threads
+from diablo_core.spec import ResolvedJobSpec
 from diablo_core.training.checkpoints import unfenced
 from diablo_core.training.distributed import World, any_rank, from_main, join_world, leave_world
 from diablo_core.training.loop import TrainingResult, train
@@ -32,8 +33,9 @@ from registry.jobs import get_job
 from registry.logging_setup import configure_logging
 from registry.settings import Settings, get_settings
 from registry.storage import job_dir
+from worker.auto_fit import fit_to_model
 from worker.job_config import JobPlan
-from worker.job_model import resolve_plan_precision
+from worker.job_model import resolve_spec_precision
 from worker.lease import JobLease
 from worker.progress import JobReporter
 from worker.resume import ResumePoint, find_resume_point
@@ -47,11 +49,12 @@ from worker.training_job import (
     _publish,
     _reporter,
     _run_claimed,
+    _spec,
     _stopped,
 )
 
 logger = logging.getLogger(__name__)
-Prepared = tuple[LoadedModel, list[TokenizedExample], list[TokenizedExample] | None]
+Prepared = tuple[LoadedModel, JobPlan, list[TokenizedExample], list[TokenizedExample] | None]
 
 
 class PeerFailed(RuntimeError):
@@ -95,9 +98,8 @@ def run_rank(job_id: str, worker_id: str, settings: Settings, world: World) -> N
 
 def train_rank(run: JobRun, world: World) -> str | None:
     """Load, train and (rank 0) publish: ``_train_and_publish`` of one rank."""
-    plan = resolve_plan_precision(_plan(run), run.device)  # the parent recorded it; every rank resolves alike
-    plan = replace(plan, training=replace(plan.training, strategy=world.strategy, device=world.device))
-    loaded, train_set, valid_set = _prepare_together(run, plan, world)
+    spec = resolve_spec_precision(_spec(run), run.device)  # the parent recorded it; every rank resolves alike
+    loaded, plan, train_set, valid_set = _prepare_together(run, spec, world)
     reporter = _reporter(run) if world.is_main else None
     if from_main(reporter.poll() if reporter else None):
         return _stopped(run, reporter, None) if reporter else None
@@ -110,17 +112,26 @@ def train_rank(run: JobRun, world: World) -> str | None:
     return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
 
 
-def _prepare_together(run: JobRun, plan: JobPlan, world: World) -> Prepared:
-    """Model and data on every rank, or an error on every rank (rank 0's own, which settles the job)."""
+def _prepare_together(run: JobRun, spec: ResolvedJobSpec, world: World) -> Prepared:
+    """Model, plan and data on every rank, or an error on every rank (rank 0's own, which settles the job).
+
+    Every rank fits the learning rate to the model alike; rank 0 alone records it.
+    """
     error: Exception | None = None
     try:
-        loaded = _load_model(run, plan)
-        train_set, valid_set = _load_data(run, loaded, plan.max_length, plan.data_format)
+        loaded = _load_model(run, spec)
+        hidden = loaded.model.config.hidden_size
+        fitted = (
+            fit_to_model(run.sessions, run.job.id, spec, hidden) if world.is_main else spec.for_model(hidden)
+        )
+        plan = _plan(run, fitted)
+        plan = replace(plan, training=replace(plan.training, strategy=world.strategy, device=world.device))
+        train_set, valid_set = _load_data(run, loaded, plan)
     except Exception as caught:
         error = caught
     if any_rank(error is not None, world.device):
         raise error if error is not None and world.is_main else PeerFailed("a rank failed while loading")
-    return loaded, train_set, valid_set
+    return loaded, plan, train_set, valid_set
 
 
 def _train(

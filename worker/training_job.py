@@ -29,6 +29,7 @@ from diablo_core.errors import ConfigError
 from diablo_core.methods.adapters import read_any_adapter_config
 from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel
+from diablo_core.spec import ResolvedJobSpec
 from diablo_core.training.dpo import DPO
 from diablo_core.training.loop import TrainingResult, train
 from registry.artifacts import fine_tuned_model_name, register_adapter
@@ -47,15 +48,16 @@ from registry.jobs import (
 from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.parent_models import ParentAdapter, find_parent
+from registry.pausing import note_pause
 from registry.result_files import add_results_file
 from registry.settings import Settings
 from registry.storage import job_dir
-from registry.throughput import record_throughput
 from worker import artifact_store, distributed_job
+from worker.auto_fit import best_data, best_message, fit_to_model, hold_out
 from worker.integrations import job_integrations
-from worker.job_config import JobPlan, plan_job
+from worker.job_config import JobPlan, plan_job, read_spec
 from worker.job_inputs import JobDataError, load_examples, locate_files
-from worker.job_model import load_job_model, precision_note, resolve_plan_precision, store_precision
+from worker.job_model import load_job_model, precision_note, resolve_spec_precision, store_precision
 from worker.lease import JobLease
 from worker.progress import JobReporter
 from worker.resume import find_resume_point
@@ -77,9 +79,7 @@ class JobRun:
     worker_id: str
     lease: JobLease
     device: Device | None = None
-    # The training file's size and its tokens (measured for estimates: ``registry.throughput``).
-    training_bytes: int = 0
-    training_tokens: int = 0
+    tokens_per_byte: float | None = None  # of the training file, for estimates (``registry.throughput``)
 
     @property
     def fine_tuned_model(self) -> str:
@@ -149,14 +149,15 @@ def _internal_error(error: Exception) -> dict[str, Any]:
 def _train_and_publish(run: JobRun) -> str | None:
     run.device = resolve_device(run.settings.device)
     _event(run, f"Using device {run.device.description}")
-    plan = _plan(run)
-    resolved = resolve_plan_precision(plan, run.device)
-    store_precision(run.sessions, run.job, run.worker_id, resolved.training.precision)
-    _event(run, precision_note(plan.training.precision, resolved.training.precision, run.device))
-    if (ranks := distributed_job.job_ranks(run.settings, run.device, plan)) > 1:
-        return distributed_job.run_ranks(run, plan, ranks)  # rank 0 trains, publishes and settles the job
-    loaded = _load_model(run, resolved)
-    train_set, valid_set = _load_data(run, loaded, plan.max_length, plan.data_format)
+    requested = _spec(run)
+    spec = resolve_spec_precision(requested, run.device)
+    store_precision(run.sessions, run.job, run.worker_id, spec.precision)
+    _event(run, precision_note(requested.precision, spec.precision, run.device))
+    if (ranks := distributed_job.job_ranks(run.settings, run.device, spec.strategy)) > 1:
+        return distributed_job.run_ranks(run, spec.strategy, ranks)  # rank 0 trains, publishes, settles
+    loaded = _load_model(run, spec)
+    plan = _plan(run, fit_to_model(run.sessions, run.job.id, spec, loaded.model.config.hidden_size))
+    train_set, valid_set = _load_data(run, loaded, plan)
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
@@ -170,9 +171,18 @@ def _train_and_publish(run: JobRun) -> str | None:
     return _publish(run, loaded, result, reporter) if finished else _stopped(run, reporter, result)
 
 
-def _plan(run: JobRun) -> JobPlan:
+def _spec(run: JobRun) -> ResolvedJobSpec:
     try:
-        return plan_job(run.job.method, seed=run.job.seed, device=run.device.name)
+        spec = read_spec(run.job.method)
+        spec.adapter_config()  # refused values fail the job before the model is loaded
+    except ValueError as error:
+        raise JobDataError("invalid_hyperparameters", "hyperparameters", str(error)) from error
+    return spec
+
+
+def _plan(run: JobRun, spec: ResolvedJobSpec) -> JobPlan:
+    try:
+        return plan_job(spec, seed=run.job.seed, device=run.device.name)
     except ValueError as error:
         raise JobDataError("invalid_hyperparameters", "hyperparameters", str(error)) from error
 
@@ -197,27 +207,30 @@ def _parent(run: JobRun) -> ParentAdapter | None:
     return parent
 
 
-def _load_model(run: JobRun, plan: JobPlan) -> LoadedModel:
+def _load_model(run: JobRun, spec: ResolvedJobSpec) -> LoadedModel:
     """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks."""
     assert run.device is not None
     source, data_dir = _model_source(run), run.settings.data_dir
-    loaded = load_job_model(source, plan, run.device, data_dir, _parent(run))
+    loaded = load_job_model(source, spec, run.device, data_dir, _parent(run))
     if run.job.parent_model is not None:
         _event(run, f"Starting from the blocks of {run.job.parent_model}")
     return loaded
 
 
 def _load_data(
-    run: JobRun, loaded: LoadedModel, max_length: int, data_format: str | None = None
+    run: JobRun, loaded: LoadedModel, plan: JobPlan
 ) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
     limit, settings = run.settings.max_tokens_per_file, run.settings
     shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
-    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=data_format)
+    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=plan.data_format)
+    max_length = plan.max_length
     train_set = load(files.training, loaded.tokenizer, max_length, "training_file")
-    run.training_bytes = files.training.stat().st_size
-    run.training_tokens = sum(len(e.input_ids) for e in train_set if isinstance(e, TokenizedExample))
+    tokens = sum(len(e.input_ids) for e in train_set if isinstance(e, TokenizedExample))
+    run.tokens_per_byte = tokens / max(files.training.stat().st_size, 1)
+    if files.validation is None and plan.validation_holdout:
+        return hold_out(run.sessions, run.job.id, train_set, plan.validation_holdout, plan.training.seed)
     if files.validation is None:
         return train_set, None
     valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")
@@ -277,7 +290,7 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult, reporter:
     """Stage the adapter, then place and register it in the transaction that marks the job succeeded."""
     name = run.fine_tuned_model
     staged = artifact_store.stage_adapter(
-        result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
+        result.best_adapter_dir or result.adapter_dir, run.settings.adapters_dir, name, run.job.attempts
     )
     config = read_any_adapter_config(staged.staging)
 
@@ -299,27 +312,22 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult, reporter:
         results = add_results_file(session, run.settings, job.project_id, result.history)
         job.fine_tuned_model, job.trained_tokens, job.result_files = name, result.trained_tokens, [results.id]
         job.estimated_finish = None
+        if result.best_adapter_dir is not None:
+            add_event(session, job.id, "info", best_message(result), data=best_data(result))
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
-        _record_throughput(session, run, job, result, reporter)
+        reporter.record_throughput(
+            session, canonical_model_id(job.model), result.precision, run.tokens_per_byte
+        )
 
     try:
         status = _finish(run, JobStatus.SUCCEEDED, before=record)
     finally:
         artifact_store.discard_staged(staged)
     if status == JobStatus.SUCCEEDED:
-        shutil.rmtree(result.adapter_dir, ignore_errors=True)
+        for directory in (result.adapter_dir, result.best_adapter_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
     return status
-
-
-def _record_throughput(
-    session: Session, run: JobRun, job: Job, result: TrainingResult, reporter: JobReporter
-) -> None:
-    """Fold this attempt's speed into the model's measurements, which estimate later jobs."""
-    if reporter.tokens_per_second is None:
-        return
-    per_byte = run.training_tokens / run.training_bytes if run.training_bytes else None
-    model = canonical_model_id(job.model)
-    record_throughput(session, model, result.precision, reporter.tokens_per_second, per_byte)
 
 
 def _stopped(run: JobRun, reporter: JobReporter, result: TrainingResult | None) -> str | None:
@@ -331,17 +339,9 @@ def _stopped(run: JobRun, reporter: JobReporter, result: TrainingResult | None) 
         logger.info("job %s: worker shutting down; handing the job back at step %s", run.job.id, step)
         return hand_back_for_shutdown(run.sessions, run.job.id, run.worker_id, step, run.settings)
     if reporter.stop_reason == "paused":
-        return _finish(run, JobStatus.PAUSED, before=partial(_note_pause, result))
+        step = result.steps if result is not None and result.stopped else None
+        return _finish(run, JobStatus.PAUSED, before=partial(note_pause, step))
     return _finish(run, JobStatus.CANCELLED)
-
-
-def _note_pause(result: TrainingResult | None, session: Session, job: Job) -> None:
-    """The event that says where a paused job resumes."""
-    if result is None or not result.stopped:
-        message = "Paused before training started; resuming starts from the newest checkpoint, if any"
-    else:
-        message = f"Paused at step {result.steps} with a checkpoint; resuming continues from that step"
-    add_event(session, job.id, "info", message, data={"step": None if result is None else result.steps})
 
 
 def _finish(

@@ -74,6 +74,7 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
             checkpoint_every=settings.checkpoint_every,
             max_steps_limit=settings.max_steps_limit,
             method_type=method.type if method else "diablo",
+            has_validation_file=body.validation_file is not None,
         )
     except HyperparameterError as error:
         raise APIError(400, str(error), code=error.code, param=error.param) from error

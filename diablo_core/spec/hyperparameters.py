@@ -18,7 +18,7 @@ from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.quantization_names import QUANTIZATIONS, check_quantization
 from diablo_core.precision.names import PRECISIONS, check_precision
-from diablo_core.spec.training import TrainingConfig
+from diablo_core.spec.training import STRATEGIES, TrainingConfig
 
 AUTO = "auto"
 OPENAI_KEYS = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -101,6 +101,16 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
     # The base's linears in 4 or 8 bits (bitsandbytes) while training; None: full precision.
     quantization: str | None = Field(default=None, json_schema_extra={"enum": [*QUANTIZATIONS, None]})
 
+    # How a job spreads over the processes its worker launches (DIABLO_DEVICES_PER_JOB > 1).
+    strategy: str = Field(default=TrainingConfig.strategy, json_schema_extra={"enum": list(STRATEGIES)})
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"must be one of {list(STRATEGIES)}, got {value!r}")
+        return value
+
     @field_validator("precision")
     @classmethod
     def _known_precision(cls, value: str) -> str:
@@ -110,6 +120,9 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
     @classmethod
     def _known_quantization(cls, value: str | None) -> str | None:
         return check_quantization(value)
+
+    # Stop after this many evaluations without a better validation loss, and keep the best adapter.
+    early_stopping_patience: StrictPositive | None = None
 
     @field_validator("target_modules")
     @classmethod

@@ -10,8 +10,14 @@ Rules:
 - ``batch_size`` "auto": 16; any batch size is capped to the number of training examples.
 - ``max_steps`` replaces the epoch count, so ``n_epochs`` is then the epochs those steps start (rounded up:
   24 steps of 10 per epoch echo 3, though 2.4 run; OpenAI reports an integer).
-- ``learning_rate``: ``learning_rate_multiplier`` ("auto": 1.0) times the method's base rate (DiaBlo 5e-4,
-  LoRA 3e-4), unless ``learning_rate`` is given (then the multiplier reported is ``learning_rate / base``).
+- ``learning_rate``: ``"auto"`` until the model is known, then (``for_model``) ``learning_rate_multiplier``
+  ("auto": 1.0) times the model's rate (DiaBlo: by block size, ``diablo_core.spec.auto``; LoRA: 3e-4),
+  unless ``learning_rate`` is given (then the multiplier reported is ``learning_rate`` over the model's rate;
+  over the method's base rate, DiaBlo 5e-4 or LoRA 3e-4, until the model is known).
+- ``early_stopping_patience``: 4 when ``n_epochs`` is "auto", else as given (None: no early stopping). With
+  it and no validation file, ``validation_holdout`` examples of the training file are held out; a file too
+  small to hold any out trains without early stopping. An "auto" ``n_epochs`` then bounds the run at twice
+  the OpenAI rule's epochs (within the step limit), and ``eval_every`` defaults to a tenth of the rule's run.
 - ``target_modules``: ``DiaBloConfig``'s default unless given (LoRA's too, so the two compare like for like).
 - ``method.type: "lora"`` resolves by the same rules into a ``ResolvedLoRASpec`` (rank and alpha in place of
   ``num_blocks``), stored as ``{"type": "lora", "lora": {"hyperparameters": {...}}}``.
@@ -30,13 +36,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.methods.lora.config import METHOD as LORA_METHOD
 from diablo_core.methods.lora.config import LoRAConfig
+from diablo_core.spec.auto import (
+    DEFAULT_PATIENCE,
+    LENGTH_BOUND_FACTOR,
+    SMALLEST_HOLDOUT,
+    auto_eval_every,
+    auto_learning_rate,
+    holdout_size,
+)
 from diablo_core.spec.hyperparameters import (
     AUTO,
+    MAX_EPOCHS,
     OPENAI_KEYS,
     DiaBloHyperparameters,
     HyperparameterError,
@@ -73,9 +88,10 @@ class ResolvedJobSpec(DiaBloHyperparameters):
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
-    learning_rate: float
+    learning_rate: float | Literal["auto"]
     target_modules: list[str]
     checkpoint_every: int
+    validation_holdout: int = 0  # examples of the training file held out for validation
 
     def openai_view(self) -> dict[str, Any]:
         """The three OpenAI hyperparameters, as the job object's ``hyperparameters`` shows them."""
@@ -101,18 +117,40 @@ class ResolvedJobSpec(DiaBloHyperparameters):
         """Optimizer steps the run takes over ``num_examples`` examples."""
         return count_total_steps(num_examples, self.batch_size, self.n_epochs, self.max_steps)
 
-    def configs(self, *, seed: int, device: str, **training: Any) -> tuple[TrainingConfig, DiaBloConfig]:
+    def for_model(self, hidden_size: int) -> ResolvedJobSpec:
+        """This spec with the learning rate chosen for a model of width ``hidden_size``."""
+        model_rate = self.model_learning_rate(hidden_size)
+        if self.learning_rate == AUTO:
+            rate = self.learning_rate_multiplier * model_rate
+            return self.model_copy(update={"learning_rate": rate})
+        return self.model_copy(update={"learning_rate_multiplier": self.learning_rate / model_rate})
+
+    def model_learning_rate(self, hidden_size: int) -> float:
+        """The method's rate for a model of width ``hidden_size`` (DiaBlo's depends on its block size)."""
+        return auto_learning_rate(hidden_size, self.num_blocks)
+
+    def adapter_config(self) -> DiaBloConfig | LoRAConfig:
+        """The adapter's config (known before the model is loaded): DiaBlo's here, LoRA's for a LoRA job."""
+        return DiaBloConfig(**self._adapter(DIABLO_FIELDS))
+
+    def configs(
+        self, *, seed: int, device: str, **training: Any
+    ) -> tuple[TrainingConfig, DiaBloConfig | LoRAConfig]:
         """The core configs this spec trains with; ``training`` sets further ``TrainingConfig`` fields.
 
         Raises:
-            ValueError: If a config refuses a value.
+            ValueError: If a config refuses a value, or the learning rate is still "auto" (``for_model``).
         """
-        return self.training_config(seed=seed, device=device, **training), DiaBloConfig(
-            **self._adapter(DIABLO_FIELDS)
-        )
+        return self.training_config(seed=seed, device=device, **training), self.adapter_config()
 
     def training_config(self, *, seed: int, device: str, **training: Any) -> TrainingConfig:
-        """The ``TrainingConfig`` of this spec (the part every method shares)."""
+        """The ``TrainingConfig`` of this spec (the part every method shares).
+
+        Raises:
+            ValueError: If the config refuses a value, or the learning rate is still "auto" (``for_model``).
+        """
+        if self.learning_rate == AUTO:
+            raise ValueError("learning_rate is 'auto': choose it for the model first (for_model)")
         values = self.model_dump()
         own = {name: values[name] for name in TRAINING_FIELDS & values.keys()}
         own["checkpoint_every"] = self.checkpoint_every or None  # 0: no periodic checkpoints
@@ -157,6 +195,7 @@ def resolve_job_spec(
     checkpoint_every: int = 50,
     method_type: str = METHOD_TYPE,
     max_steps_limit: int | None = None,
+    has_validation_file: bool = False,
 ) -> ResolvedJobSpec:
     """Resolve "auto" values and defaults for a run over ``num_examples`` training examples.
 
@@ -167,6 +206,7 @@ def resolve_job_spec(
         checkpoint_every: The service's default checkpoint interval (0: none).
         method_type: The method's type (``SPEC_TYPES``): the spec it resolves to, and the name in errors.
         max_steps_limit: The most optimizer steps a run may take (None: no limit).
+        has_validation_file: The job has a validation file (no hold-out is needed for early stopping).
 
     Raises:
         HyperparameterError: For combinations that cannot be honoured, with ``param`` naming the field.
@@ -178,29 +218,62 @@ def resolve_job_spec(
     if given.learning_rate is not None and given.learning_rate_multiplier != AUTO:
         message = "give learning_rate or learning_rate_multiplier, not both"
         raise HyperparameterError(f"{where}.learning_rate", message)
+    patience, holdout = _early_stopping(given, num_examples, has_validation_file, where)
+    num_examples -= holdout
     batch_size = DEFAULT_BATCH_SIZE if given.batch_size == AUTO else given.batch_size
     batch_size = max(1, min(batch_size, num_examples))
     if given.micro_batch_size is not None and given.micro_batch_size > batch_size:
         message = f"micro_batch_size ({given.micro_batch_size}) exceeds batch_size ({batch_size})"
         raise HyperparameterError(f"{where}.micro_batch_size", message)
     multiplier = 1.0 if given.learning_rate_multiplier == AUTO else given.learning_rate_multiplier
-    learning_rate = given.learning_rate or multiplier * base_rate
+    multiplier = given.learning_rate / base_rate if given.learning_rate else multiplier
     n_epochs = auto_epochs(num_examples) if given.n_epochs == AUTO else given.n_epochs
     if given.max_steps is not None:  # the steps decide how many epochs run
         n_epochs = epochs_covered(num_examples, batch_size, given.max_steps)
+    rule_steps = count_total_steps(num_examples, batch_size, n_epochs, given.max_steps)
     values = given.model_dump() | {
         "n_epochs": n_epochs,
         "batch_size": batch_size,
-        "learning_rate_multiplier": learning_rate / base_rate,
-        "learning_rate": learning_rate,
+        "learning_rate_multiplier": multiplier,
+        "learning_rate": given.learning_rate or AUTO,
         "target_modules": given.target_modules or list(DEFAULT_TARGET_MODULES),
         "checkpoint_every": checkpoint_every if given.checkpoint_every is None else given.checkpoint_every,
+        "early_stopping_patience": patience,
+        "validation_holdout": holdout,
+        "eval_every": given.eval_every or (auto_eval_every(rule_steps) if patience else None),
     }
+    if patience and given.n_epochs == AUTO and given.max_steps is None:
+        values["n_epochs"] = _bounded_epochs(n_epochs, math.ceil(num_examples / batch_size), max_steps_limit)
     resolved = spec_class.model_validate(values)
     total = resolved.total_steps(num_examples)
     if max_steps_limit is not None and total > max_steps_limit:
         raise _too_many_steps(where, resolved, total, max_steps_limit)
     return resolved.model_copy(update={"warmup_steps": effective_warmup(resolved.warmup_steps, total)})
+
+
+def _early_stopping(
+    given: DiaBloHyperparameters, num_examples: int, has_validation_file: bool, where: str
+) -> tuple[int | None, int]:
+    """The patience (None: no early stopping) and the examples held out of the training file for it."""
+    patience = given.early_stopping_patience or (DEFAULT_PATIENCE if given.n_epochs == AUTO else None)
+    if patience is None or has_validation_file:
+        return patience, 0
+    holdout = holdout_size(num_examples)
+    if holdout == 0 and given.early_stopping_patience is not None:
+        message = (
+            f"early_stopping_patience needs a validation_file, or a training file of at least "
+            f"{4 * SMALLEST_HOLDOUT} examples to hold some out; this one has {num_examples}"
+        )
+        raise HyperparameterError(f"{where}.early_stopping_patience", message)
+    return (patience if holdout else None), holdout
+
+
+def _bounded_epochs(rule_epochs: int, steps_per_epoch: int, max_steps_limit: int | None) -> int:
+    """Early stopping's bound: ``LENGTH_BOUND_FACTOR`` times the rule's epochs, within the limits."""
+    epochs = min(MAX_EPOCHS, LENGTH_BOUND_FACTOR * rule_epochs)
+    if max_steps_limit is not None:
+        epochs = min(epochs, max(rule_epochs, max_steps_limit // steps_per_epoch))
+    return epochs
 
 
 def _too_many_steps(where: str, resolved: ResolvedJobSpec, total: int, limit: int) -> HyperparameterError:
@@ -217,11 +290,14 @@ class ResolvedLoRASpec(LoRAHyperparameters, ResolvedJobSpec):
     request_schema: ClassVar[type[DiaBloHyperparameters]] = LoRAHyperparameters
     base_learning_rate: ClassVar[float] = LORA_BASE_LEARNING_RATE
 
-    def configs(self, *, seed: int, device: str, **training: Any) -> tuple[TrainingConfig, LoRAConfig]:  # type: ignore[override]
-        """The core configs this spec trains with; ``training`` sets further ``TrainingConfig`` fields."""
-        return self.training_config(seed=seed, device=device, **training), LoRAConfig(
-            **self._adapter(LORA_FIELDS)
-        )
+    def model_learning_rate(self, hidden_size: int) -> float:
+        """LoRA's rate does not follow the model's width here: LLM-Adapters' 3e-4 (docs/lora.md)."""
+        del hidden_size
+        return LORA_BASE_LEARNING_RATE
+
+    def adapter_config(self) -> LoRAConfig:
+        """The LoRA config (rank, alpha, dropout, targets, layers)."""
+        return LoRAConfig(**self._adapter(LORA_FIELDS))
 
 
 # ``method.type`` -> the spec it resolves to ("supervised" is OpenAI's name for the default method).

@@ -77,6 +77,8 @@ class TrainingConfig:
         checkpoint_every: Write a resumable checkpoint every this many steps.
         checkpoint_each_epoch: Also write a resumable checkpoint at the end of every epoch.
         keep_checkpoints: Keep only this many most recent checkpoints (``None`` keeps all).
+        early_stopping_patience: Stop when this many evaluations in a row did not lower the best validation
+            loss, and keep the adapter of the best one (``None``: train every step, keep the last).
         device: Device of the model and the batches (``"cpu"``, ``"cuda"``...).
         precision: ``"auto"`` (bf16 where the device computes it natively, else fp32), ``"fp32"``, ``"bf16"``
             (frozen base stored in bf16, fp32 blocks and optimizer states) or ``"fp16"`` (CUDA only: fp16
@@ -104,6 +106,7 @@ class TrainingConfig:
     checkpoint_every: int | None = None
     checkpoint_each_epoch: bool = False
     keep_checkpoints: int | None = None
+    early_stopping_patience: int | None = None
     device: str = "cpu"
     precision: str = "auto"
     strategy: str = "auto"
@@ -117,6 +120,7 @@ class TrainingConfig:
             _positive(name, getattr(self, name))
         for name in ("max_steps", "micro_batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
             _positive(name, getattr(self, name), allow_none=True)
+        _positive("early_stopping_patience", self.early_stopping_patience, allow_none=True)
         if (
             isinstance(self.warmup_steps, bool)
             or not isinstance(self.warmup_steps, int)

@@ -7,6 +7,7 @@ their intervals. Progress leaves through callbacks; nothing here knows about job
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from torch import nn
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError, DatasetError
 from diablo_core.spec.training import TrainingConfig
+from diablo_core.training.best import BEST_ADAPTER_DIR, BEST_FILE, BestTracker, best_adapter_step
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
 from diablo_core.training.checkpoints import (
     Fence,
@@ -54,6 +56,10 @@ class TrainingResult:
         adapter_dir: ``<output_dir>/adapter`` with the final adapter (None when stopped).
         checkpoint_dir: Most recent checkpoint written, if any.
         precision: The precision the run used, resolved (``"fp32"``, ``"bf16"`` or ``"fp16"``).
+        early_stopped: Early stopping ended the run before ``total_steps`` (the adapters are saved).
+        best_step: Step of the evaluation with the lowest validation loss (runs with early stopping).
+        best_eval_loss: That loss.
+        best_adapter_dir: ``<output_dir>/best-adapter``, the adapter of ``best_step`` (None without one).
     """
 
     steps: int
@@ -68,6 +74,10 @@ class TrainingResult:
     adapter_dir: Path | None = None
     checkpoint_dir: Path | None = None
     precision: str = "fp32"
+    early_stopped: bool = False
+    best_step: int | None = None
+    best_eval_loss: float | None = None
+    best_adapter_dir: Path | None = None
 
 
 def _evaluate(run: TrainingRun, valid: list[TokenizedExample], callbacks: CallbackList) -> dict[str, float]:
@@ -183,8 +193,10 @@ def _loop(
         _set_checkpointing(model, True)
     model.to(config.device).train()
     stopped, eval_metrics = False, None
+    patience = config.early_stopping_patience
+    best = BestTracker.from_history(patience, run.state.history) if patience and valid else None
     try:
-        while run.state.step < run.total_steps and not stopped:
+        while run.state.step < run.total_steps and not stopped and not (best and best.exhausted):
             run.optimizer_step(run.next_batch())
             run.state.history.append(dict(run.last))
             stopped = (
@@ -192,16 +204,37 @@ def _loop(
             )
             if valid and _due(run.state.step, config.eval_every) and not stopped:
                 eval_metrics = _evaluate(run, valid, hooks)
+                _keep_if_best(run, best, eval_metrics, output_dir)
             if stopped or _due(run.state.step, config.checkpoint_every) or _epoch_checkpoint_due(run):
                 run.checkpoint(checkpoints_root(output_dir), hooks, {**run.last, **_prefixed(eval_metrics)})
         if valid and not stopped and not (run.state.history and "eval_loss" in run.state.history[-1]):
             eval_metrics = _evaluate(run, valid, hooks)
+            _keep_if_best(run, best, eval_metrics, output_dir)
     finally:
         if config.gradient_checkpointing:
             _set_checkpointing(model, False)
         model.train(was_training)
     adapter_dir = None if stopped else _save_final(run, output_dir)
-    return _result(run, stopped, eval_metrics, adapter_dir)
+    return _with_best(_result(run, stopped, eval_metrics, adapter_dir), best, output_dir)
+
+
+def _keep_if_best(
+    run: TrainingRun, best: BestTracker | None, metrics: dict[str, float], output_dir: Path
+) -> None:
+    """Save the adapter as the best one when this evaluation has the lowest validation loss so far."""
+    if best is not None and best.observe(run.state.step, metrics["loss"]):
+        _save_final(run, output_dir, BEST_ADAPTER_DIR, best.note())
+
+
+def _with_best(result: TrainingResult, best: BestTracker | None, output_dir: Path) -> TrainingResult:
+    """Add early stopping's outcome; the best adapter only if the one on disk is of the best step."""
+    if best is None or best.best_step is None:
+        return result
+    result.early_stopped = not result.stopped and best.exhausted and result.steps < result.total_steps
+    result.best_step, result.best_eval_loss = best.best_step, best.best_loss
+    directory = output_dir / BEST_ADAPTER_DIR
+    result.best_adapter_dir = directory if best_adapter_step(directory) == best.best_step else None
+    return result
 
 
 def _epoch_checkpoint_due(run: TrainingRun) -> bool:
@@ -223,16 +256,21 @@ def _prefixed(metrics: dict[str, float] | None) -> dict[str, float]:
     return {f"eval_{k}": v for k, v in (metrics or {}).items()}
 
 
-def _save_final(run: TrainingRun, output_dir: Path) -> Path | None:
-    """Write the adapter to ``output_dir/adapter`` through the fence (rank 0 only); None if it refused."""
+def _save_final(
+    run: TrainingRun, output_dir: Path, name: str = "adapter", note: dict[str, Any] | None = None
+) -> Path | None:
+    """Write the adapter to ``output_dir/<name>`` (with ``note`` as ``best.json``) through the fence (rank 0
+    only); None if it refused."""
     gathered = gathered_state(run, run.world) if run.world else None  # every rank joins the gather
-    final = output_dir / "adapter"
+    final = output_dir / name
     placed = False
     if run.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         tensors = gathered.adapter if gathered else None
         staging = staging_dir(output_dir, final.name)
         run.method.save(run.model, staging, base_model=run.identity, tensors=tensors)
+        if note is not None:
+            (staging / BEST_FILE).write_text(json.dumps(note))
         try:
             placed = run.fence(staging, lambda: replace_dir(staging, final))
         finally:

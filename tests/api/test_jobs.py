@@ -43,14 +43,16 @@ def test_create_with_defaults(client: TestClient) -> None:
     assert job["fine_tuned_model"] is None
     assert job["progress"] is None
     assert isinstance(job["seed"], int)
-    # 40 examples: "auto" is 3 epochs of 16 examples at the base learning rate.
-    assert job["hyperparameters"] == {"n_epochs": 3, "batch_size": 16, "learning_rate_multiplier": 1.0}
+    # 40 examples: 10 held out for validation; "auto" is up to 2 x 4 epochs of 16 examples (early stopping),
+    # the learning rate chosen by the worker once it knows the model.
+    assert job["hyperparameters"] == {"n_epochs": 8, "batch_size": 16, "learning_rate_multiplier": 1.0}
     resolved = job["method"]["diablo"]["hyperparameters"]
     assert job["method"]["type"] == "diablo"
     assert {key: resolved[key] for key in DIABLO_DEFAULTS} == DIABLO_DEFAULTS
-    assert resolved["learning_rate"] == pytest.approx(5e-4)
-    # 3 epochs x 3 steps = 9 steps, shorter than the 100-step warm-up: a tenth of the run.
-    assert resolved["warmup_steps"] == 0
+    assert resolved["learning_rate"] == "auto"
+    assert (resolved["validation_holdout"], resolved["early_stopping_patience"]) == (10, 4)
+    # 8 epochs x 2 steps = 16 steps, shorter than the 100-step warm-up: a tenth of the run.
+    assert resolved["warmup_steps"] == 1
     assert client.get(f"/v1/fine_tuning/jobs/{job['id']}").json() == job
 
 
@@ -90,7 +92,7 @@ def test_supervised_method_and_top_level_hyperparameters(client: TestClient) -> 
     body["method"] = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 6}}}
     job = create_job(client, **body).json()
     assert job["hyperparameters"] == {"n_epochs": 6, "batch_size": 4, "learning_rate_multiplier": 0.5}
-    assert job["method"]["diablo"]["hyperparameters"]["learning_rate"] == pytest.approx(2.5e-4)
+    assert job["method"]["diablo"]["hyperparameters"]["learning_rate"] == "auto"  # 0.5 x the model's rate
 
 
 @pytest.mark.parametrize(
@@ -208,11 +210,12 @@ def test_the_example_count_is_recorded_at_upload_and_counted_once_for_older_file
     recorded = uploaded_file_id(client, examples=4)
     row = db.get(File, recorded)
     assert row is not None and row.num_examples == 4
-    # The stored count is what resolution uses: 100 "examples" give 3 epochs, 4 would give 25.
+    # The stored count is what resolution uses: 100 "examples" hold 16 out and give up to 2 x 3 epochs, 4
+    # would give 25 (too few to hold any out).
     row.num_examples = 100
     db.commit()
     job = create_job(client, training_file=recorded).json()
-    assert job["hyperparameters"]["n_epochs"] == 3
+    assert job["hyperparameters"]["n_epochs"] == 6
     older = uploaded_file_id(client, examples=4)
     db.get(File, older).num_examples = None  # as rows uploaded before migration 0004
     db.commit()

@@ -36,14 +36,16 @@ def test_auto_epochs_aim_at_100_to_25000_examples(examples: int, epochs: int) ->
     assert auto_epochs(examples) == epochs
 
 
-def test_defaults_resolve_to_the_paper_settings() -> None:
+def test_defaults_resolve_to_the_paper_settings_with_early_stopping() -> None:
     resolved = resolve_job_spec(None, None, num_examples=1_000, checkpoint_every=25)
-    assert resolved.openai_view() == {"n_epochs": 3, "batch_size": 16, "learning_rate_multiplier": 1.0}
-    assert (resolved.learning_rate, resolved.num_blocks, resolved.dropout) == (5e-4, 64, 0.05)
+    # 50 examples held out; up to twice the rule's 3 epochs, stopping after 4 evaluations without progress.
+    assert resolved.openai_view() == {"n_epochs": 6, "batch_size": 16, "learning_rate_multiplier": 1.0}
+    assert (resolved.validation_holdout, resolved.early_stopping_patience) == (50, 4)
+    assert (resolved.learning_rate, resolved.num_blocks, resolved.dropout) == ("auto", 64, 0.05)
     assert resolved.target_modules == ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
-    # 3 x 63 steps is longer than the 100-step warm-up, so it is kept.
-    assert (resolved.warmup_steps, resolved.checkpoint_every) == (100, 25)
-    assert resolved.total_steps(1_000) == 189
+    # 6 x 60 steps is longer than the 100-step warm-up, so it is kept; the rule's 180 steps: 10 evaluations.
+    assert (resolved.warmup_steps, resolved.checkpoint_every, resolved.eval_every) == (100, 25, 18)
+    assert resolved.total_steps(950) == 360
 
 
 def test_method_values_win_and_warmup_shrinks_for_short_runs() -> None:
@@ -52,7 +54,9 @@ def test_method_values_win_and_warmup_shrinks_for_short_runs() -> None:
     resolved = resolve_job_spec(top, method, num_examples=100)
     # max_steps decides the epochs: 50 steps of 13 per epoch start 4 of them (3.85 run).
     assert resolved.openai_view() == {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 3.0}
-    assert resolved.learning_rate == pytest.approx(1.5e-3)
+    assert resolved.learning_rate == "auto"
+    assert resolved.for_model(hidden_size=2048).learning_rate == pytest.approx(1.5e-3)  # 2048 / 32 = 64
+    assert resolved.early_stopping_patience is None and resolved.validation_holdout == 0
     assert (resolved.total_steps(100), resolved.warmup_steps) == (50, 5)
 
 
@@ -87,11 +91,17 @@ def test_bad_values_fail_on_their_field(field: str, value: object) -> None:
 
 def test_stored_values_build_the_core_configs() -> None:
     method = DiaBloHyperparameters(layers=[3, 1], target_modules=["q_proj"], eval_every=5)
-    resolved = resolve_job_spec(None, method, num_examples=64, checkpoint_every=0)
+    resolved = resolve_job_spec(None, method, num_examples=80, checkpoint_every=0)
     again = ResolvedJobSpec.from_dict(resolved.to_dict())
     assert again == resolved
-    training, diablo = again.configs(seed=1, device="cpu")
+    with pytest.raises(ValueError, match="for_model"):
+        again.configs(seed=1, device="cpu")
+    training, diablo = again.for_model(576).configs(seed=1, device="cpu")
     assert (training.checkpoint_every, training.eval_every, training.batch_size) == (None, 5, 16)
+    assert (training.early_stopping_patience, training.learning_rate) == (
+        4,
+        pytest.approx(1.974e-3, rel=1e-3),
+    )
     assert (diablo.layers, diablo.target_modules) == ((1, 3), ("q_proj",))
 
 
@@ -106,7 +116,13 @@ def test_the_stored_form_of_existing_jobs_still_reads() -> None:
     }}}  # fmt: skip
     spec = ResolvedJobSpec.from_dict(stored)
     # Settings added since read as their defaults.
-    added = {"precision": "auto", "quantization": None}
+    added = {
+        "precision": "auto",
+        "quantization": None,
+        "strategy": "auto",
+        "early_stopping_patience": None,
+        "validation_holdout": 0,
+    }
     assert spec.to_dict()["diablo"]["hyperparameters"] == stored["diablo"]["hyperparameters"] | added
     training, diablo = spec.configs(seed=7, device="cpu", checkpoint_each_epoch=True)
     assert training == TrainingConfig(n_epochs=3, checkpoint_every=50, seed=7, checkpoint_each_epoch=True)

@@ -101,6 +101,7 @@ def queue_job(
         DiaBloHyperparameters(**(given | {"dropout": 0.0} | (diablo or {}))),
         num_examples=max(1, len(content.splitlines())),
         checkpoint_every=settings.checkpoint_every,
+        has_validation_file=validation is not None,
     )
     with sessions.begin() as session:
         training_file = store_file(session, settings, content)
