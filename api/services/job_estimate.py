@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from api.schemas.job_estimate import JobEstimatePublic
 from api.schemas.jobs import JobCreate
 from api.services.jobs import check_request
+from diablo_core.spec.hyperparameters import AUTO
 from registry.settings import Settings
 from registry.throughput import estimate_job, find_throughput
 
@@ -20,8 +21,9 @@ def estimate_fine_tuning_job(
         APIError: The 400s and 404s that creating the job would answer (models, files, hyperparameters).
     """
     checked = check_request(session, settings, project, body)
+    precision = checked.spec.precision  # "auto": whichever precision the model was last measured at
     estimate = estimate_job(
-        find_throughput(session, checked.model),
+        find_throughput(session, checked.model, None if precision == AUTO else precision),
         file_bytes=checked.training.bytes,
         num_examples=checked.num_examples,
         total_steps=checked.spec.total_steps(checked.num_examples),

@@ -55,3 +55,11 @@ def test_an_estimate_refuses_what_creating_would_refuse(client: TestClient) -> N
     )
     missing = {"model": "default", "training_file": "file-missing"}
     assert_error(client.post(ESTIMATE, json=missing), 400, "file_not_found", "training_file")
+
+
+def test_an_explicit_precision_uses_only_its_own_measurement(client: TestClient, settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        record_throughput(session, DEFAULT_MODEL_ID, "bf16", 1000.0, 0.5)
+    file_id = uploaded_file_id(client)
+    assert client.post(ESTIMATE, json=_body(file_id, precision="bf16")).json()["basis"] == "measured"
+    assert client.post(ESTIMATE, json=_body(file_id, precision="fp32")).json()["basis"] == "default"
