@@ -66,32 +66,41 @@ class RateLimiter:
             }
         )
 
+    def _bucket(self, caller: str, kind: str, now: float) -> Bucket | None:
+        """The caller's ``kind`` bucket (full when new) refilled up to ``now``; None when that limit is off.
+
+        The caller holds the lock.
+        """
+        limit = self.limits.get(kind)
+        if limit is None:
+            return None
+        bucket = self._buckets.setdefault((caller, kind), Bucket(limit, limit, now))
+        bucket.refill(now)
+        return bucket
+
     def take(self, caller: str, kind: str, amount: int) -> None:
         """Takes ``amount`` from the caller's ``kind`` bucket.
 
         Raises:
             APIError: 429 ``rate_limit_exceeded`` with ``Retry-After`` and ``x-ratelimit-*`` headers.
         """
-        limit = self.limits.get(kind)
-        if limit is None:
-            return
-        now = self._clock()
         with self._lock:
-            bucket = self._buckets.setdefault((caller, kind), Bucket(limit, limit, now))
-            bucket.refill(now)
+            bucket = self._bucket(caller, kind, self._clock())
+            if bucket is None:
+                return
             if bucket.level >= amount:
                 bucket.level -= amount
                 return
             wait_s, remaining = bucket.wait_s(amount), max(0, int(bucket.level))
-        raise _limited(kind, limit, amount, wait_s, remaining)
+        raise _limited(kind, self.limits[kind], amount, wait_s, remaining)
 
     def headers(self, caller: str) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers of the caller's limits that are on (none when all are off)."""
         now, headers = self._clock(), {}
         with self._lock:
             for kind, limit in self.limits.items():
-                bucket = self._buckets.setdefault((caller, kind), Bucket(limit, limit, now))
-                bucket.refill(now)
+                bucket = self._bucket(caller, kind, now)
+                assert bucket is not None  # every kind in self.limits is on
                 headers[f"x-ratelimit-limit-{kind}"] = str(limit)
                 headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
                 headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(bucket.wait_s(limit))}s"  # until full
@@ -99,14 +108,10 @@ class RateLimiter:
 
     def settle(self, caller: str, kind: str, amount: int) -> None:
         """Takes ``amount`` (gives back when negative) without a check: the level may go below zero."""
-        limit = self.limits.get(kind)
-        if limit is None:
-            return
-        now = self._clock()
         with self._lock:
-            bucket = self._buckets.setdefault((caller, kind), Bucket(limit, limit, now))
-            bucket.refill(now)
-            bucket.level = min(bucket.capacity, bucket.level - amount)
+            bucket = self._bucket(caller, kind, self._clock())
+            if bucket is not None:
+                bucket.level = min(bucket.capacity, bucket.level - amount)
 
 
 def _limited(kind: str, limit: int, amount: int, wait_s: float, remaining: int) -> APIError:

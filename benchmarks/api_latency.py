@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from latency import bearer_client, latency_summary  # a sibling script module
 
 from diablo_cli.serve import API_SERVER_OPTIONS
 from registry.api_keys import create_api_key
@@ -60,26 +61,15 @@ class Phase:
     client_cpu_s: float = math.nan
 
     def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies_ms)
+        count = len(self.latencies_ms)
         return {
             "phase": self.name,
-            "requests": len(ordered),
             "errors": self.errors,
-            "p50_ms": percentile(ordered, 50),
-            "p90_ms": percentile(ordered, 90),
-            "p99_ms": percentile(ordered, 99),
-            "max_ms": ordered[-1] if ordered else math.nan,
-            "req_per_s": len(ordered) / self.wall_s if self.wall_s else math.nan,
-            "server_cpu_ms_per_req": self.server_cpu_s * 1000 / len(ordered) if ordered else math.nan,
-            "client_cpu_ms_per_req": self.client_cpu_s * 1000 / len(ordered) if ordered else math.nan,
+            **latency_summary(self.latencies_ms, quantiles=(50, 90, 99)),
+            "req_per_s": count / self.wall_s if self.wall_s else math.nan,
+            "server_cpu_ms_per_req": self.server_cpu_s * 1000 / count if count else math.nan,
+            "client_cpu_ms_per_req": self.client_cpu_s * 1000 / count if count else math.nan,
         }
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    if not ordered:
-        return math.nan
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def server_env(data_dir: Path, args: argparse.Namespace) -> dict[str, str]:
@@ -179,8 +169,7 @@ async def run_phase(
 
 
 def client_for(base_url: str, args: argparse.Namespace) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60)
+    return bearer_client(base_url, args.api_key, timeout_s=60)
 
 
 async def upload(base_url: str, args: argparse.Namespace) -> str:

@@ -10,11 +10,11 @@ fails the run.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
 import httpx
+from latency import latency_cells, latency_summary, run_failures, statuses_cell  # a sibling
 
 SOLO, UNDER_FLOOD, FLOOD = "B alone", "B during A's flood", "A's flood"
 
@@ -33,19 +33,7 @@ class Latencies:
         self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
 
     def summary(self, name: str) -> dict[str, Any]:
-        ordered = sorted(self.ms)
-        return {
-            "kind": name,
-            "requests": len(ordered),
-            "p50_ms": _percentile(ordered, 50),
-            "p99_ms": _percentile(ordered, 99),
-            "max_ms": ordered[-1] if ordered else math.nan,
-            "statuses": dict(sorted(self.statuses.items())),
-        }
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else math.nan
+        return {"kind": name, **latency_summary(self.ms), "statuses": dict(sorted(self.statuses.items()))}
 
 
 async def _paced(http: httpx.AsyncClient, models: list[str], args: Any, record: Latencies, body) -> None:
@@ -89,11 +77,7 @@ def flood_markdown(results: list[dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---:|---|",
     ]
     for row in results:
-        statuses = ", ".join(f"{code}: {count}" for code, count in row["statuses"].items()) or "-"
-        lines.append(
-            f"| {row['kind']} | {row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-            f"{row['max_ms']:.1f} | {statuses} |"
-        )
+        lines.append(f"| {row['kind']} | {latency_cells(row)} | {statuses_cell(row['statuses'])} |")
     solo, under = results[0], results[1]
     lines.append(
         f"B under the flood / alone: p50 {under['p50_ms'] / solo['p50_ms']:.2f}x, "
@@ -104,11 +88,9 @@ def flood_markdown(results: list[dict[str, Any]]) -> str:
 
 def flood_failures(results: list[dict[str, Any]]) -> list[str]:
     """Any 5xx answer; any answer to B other than 200."""
-    found = []
-    for row in results:
-        server_errors = sum(count for code, count in row["statuses"].items() if code >= 500)
-        if server_errors:
-            found.append(f"{row['kind']}: {server_errors} answers with a 5xx status")
-        if row["kind"] != FLOOD and set(row["statuses"]) - {200}:
-            found.append(f"{row['kind']}: answers other than 200: {row['statuses']}")
-    return found
+    return run_failures(results, _answers_to_b_other_than_200)
+
+
+def _answers_to_b_other_than_200(row: dict[str, Any]) -> str:
+    wrong = row["kind"] != FLOOD and set(row["statuses"]) - {200}
+    return f"answers other than 200: {row['statuses']}" if wrong else ""

@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 import torch
 from flood_load import flood_failures, flood_markdown, run_flood  # a sibling script module
+from latency import bearer_client, latency_cells, latency_summary, run_failures, statuses_cell
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, read_adapter_config, save_adapter
@@ -80,24 +81,15 @@ class Kind:
     unexpected: int = 0  # isolation probes that did not answer 404
 
     def summary(self, name: str, wall_s: float) -> dict[str, Any]:
-        ordered = sorted(self.latencies_ms)
         return {
             "kind": name,
-            "requests": len(ordered),
-            "p50_ms": percentile(ordered, 50),
-            "p99_ms": percentile(ordered, 99),
-            "max_ms": ordered[-1] if ordered else math.nan,
-            "req_per_s": len(ordered) / wall_s if wall_s else math.nan,
+            **latency_summary(self.latencies_ms),
+            "req_per_s": len(self.latencies_ms) / wall_s if wall_s else math.nan,
             "statuses": dict(sorted(self.statuses.items())),
             "completion_tokens": self.tokens,
             "tokens_per_s": self.tokens / wall_s if wall_s and self.tokens else None,
             "isolation_failures": self.unexpected,
         }
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else math.nan
 
 
 def prepare_model(args: argparse.Namespace, data_dir: Path) -> str:
@@ -203,8 +195,7 @@ def _healthy(base_url: str) -> bool:
 
 
 def client_for(base_url: str, tenant: Tenant) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {tenant.api_key}"}
-    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=300)
+    return bearer_client(base_url, tenant.api_key, timeout_s=300)
 
 
 async def create_jobs(http: httpx.AsyncClient, tenant: Tenant, count: int, model: str) -> None:
@@ -326,25 +317,21 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in results:
-        statuses = ", ".join(f"{code}: {count}" for code, count in row["statuses"].items()) or "-"
         tokens = f"{row['tokens_per_s']:.1f}" if row["tokens_per_s"] else "-"
         lines.append(
-            f"| {row['kind']} | {row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-            f"{row['max_ms']:.1f} | {row['req_per_s']:.1f} | {statuses} | {tokens} |"
+            f"| {row['kind']} | {latency_cells(row)} | {row['req_per_s']:.1f} | "
+            f"{statuses_cell(row['statuses'])} | {tokens} |"
         )
     return "\n".join(lines)
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:
     """What makes the run fail: any 5xx answer, any isolation probe answered other than 404."""
-    found = []
-    for row in results:
-        server_errors = sum(count for code, count in row["statuses"].items() if code >= 500)
-        if server_errors:
-            found.append(f"{row['kind']}: {server_errors} answers with a 5xx status")
-        if row["isolation_failures"]:
-            found.append(f"{row['kind']}: {row['isolation_failures']} probes not answered 404")
-    return found
+    return run_failures(results, _isolation_problem)
+
+
+def _isolation_problem(row: dict[str, Any]) -> str:
+    return f"{row['isolation_failures']} probes not answered 404" if row["isolation_failures"] else ""
 
 
 def report(args: argparse.Namespace, outcome: dict[str, Any]) -> None:

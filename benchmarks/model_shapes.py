@@ -23,3 +23,14 @@ RANDOM_CONFIGS: dict[str, dict[str, int]] = {
         "vocab_size": 32000,
     },
 }
+# LLaMA-2-7B's shape: the paper's trainable-parameter counts (tests/core/test_param_count.py) and the NF4
+# memory benchmark (benchmarks/quantized_7b.py).
+LLAMA2_7B: dict[str, int] = {
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+}

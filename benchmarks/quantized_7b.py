@@ -24,20 +24,11 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.model_shapes import LLAMA2_7B
 from benchmarks.train_variants import Variant, synthetic_batch, train_step
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters
 from diablo_core.models.quantization import quantize_linear, stored_bytes
-
-LLAMA2_7B = {
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
-    "vocab_size": 32000,
-    "max_position_embeddings": 4096,
-}
 
 
 def rss_mb(field: str = "VmRSS") -> float:

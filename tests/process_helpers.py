@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,8 @@ import pytest
 
 from diablo_cli.serve import MODEL_CHECK
 from registry.base_models import DEFAULT_CHECKPOINT_DIR
+
+DIABLO = Path(sys.executable).parent / "diablo"
 
 
 def free_port() -> int:
@@ -81,6 +84,26 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@contextlib.contextmanager
+def diablo_serve(
+    env: dict[str, str], log: Path, *options: str, port: int | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``diablo serve <options>`` on ``port`` (default: a free one), its output in ``log``; yields the process
+    and its base URL, and kills its process group when the block ends."""
+    port = port or free_port()
+    serve = start_logged([str(DIABLO), "serve", *options, "--port", str(port)], env, log)
+    try:
+        yield serve, f"http://127.0.0.1:{port}"
+    finally:
+        kill_group(serve)
+
+
+def wait_until_serving(log: Path, timeout_s: float) -> str:
+    """Wait for ``diablo serve``'s banner (the API answers), then a worker's ready line; returns the log."""
+    wait_for_text(log, "Try it", timeout_s=timeout_s)
+    return wait_for_text(log, " ready.", timeout_s=timeout_s)
 
 
 def child_pids(pid: int) -> list[int]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import registry
+from tests.fresh_imports import heavy_modules_loaded
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
@@ -24,27 +25,14 @@ def test_import_linter_contracts_are_kept() -> None:
 
 def test_every_registry_module_imports_without_torch() -> None:
     modules = [f"registry.{info.name}" for info in pkgutil.iter_modules(registry.__path__)]
-    code = (
-        f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
-        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
-        "sys.exit(', '.join(heavy) or None)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert heavy_modules_loaded(modules) == []
 
 
 def test_api_main_and_upload_validation_import_without_torch() -> None:
-    code = (
-        "import sys\nimport api.main, diablo_core.data.datasets\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'numba') if m in sys.modules)\n"
-        "sys.exit(', '.join(heavy) or None)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    imports = ["api.main", "diablo_core.data.datasets"]
+    assert heavy_modules_loaded(imports, heavy=("torch", "transformers", "numba")) == []
 
 
 def test_the_inference_engine_still_loads_torch_when_it_starts() -> None:
     """The guard above is not vacuous: the lazy path it leaves open does load torch."""
-    code = "import sys\nimport api.services.engine_start\nsys.exit(0 if 'torch' in sys.modules else 1)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert "torch" in heavy_modules_loaded(["api.services.engine_start"])

@@ -21,6 +21,7 @@ from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.loading import LoadedModel, load_base_model
 from diablo_core.precision.hardware import device_has_native_bf16, resolve_precision, torch_dtype
 from diablo_core.spec import ResolvedJobSpec
+from diablo_core.spec.preference import read_stored_spec
 from registry.models import Job
 from registry.parent_models import ParentAdapter
 from worker.job_inputs import JobDataError
@@ -43,7 +44,7 @@ def resolve_spec_precision(spec: ResolvedJobSpec, device: Device) -> ResolvedJob
 
 def store_precision(sessions: sessionmaker[Session], job: Job, worker_id: str, precision: str) -> None:
     """Store the resolved precision in the job's ``method`` (the echo shows what runs) while it is ours."""
-    spec = ResolvedJobSpec.from_dict(job.method or {})
+    spec = read_stored_spec(job.method or {})
     if spec.precision == precision:
         return
     method = spec.model_copy(update={"precision": precision}).to_dict()

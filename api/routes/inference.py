@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -31,12 +31,14 @@ from api.schemas.inference import (
     ChatCompletionChunk,
     ChatCompletionCreate,
     CompletionCreate,
+    SamplingParams,
     TextChoice,
     TextCompletion,
     Usage,
 )
 from api.services import inference as service
 from api.services.engine_errors import api_error
+from diablo_core.generation.result import GenerationResult
 from diablo_core.serving.handle import RequestHandle
 from registry.ids import new_id
 
@@ -49,8 +51,7 @@ def _now() -> int:
     return int(time.time())
 
 
-def _usage(handle: RequestHandle) -> Usage:
-    result = handle.result()
+def _usage(result: GenerationResult) -> Usage:
     return Usage.of(result.prompt_tokens, result.completion_tokens)
 
 
@@ -75,7 +76,7 @@ async def _chat_events(body: ChatCompletionCreate, handle: RequestHandle, deltas
     reason = handle.result().finish_reason
     yield chunk(choices=[ChatChunkChoice(delta={}, finish_reason=reason)]).model_dump_json()
     if body.include_usage:
-        yield chunk(choices=[], usage=_usage(handle)).model_dump_json()
+        yield chunk(choices=[], usage=_usage(handle.result())).model_dump_json()
     yield DONE
 
 
@@ -86,8 +87,29 @@ async def _text_events(body: CompletionCreate, handle: RequestHandle, deltas: As
     reason = handle.result().finish_reason
     yield chunk(choices=[TextChoice(text="", finish_reason=reason)]).model_dump_json()
     if body.include_usage:
-        yield chunk(choices=[], usage=_usage(handle)).model_dump_json()
+        yield chunk(choices=[], usage=_usage(handle.result())).model_dump_json()
     yield DONE
+
+
+Events = Callable[[RequestHandle, AsyncIterator[str]], AsyncIterator[str]]
+
+
+async def _stream_or_finish(
+    request: Request,
+    response: Response,
+    caller: RateLimitedCaller,
+    body: SamplingParams,
+    handle: RequestHandle,
+    events: Events,
+) -> EventSourceResponse | GenerationResult:
+    """The request's ``events`` as a stream when the body asks for one, else its finished result."""
+    if body.stream:
+        deltas = await service.open_stream(handle, body.model)
+        guarded = _guarded(events(handle, deltas), body.model)
+        return EventSourceResponse(guarded, sep="\n", headers=caller.headers())
+    result = await service.finish(handle, body.model, request)
+    response.headers.update(caller.headers())
+    return result
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_STREAM_RESPONSE)
@@ -97,16 +119,11 @@ async def create_chat_completion(
     """Create a chat completion with a base or fine-tuned model."""
     messages = [message.as_template_message() for message in body.messages]
     handle = await service.start(request.app, caller, body, messages=messages)
-    if body.stream:
-        deltas = await service.open_stream(handle, body.model)
-        events = _guarded(_chat_events(body, handle, deltas), body.model)
-        return EventSourceResponse(events, sep="\n", headers=caller.headers())
-    result = await service.finish(handle, body.model, request)
-    response.headers.update(caller.headers())
-    message = AssistantMessage(content=result.text)
-    choice = ChatChoice(message=message, finish_reason=result.finish_reason)
-    usage = Usage.of(result.prompt_tokens, result.completion_tokens)
-    return ChatCompletion(model=body.model, choices=[choice], usage=usage)
+    result = await _stream_or_finish(request, response, caller, body, handle, partial(_chat_events, body))
+    if isinstance(result, EventSourceResponse):
+        return result
+    choice = ChatChoice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
+    return ChatCompletion(model=body.model, choices=[choice], usage=_usage(result))
 
 
 @router.post("/completions", response_model=TextCompletion, responses=_STREAM_RESPONSE)
@@ -115,12 +132,8 @@ async def create_completion(
 ) -> TextCompletion | EventSourceResponse:
     """Create a text completion of a prompt with a base or fine-tuned model."""
     handle = await service.start(request.app, caller, body, prompt=body.prompt)
-    if body.stream:
-        deltas = await service.open_stream(handle, body.model)
-        events = _guarded(_text_events(body, handle, deltas), body.model)
-        return EventSourceResponse(events, sep="\n", headers=caller.headers())
-    result = await service.finish(handle, body.model, request)
-    response.headers.update(caller.headers())
+    result = await _stream_or_finish(request, response, caller, body, handle, partial(_text_events, body))
+    if isinstance(result, EventSourceResponse):
+        return result
     choice = TextChoice(text=result.text, finish_reason=result.finish_reason)
-    usage = Usage.of(result.prompt_tokens, result.completion_tokens)
-    return TextCompletion(model=body.model, choices=[choice], usage=usage)
+    return TextCompletion(model=body.model, choices=[choice], usage=_usage(result))

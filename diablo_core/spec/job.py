@@ -196,6 +196,7 @@ def resolve_job_spec(
     method_type: str = METHOD_TYPE,
     max_steps_limit: int | None = None,
     has_validation_file: bool = False,
+    spec_class: type[ResolvedJobSpec] | None = None,
 ) -> ResolvedJobSpec:
     """Resolve "auto" values and defaults for a run over ``num_examples`` training examples.
 
@@ -207,11 +208,13 @@ def resolve_job_spec(
         method_type: The method's type (``SPEC_TYPES``): the spec it resolves to, and the name in errors.
         max_steps_limit: The most optimizer steps a run may take (None: no limit).
         has_validation_file: The job has a validation file (no hold-out is needed for early stopping).
+        spec_class: The spec to resolve to, for a method that adds settings of its own (DPO's ``beta``)
+            and resolves the shared ones here; by default ``SPEC_TYPES[method_type]``.
 
     Raises:
         HyperparameterError: For combinations that cannot be honoured, with ``param`` naming the field.
     """
-    spec_class = SPEC_TYPES[method_type]
+    spec_class = spec_class or SPEC_TYPES[method_type]
     base_rate = spec_class.base_learning_rate
     given = _merge(hyperparameters, method_hyperparameters, spec_class.request_schema)
     where = f"method.{method_type}.hyperparameters"
@@ -289,6 +292,14 @@ class ResolvedLoRASpec(LoRAHyperparameters, ResolvedJobSpec):
     stored_type: ClassVar[str] = LORA_METHOD
     request_schema: ClassVar[type[DiaBloHyperparameters]] = LoRAHyperparameters
     base_learning_rate: ClassVar[float] = LORA_BASE_LEARNING_RATE
+
+    # The resolved types again: LoRAHyperparameters comes first in the bases and would restore the request's.
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    learning_rate: float | Literal["auto"]
+    target_modules: list[str]
+    checkpoint_every: int
 
     def model_learning_rate(self, hidden_size: int) -> float:
         """LoRA's rate does not follow the model's width here: LLM-Adapters' 3e-4 (docs/lora.md)."""

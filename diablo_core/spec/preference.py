@@ -48,7 +48,9 @@ def resolve_dpo_spec(
     options.pop("method_type", None)  # always dpo
     given = method_hyperparameters or DPOHyperparameters()
     diablo = DiaBloHyperparameters.model_validate(given.model_dump(exclude={"beta"}))
-    resolved = resolve_job_spec(hyperparameters, diablo, method_type=DPO_TYPE, **options)
+    resolved = resolve_job_spec(
+        hyperparameters, diablo, method_type=DPO_TYPE, spec_class=ResolvedJobSpec, **options
+    )
     beta = DEFAULT_BETA if given.beta == AUTO else given.beta
     return ResolvedDPOSpec.model_validate({**resolved.model_dump(), "beta": beta})
 

@@ -1,23 +1,15 @@
 """Jobs and fine-tuned models record the fine-tuned model (or checkpoint) they continue from.
 
 Rows written before this revision keep NULL: they started from a base model.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-12
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0005"
+down_revision = "0004"
 
 TABLES = ("jobs", "adapters")
 

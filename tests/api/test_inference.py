@@ -175,24 +175,24 @@ def test_corrupted_adapter_is_refused_with_a_clear_error(client, settings, tiny)
     assert chat(client, TINY_MODEL).status_code == 200
 
 
-def test_checkpoint_names_are_servable(client, settings, tiny):
-    name = "ft:tiny::job:ckpt-step-5"
+def _add_checkpoint(settings: Settings, name: str, step: int, path: str, sha256: str | None = None) -> None:
+    """Record checkpoint ``name`` of a new job, its adapter at ``path``."""
     with session_scope(settings.database_url) as session:
         job = Job(model=TINY_MODEL, training_file="file-x")
         session.add(job)
         session.flush()
-        add_checkpoint(session, job.id, 5, name, storage_path=str(tiny.adapters["b"]))
+        add_checkpoint(session, job.id, step, name, storage_path=path, sha256=sha256)
+
+
+def test_checkpoint_names_are_servable(client, settings, tiny):
+    name = "ft:tiny::job:ckpt-step-5"
+    _add_checkpoint(settings, name, 5, str(tiny.adapters["b"]))
     assert chat_text(client, name) == tiny.reference("b", messages=MESSAGES, max_new_tokens=12).text
 
 
 def test_a_checkpoint_is_checked_against_the_sha256_recorded_when_it_was_written(client, settings, tiny):
     name = "ft:tiny::job:ckpt-step-6"
-    with session_scope(settings.database_url) as session:
-        job = Job(model=TINY_MODEL, training_file="file-x")
-        session.add(job)
-        session.flush()
-        path = str(tiny.adapters["b"])
-        add_checkpoint(session, job.id, 6, name, storage_path=path, sha256="0" * 64)
+    _add_checkpoint(settings, name, 6, str(tiny.adapters["b"]), sha256="0" * 64)
     assert_error(chat(client, name), 500, "adapter_corrupted")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -87,6 +88,15 @@ def diablo(server: Server | str, *args: str, **kwargs) -> Result:
     """Run ``diablo ARGS --base-url <server or URL>`` in-process; stdout and stderr are kept apart."""
     url = server if isinstance(server, str) else server.url
     return CliRunner().invoke(cli_app, [*args, "--base-url", url], **kwargs)
+
+
+def list_ids_and_table(server: Server, group: str) -> tuple[list[str], str]:
+    """``diablo <group> list`` twice: the ids it prints with ``--json``, and the table it prints without."""
+    listed = diablo(server, group, "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    table = diablo(server, group, "list")
+    assert table.exit_code == 0, table.output
+    return [item["id"] for item in json.loads(listed.stdout)["data"]], table.stdout
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import CHAT_EXAMPLE
-from tests.cli.conftest import Server, diablo, upload
+from tests.cli.conftest import Server, diablo, list_ids_and_table, upload
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +47,9 @@ def test_upload_of_a_missing_path_is_a_usage_error(server: Server, tmp_path: Pat
 
 def test_list_and_delete_files(server: Server, training_path: Path) -> None:
     first, second = upload(server, training_path), upload(server, training_path)
-    listed = diablo(server, "files", "list", "--json")
-    assert listed.exit_code == 0, listed.output
-    assert [item["id"] for item in json.loads(listed.stdout)["data"]] == [second, first]
-    table = diablo(server, "files", "list")
-    assert table.exit_code == 0
-    assert first in table.stdout and second in table.stdout and "train.jsonl" in table.stdout
+    ids, table = list_ids_and_table(server, "files")
+    assert ids == [second, first]
+    assert first in table and second in table and "train.jsonl" in table
 
     deleted = diablo(server, "files", "delete", first, "--json")
     assert deleted.exit_code == 0, deleted.output

@@ -9,7 +9,7 @@ import pytest
 from registry.artifacts import register_adapter
 from registry.base_models import DEFAULT_MODEL_ID
 from registry.db import session_scope
-from tests.cli.conftest import Server, diablo
+from tests.cli.conftest import Server, diablo, list_ids_and_table
 
 pytestmark = pytest.mark.integration
 ADAPTER = f"ft:{DEFAULT_MODEL_ID}:cli:0123456789abcdef"
@@ -28,12 +28,9 @@ def add_adapter(server: Server) -> None:
 
 def test_list_shows_base_and_fine_tuned_models(server: Server) -> None:
     add_adapter(server)
-    listed = diablo(server, "models", "list", "--json")
-    assert listed.exit_code == 0, listed.output
-    assert [model["id"] for model in json.loads(listed.stdout)["data"]] == [DEFAULT_MODEL_ID, ADAPTER]
-    table = diablo(server, "models", "list")
-    assert table.exit_code == 0
-    assert DEFAULT_MODEL_ID in table.stdout and ADAPTER in table.stdout and "system" in table.stdout
+    ids, table = list_ids_and_table(server, "models")
+    assert ids == [DEFAULT_MODEL_ID, ADAPTER]
+    assert DEFAULT_MODEL_ID in table and ADAPTER in table and "system" in table
 
 
 def test_delete_a_fine_tuned_model(server: Server) -> None:

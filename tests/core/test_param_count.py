@@ -5,17 +5,10 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from benchmarks.model_shapes import LLAMA2_7B
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo, trainable_parameters
 
-LLAMA2_7B = {
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
-    "vocab_size": 32000,
-}
 SMOLLM2_135M = {
     "hidden_size": 576,
     "intermediate_size": 1536,

@@ -15,7 +15,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,10 @@ import pytest
 
 from tests.process_helpers import (
     converted_models_dir,
+    diablo_serve,
     embedded_env,
-    free_port,
-    kill_group,
     link_models,
-    start_logged,
-    wait_for_text,
+    wait_until_serving,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +34,6 @@ README = REPO / "README.md"
 SECTION = "## Fine-tune the arithmetic example"
 SETUP, CURL, OPENAI, CLI = "", "With curl", "With the `openai` client", "With the `diablo` command"
 EXPORT = "Getting the model out"
-DIABLO = Path(sys.executable).parent / "diablo"
 STEPS = "3"
 STARTUP_TIMEOUT_S = 300
 # Only bounds a hang: a block loads the real model, trains a few steps and chats: up to 3 minutes on a
@@ -124,17 +120,15 @@ def checkout(tmp_path: Path, converted_models: Path) -> Iterator[Checkout]:
     data_dir = link_models(root / "data", converted_models)
     for name in (".venv", "examples"):
         (root / name).symlink_to(REPO / name, target_is_directory=True)
-    port, log = free_port(), tmp_path / "serve.log"
-    serve = start_logged([str(DIABLO), "serve", "--port", str(port)], embedded_env(data_dir), log)
-    try:
-        wait_for_text(log, "Try it", timeout_s=STARTUP_TIMEOUT_S)  # the banner: the API answers
-        wait_for_text(log, " ready.", timeout_s=STARTUP_TIMEOUT_S)  # the worker consumes
-        yield Checkout(root, f"http://127.0.0.1:{port}", log)
-    finally:
-        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(serve.pid, signal.SIGINT)
-            serve.wait(timeout=60)
-        kill_group(serve)
+    log = tmp_path / "serve.log"
+    with diablo_serve(embedded_env(data_dir), log) as (serve, base_url):
+        try:
+            wait_until_serving(log, STARTUP_TIMEOUT_S)
+            yield Checkout(root, base_url, log)
+        finally:
+            with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(serve.pid, signal.SIGINT)
+                serve.wait(timeout=60)
 
 
 def run_setup(checkout: Checkout, code: str, env_file: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -117,13 +118,20 @@ def service_env(postgres_url: str, queue_name: str, tmp_path: Path) -> dict[str,
     }
 
 
-@pytest.fixture
-def service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
-    """The API and one worker, stopped (the worker warmly) when the test ends."""
-    running = Service(service_env, tmp_path)
+@contextlib.contextmanager
+def running_service(env: dict[str, str], logs: Path) -> Iterator[Service]:
+    """The API and one worker, stopped (the worker warmly) when the block ends."""
+    running = Service(env, logs)
     try:
         running.start_api()
         running.start_worker()
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
+    """The API and one worker, until the test ends."""
+    with running_service(service_env, tmp_path) as running:
+        yield running

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,9 @@ import pytest
 from registry.base_models import DEFAULT_MODEL_ID
 from tests.e2e.client import ServiceClient
 from tests.e2e.conftest import new_api_key
-from tests.process_helpers import (
-    embedded_env,
-    free_port,
-    kill_group,
-    link_models,
-    start_logged,
-    wait_for_text,
-)
+from tests.process_helpers import diablo_serve, embedded_env, link_models, wait_until_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-DIABLO = Path(sys.executable).parent / "diablo"
 STARTUP_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 600.0
 SHORT_RUN = {"max_steps": 5, "batch_size": 4, "warmup_steps": 0, "learning_rate": 1e-3}
@@ -38,14 +29,11 @@ def tail(log: Path) -> str:
 
 def test_diablo_serve_fine_tunes_the_default_model(tmp_path: Path, converted_models: Path) -> None:
     data_dir = link_models(tmp_path / "data", converted_models)
-    port, log = free_port(), tmp_path / "serve.log"
-    env = embedded_env(data_dir) | {"HF_HUB_OFFLINE": "1"}
-    serve = start_logged([str(DIABLO), "serve", "--port", str(port)], env, log)
-    try:
-        wait_for_text(log, "Try it", timeout_s=STARTUP_TIMEOUT_S)  # the banner: the API answers
-        wait_for_text(log, " ready.", timeout_s=STARTUP_TIMEOUT_S)  # the worker consumes
+    log = tmp_path / "serve.log"
+    with diablo_serve(embedded_env(data_dir) | {"HF_HUB_OFFLINE": "1"}, log) as (serve, base_url):
+        wait_until_serving(log, STARTUP_TIMEOUT_S)
         key = new_api_key(f"sqlite:///{data_dir / 'registry.db'}")
-        with ServiceClient(f"http://127.0.0.1:{port}", key, lambda: tail(log)) as client:
+        with ServiceClient(base_url, key, lambda: tail(log)) as client:
             file_id = client.upload_examples(16)
             created = client.create_job(file_id, "default", **SHORT_RUN)
             job = client.wait_for_job(created["id"], JOB_TIMEOUT_S)
@@ -53,8 +41,6 @@ def test_diablo_serve_fine_tunes_the_default_model(tmp_path: Path, converted_mod
             models = {model["id"]: model for model in client.get("/v1/models").json()["data"]}
         os.killpg(serve.pid, signal.SIGINT)
         assert serve.wait(timeout=60) == 0
-    finally:
-        kill_group(serve)
     assert (job["status"], job["error"], job["model"]) == ("succeeded", None, DEFAULT_MODEL_ID), tail(log)
     assert [event["data"]["step"] for event in history if event["type"] == "metrics"] == [1, 2, 3, 4, 5]
     adapter = models[job["fine_tuned_model"]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.client import TINY_MODEL
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import Service, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 JOB_TIMEOUT_S = 240.0
@@ -20,13 +20,8 @@ TINY_RUN = {"max_steps": 6, "learning_rate": 1e-2, "batch_size": 8, "num_blocks"
 def nf4_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
     """The API serving the tiny model with NF4 linears, and one worker."""
     env = service_env | {"DIABLO_DEFAULT_MODEL": TINY_MODEL, "DIABLO_INFERENCE_QUANTIZATION": "nf4"}
-    running = Service(env, tmp_path)
-    try:
-        running.start_api()
-        running.start_worker()
+    with running_service(env, tmp_path) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_an_nf4_job_answers_chat_and_a_child_continues_from_it(nf4_service: Service) -> None:

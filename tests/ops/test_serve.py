@@ -20,18 +20,16 @@ import pytest
 
 from tests.process_helpers import (
     child_pids,
+    diablo_serve,
     embedded_env,
-    free_port,
     is_running,
-    kill_group,
     link_models,
-    start_logged,
     wait_for_text,
+    wait_until_serving,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DIABLO = Path(sys.executable).parent / "diablo"
 STARTUP_TIMEOUT_S = 300
 INSPECT_TIMEOUT_S = 60
 
@@ -42,12 +40,9 @@ def data_dir(tmp_path: Path, converted_models: Path) -> Path:
 
 
 def test_serve_prints_where_things_are_and_ctrl_c_stops_everything(data_dir: Path, tmp_path: Path) -> None:
-    port, log = free_port(), tmp_path / "serve.log"
-    serve = start_logged([str(DIABLO), "serve", "--port", str(port)], embedded_env(data_dir), log)
-    try:
-        wait_for_text(log, "Try it", timeout_s=STARTUP_TIMEOUT_S)
-        output = wait_for_text(log, " ready.", timeout_s=STARTUP_TIMEOUT_S)
-        base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with diablo_serve(embedded_env(data_dir), log) as (serve, base_url):
+        output = wait_until_serving(log, STARTUP_TIMEOUT_S)
         assert httpx.get(f"{base_url}/healthz", timeout=10).status_code == 200
         assert httpx.get(f"{base_url}/readyz", timeout=10).status_code == 200
         assert f"{base_url}/docs" in output and str(data_dir) in output
@@ -60,8 +55,6 @@ def test_serve_prints_where_things_are_and_ctrl_c_stops_everything(data_dir: Pat
         assert all(os.getpgid(pid) == pid for pid in children)
         os.killpg(serve.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert serve.wait(timeout=60) == 0
-    finally:
-        kill_group(serve)
     assert not [pid for pid in children if is_running(pid)]
     assert (data_dir / "registry.db").is_file()
 
@@ -73,22 +66,16 @@ def test_serve_exits_nonzero_naming_the_child_that_died(data_dir: Path, tmp_path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        serve = start_logged([str(DIABLO), "serve", "--port", str(port)], embedded_env(data_dir), log)
-        try:
+        with diablo_serve(embedded_env(data_dir), log, port=port) as (serve, _):
             assert serve.wait(timeout=STARTUP_TIMEOUT_S) == 1
-        finally:
-            kill_group(serve)
     output = log.read_text()
     assert "api (pid" in output and "exited unexpectedly" in output
     assert "curl" not in output
 
 
 def test_serve_without_workers_starts_the_api_alone(tmp_path: Path) -> None:
-    port, log, data_dir = free_port(), tmp_path / "serve.log", tmp_path / "data"
-    serve = start_logged(
-        [str(DIABLO), "serve", "--no-worker", "--port", str(port)], embedded_env(data_dir), log
-    )
-    try:
+    log, data_dir = tmp_path / "serve.log", tmp_path / "data"
+    with diablo_serve(embedded_env(data_dir), log, "--no-worker") as (serve, _):
         output = wait_for_text(log, "Ctrl-C", timeout_s=STARTUP_TIMEOUT_S)
         assert "0 on queue 'diablo'" in output
         children = child_pids(serve.pid)
@@ -96,8 +83,6 @@ def test_serve_without_workers_starts_the_api_alone(tmp_path: Path) -> None:
         assert not (data_dir / "models").exists()  # the API never needs the model
         os.killpg(serve.pid, signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
-    finally:
-        kill_group(serve)
     assert not is_running(children[0])
 
 
@@ -105,9 +90,8 @@ def test_serve_workers_share_one_redis_queue_with_postgres(
     env: dict[str, str], converted_models: Path, tmp_path: Path
 ) -> None:
     link_models(Path(env["DIABLO_DATA_DIR"]), converted_models)
-    port, log, queue = free_port(), tmp_path / "serve.log", env["DIABLO_QUEUE_NAME"]
-    serve = start_logged([str(DIABLO), "serve", "--workers", "2", "--port", str(port)], env, log)
-    try:
+    log, queue = tmp_path / "serve.log", env["DIABLO_QUEUE_NAME"]
+    with diablo_serve(env, log, "--workers", "2") as (serve, _):
         nodes = [f"{name}@{socket.gethostname()}" for name in ("worker1", "worker2")]
         for node in nodes:
             wait_for_text(log, f"{node} ready.", timeout_s=STARTUP_TIMEOUT_S)
@@ -129,5 +113,3 @@ def test_serve_workers_share_one_redis_queue_with_postgres(
         assert all([q["name"] for q in queues] == [queue] for queues in replies.values())
         os.killpg(serve.pid, signal.SIGINT)
         assert serve.wait(timeout=60) == 0
-    finally:
-        kill_group(serve)

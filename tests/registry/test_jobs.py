@@ -33,6 +33,15 @@ def _job(session: Session, status: JobStatus = JobStatus.VALIDATING_FILES, **fie
     return job
 
 
+def _running_job_id(sessions: sessionmaker[Session]) -> str:
+    """A committed job that worker-a has claimed."""
+    with sessions() as session:
+        job_id = _job(session, JobStatus.QUEUED).id
+        claim_job(session, job_id, "worker-a")
+        session.commit()
+    return job_id
+
+
 def _messages(session: Session, job_id: str) -> list[str]:
     return [event.message for event in reversed(list_events(session, job_id, limit=100).data)]
 
@@ -186,10 +195,7 @@ def test_cancel_while_running_reaches_the_worker(session: Session) -> None:
 def test_a_cancel_that_comes_after_success_is_refused_even_with_a_stale_row(
     sessions: sessionmaker[Session],
 ) -> None:
-    with sessions() as session:
-        job_id = _job(session, JobStatus.QUEUED).id
-        claim_job(session, job_id, "worker-a")
-        session.commit()
+    job_id = _running_job_id(sessions)
     with sessions() as api:
         seen = get_job(api, job_id)  # the API loaded the job while it was still running
         with sessions.begin() as worker:
@@ -208,10 +214,7 @@ def test_a_cancel_racing_a_worker_that_finishes_either_lands_first_or_is_refused
     sessions: sessionmaker[Session],
 ) -> None:
     """The worker's finishing transaction starts with its heartbeat, which holds the row until it commits."""
-    with sessions() as session:
-        job_id = _job(session, JobStatus.QUEUED).id
-        claim_job(session, job_id, "worker-a")
-        session.commit()
+    job_id = _running_job_id(sessions)
     outcome: list[str] = []
 
     def cancel() -> None:

@@ -8,47 +8,37 @@ import threading
 import time
 from pathlib import Path
 
+from registry import storage
 from registry.settings import Settings
-from registry.storage import (
-    cached_file_sha256,
-    file_lock,
-    file_sha256,
-    job_dir,
-    models_dir,
-    published_adapter_dir,
-    safe_dir_name,
-    stored_path,
-    uploaded_file_path,
-)
 from registry.storage.hashing import HASH_CHUNK_BYTES
 
 
 def test_the_layout_puts_each_kind_of_file_in_its_folder(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    assert uploaded_file_path(settings, "file-1") == tmp_path / "files" / "file-1.jsonl"
-    assert models_dir(settings) == tmp_path / "models"
-    assert job_dir(settings.adapters_dir, "ftjob-1") == tmp_path / "adapters" / "ftjob-1"
+    assert storage.uploaded_file_path(settings, "file-1") == tmp_path / "files" / "file-1.jsonl"
+    assert storage.models_dir(settings) == tmp_path / "models"
+    assert storage.job_dir(settings.adapters_dir, "ftjob-1") == tmp_path / "adapters" / "ftjob-1"
     name = "ft:HuggingFaceTB/SmolLM2-135M-Instruct:my suffix:abc"
-    assert published_adapter_dir(settings.adapters_dir, name).name == safe_dir_name(name)
-    assert safe_dir_name(name) == "ft-HuggingFaceTB-SmolLM2-135M-Instruct-my-suffix-abc"
-    assert safe_dir_name("../..") == "adapter"
-    assert stored_path("a/b", tmp_path) == tmp_path / "a" / "b"
-    assert stored_path("/abs/b", tmp_path) == Path("/abs/b")
+    assert storage.published_adapter_dir(settings.adapters_dir, name).name == storage.safe_dir_name(name)
+    assert storage.safe_dir_name(name) == "ft-HuggingFaceTB-SmolLM2-135M-Instruct-my-suffix-abc"
+    assert storage.safe_dir_name("../..") == "adapter"
+    assert storage.stored_path("a/b", tmp_path) == tmp_path / "a" / "b"
+    assert storage.stored_path("/abs/b", tmp_path) == Path("/abs/b")
 
 
 def test_the_chunked_hash_equals_hashlib_and_the_cache_sees_a_rewrite(tmp_path: Path) -> None:
     path = tmp_path / "weights.bin"
     data = os.urandom(HASH_CHUNK_BYTES * 2 + 17)  # more than one chunk, and a partial last one
     path.write_bytes(data)
-    assert file_sha256(path) == cached_file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert storage.file_sha256(path) == storage.cached_file_sha256(path) == hashlib.sha256(data).hexdigest()
     path.write_bytes(b"rewritten")
-    assert cached_file_sha256(path) == hashlib.sha256(b"rewritten").hexdigest()
+    assert storage.cached_file_sha256(path) == hashlib.sha256(b"rewritten").hexdigest()
 
 
 def test_the_file_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> None:
     lock = tmp_path / "sub" / "x.lock"  # the folder is created
     order: list[str] = []
-    with file_lock(lock):
+    with storage.file_lock(lock):
         waiter = threading.Thread(target=lambda: _take(lock, order))
         waiter.start()
         time.sleep(0.2)
@@ -58,5 +48,5 @@ def test_the_file_lock_excludes_a_second_holder_until_released(tmp_path: Path) -
 
 
 def _take(lock: Path, order: list[str]) -> None:
-    with file_lock(lock):  # its own open file: flock makes it wait for the first holder
+    with storage.file_lock(lock):  # its own open file: flock makes it wait for the first holder
         order.append("second took it")

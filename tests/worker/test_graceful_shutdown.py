@@ -64,12 +64,18 @@ def reporter_for(sessions: sessionmaker[Session], job_id: str, flag: list[bool])
     )
 
 
-def test_the_reporter_stops_training_when_the_worker_shuts_down(
-    new_job: Callable[..., str], sessions: sessionmaker[Session]
-) -> None:
+def _claimed(new_job: Callable[..., str], sessions: sessionmaker[Session]) -> str:
+    """A new job that this test's worker has claimed."""
     job_id = new_job()
     with sessions.begin() as session:
         claim_job(session, job_id, WORKER)
+    return job_id
+
+
+def test_the_reporter_stops_training_when_the_worker_shuts_down(
+    new_job: Callable[..., str], sessions: sessionmaker[Session]
+) -> None:
+    job_id = _claimed(new_job, sessions)
     flag = [False]
     reporter = reporter_for(sessions, job_id, flag)
     assert reporter.on_progress(progress_at(1, 100)) is False and reporter.stop_reason is None
@@ -80,9 +86,8 @@ def test_the_reporter_stops_training_when_the_worker_shuts_down(
 def test_a_pending_cancel_wins_over_a_shutdown_in_the_reporter(
     new_job: Callable[..., str], sessions: sessionmaker[Session]
 ) -> None:
-    job_id = new_job()
+    job_id = _claimed(new_job, sessions)
     with sessions.begin() as session:
-        claim_job(session, job_id, WORKER)
         request_cancel(session, get_job(session, job_id))
     reporter = reporter_for(sessions, job_id, [True])
     assert reporter.on_progress(progress_at(1, 100)) is True and reporter.stop_reason == "cancelled"

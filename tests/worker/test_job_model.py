@@ -20,8 +20,8 @@ from registry.jobs import get_job
 from registry.parent_models import find_parent
 from registry.settings import Settings
 from tests.worker.test_training_job import WORKER, events_of, metrics_of
-from worker.job_config import plan_job
-from worker.job_model import load_job_model, resolve_plan_precision
+from worker.job_config import read_spec
+from worker.job_model import load_job_model, resolve_spec_precision
 from worker.training_job import run_training_job
 
 
@@ -77,9 +77,9 @@ def test_a_child_job_starts_from_its_parents_blocks(
     with sessions.begin() as session:
         get_job(session, child_id).parent_model = parent_name
         child = get_job(session, child_id)
-        plan = plan_job(child.method, seed=child.seed, device="cpu")
+        spec = read_spec(child.method)
     device = resolve_device("cpu")
-    loaded = load_job_model(str(tiny_model_dir), resolve_plan_precision(plan, device), device, Path(), parent)
+    loaded = load_job_model(str(tiny_model_dir), resolve_spec_precision(spec, device), device, Path(), parent)
     expected = load_file(parent.directory / "adapter_model.safetensors")
     initial = adapter_state_dict(loaded.model)
     assert initial.keys() == expected.keys()
@@ -115,6 +115,6 @@ def test_model_quantization_of_the_loaded_plan(
     with sessions() as session:
         job = get_job(session, job_id)
     device = resolve_device("cpu")
-    plan = resolve_plan_precision(plan_job(job.method, seed=0, device="cpu"), device)
-    loaded = load_job_model(str(tiny_model_dir), plan, device, Path(), None)
+    spec = resolve_spec_precision(read_spec(job.method), device)
+    loaded = load_job_model(str(tiny_model_dir), spec, device, Path(), None)
     assert model_quantization(loaded.model) == "int8"

@@ -28,6 +28,8 @@ def test_lora_resolves_by_the_shared_rules_and_round_trips() -> None:
         16,
         32.0,
     )  # batch capped to data
+    assert spec.learning_rate == "auto"  # until the model is known; LoRA's rate does not depend on it
+    spec = spec.for_model(hidden_size=576)
     assert spec.learning_rate == LORA_BASE_LEARNING_RATE
     stored = spec.to_dict()
     assert stored["type"] == "lora" and "num_blocks" not in stored["lora"]["hyperparameters"]
@@ -43,7 +45,7 @@ def test_lora_defaults_and_auto_epochs() -> None:
     doubled = resolve_job_spec(
         None, LoRAHyperparameters(learning_rate_multiplier=2), num_examples=20, method_type="lora"
     )
-    assert doubled.learning_rate == pytest.approx(2 * LORA_BASE_LEARNING_RATE)
+    assert doubled.for_model(hidden_size=576).learning_rate == pytest.approx(2 * LORA_BASE_LEARNING_RATE)
 
 
 @pytest.mark.parametrize(
