@@ -55,6 +55,7 @@ def test_a_paused_job_resumes_from_its_checkpoint_and_succeeds(service: Service)
     resumed_at = messages.index("The job was resumed and queued")
     trained = [event["data"] for event in history if "train_loss" in (event["data"] or {})]
     after = [data["step"] for data in trained[[d["step"] for d in trained].index(step) + 1 :]]
-    assert max(d["step"] for d in trained) == trained[-1]["total_steps"]  # ran to the end (auto may hold out)
+    # Trained on past the pause (#18's auto settings may stop before total_steps: early stopping).
+    assert max(d["step"] for d in trained) > step
     assert after[0] == step + 1 and after == sorted(after)  # no step trained twice
     assert resumed_at > messages.index("The job was paused")
