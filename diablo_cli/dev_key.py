@@ -105,3 +105,24 @@ def dev_key_for_banner(settings: Settings) -> tuple[str | None, bool]:
     stored = read_dev_key(settings.data_dir)
     key = ensure_dev_key(settings)
     return key, key is not None and key != stored
+
+
+def first_key_message(settings: Settings) -> str:
+    """What a fresh install (``diablo migrate --ensure-key``, run by ``docker compose up``) tells its user.
+
+    The key is shown in full only when this call created it, so later starts never log it again.
+    """
+    if settings.auth == "off":
+        return "Authentication is off (DIABLO_AUTH=off): requests need no API key."
+    key, created = dev_key_for_banner(settings)
+    path, project = dev_key_path(settings.data_dir), DEFAULT_PROJECT
+    if created:
+        return (
+            f"Created an API key for project {project!r} (saved in {path}); send it as a bearer token:\n{key}"
+        )
+    if key is not None:
+        return f"The API key of project {project!r} is in {path} (docker compose exec api cat {path})."
+    return (
+        f"Project {project!r} already has API keys made by hand; make another with "
+        f"`diablo keys create --project {project}` (docker compose run --rm migrate diablo keys create ...)."
+    )

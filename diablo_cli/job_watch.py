@@ -18,9 +18,13 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from diablo_cli.client import DiabloClient
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# Watching stops at a pause too: nothing happens until someone resumes the job.
+WATCH_ENDS = TERMINAL_STATUSES | {"paused"}
 POLL_INTERVAL_S = 1.0
 EVENTS_PAGE = 100
-STATUS_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
+STATUS_STYLES = {
+    "succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "paused": "magenta",
+}  # fmt: skip
 LEVEL_STYLES = {"warn": "yellow", "error": "red"}
 
 
@@ -119,7 +123,7 @@ def poll_once(client: DiabloClient, job_id: str, progress: Progress, task: TaskI
     """
     events = client.list_events(job_id, limit=EVENTS_PAGE)["data"]
     job = client.get_job(job_id)
-    if job["status"] in TERMINAL_STATUSES:
+    if job["status"] in WATCH_ENDS:
         events = client.list_events(job_id, limit=EVENTS_PAGE)["data"]
     show_events(progress, task, events, state)
     if job["status"] != state.status:
@@ -138,6 +142,8 @@ def print_outcome(console: Console, job: dict[str, Any]) -> None:
         error = job.get("error") or {}
         detail = escape(f"[{error.get('code')}]: {error.get('message', '')}")
         console.print(f"[red]Job failed[/red] {detail}")
+    elif job["status"] == "paused":
+        console.print(f"Job paused; continue it with `diablo jobs resume {escape(job['id'])}`")
     else:
         console.print(f"Job {escape(job['status'])}")
 
@@ -145,7 +151,7 @@ def print_outcome(console: Console, job: dict[str, Any]) -> None:
 def watch_job(
     client: DiabloClient, job_id: str, console: Console, interval: float = POLL_INTERVAL_S
 ) -> dict[str, Any]:
-    """Follow ``job_id`` until it succeeds, fails or is cancelled; returns the final job object."""
+    """Follow ``job_id`` until it succeeds, fails, is cancelled or paused; returns the last job object."""
     state = WatchState()
     progress = new_progress(console)
     fields = {"total_steps": "?", "loss": "-", "lr": "-", "tps": "-", "eta": "-"}
@@ -153,7 +159,7 @@ def watch_job(
     with progress:
         while True:
             job = poll_once(client, job_id, progress, task, state)
-            if job["status"] in TERMINAL_STATUSES:
+            if job["status"] in WATCH_ENDS:
                 break
             time.sleep(interval)
     print_outcome(console, job)

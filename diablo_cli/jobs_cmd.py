@@ -1,4 +1,4 @@
-"""``diablo jobs create|list|get|cancel|watch|events|checkpoints``: fine-tuning jobs."""
+"""``diablo jobs create|estimate|list|get|cancel|pause|resume|watch|events|checkpoints``: fine-tuning jobs."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from diablo_cli.connection import (
 from diablo_cli.files_cmd import format_time
 from diablo_cli.job_watch import POLL_INTERVAL_S, watch_job
 
-app = typer.Typer(help="Create, follow and cancel fine-tuning jobs.", no_args_is_help=True)
+app = typer.Typer(help="Create, follow, pause, resume and cancel fine-tuning jobs.", no_args_is_help=True)
 
 JobId = Annotated[str, typer.Argument(help="The id of the job, e.g. ftjob-0123…")]
 IntervalOption = Annotated[float, typer.Option(min=0.05, help="Seconds between polls while watching.")]
@@ -126,6 +126,42 @@ def create(
             follow(client, job["id"], err, interval)
 
 
+def estimate_line(estimate: dict[str, Any]) -> str:
+    """Steps, tokens and duration, and whether the speed behind them was measured or assumed."""
+    minutes = estimate["estimated_duration_seconds"] / 60
+    line = (
+        f"{estimate['total_steps']} steps, about {estimate['estimated_tokens']:,} tokens, "
+        f"about {minutes:.1f} min at {estimate['tokens_per_second']:g} tokens/s"
+    )
+    return f"{line} ({estimate['message']})"
+
+
+@app.command()
+def estimate(
+    training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
+    model: Annotated[str, typer.Option(help="The base model.")] = "default",
+    n_epochs: NEpochs = None,
+    batch_size: BatchSize = None,
+    learning_rate_multiplier: Multiplier = None,
+    num_blocks: NumBlocks = None,
+    max_steps: MaxSteps = None,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Estimate a job's steps, tokens and duration before creating it (nothing is created)."""
+    hyperparameters = {
+        "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
+        "num_blocks": num_blocks, "max_steps": max_steps,
+    }  # fmt: skip
+    with connect(base_url, api_key) as client:
+        answer = client.estimate_job(job_body(model, training_file, {}, hyperparameters))
+    if json_output:
+        print_json(answer)
+    else:
+        print_line(estimate_line(answer))
+
+
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     """The jobs as a table, newest first."""
     table = Table("id", "status", "model", "fine-tuned model", "created", "progress", box=None)
@@ -158,6 +194,7 @@ def job_details(job: dict[str, Any]) -> Table:
         "validation file": job.get("validation_file"), "hyperparameters": job.get("hyperparameters"),
         "progress": f"{progress['step']}/{progress.get('total_steps')}" if progress else None,
         "trained tokens": job.get("trained_tokens"), "created": format_time(job["created_at"]),
+        "estimated finish": format_time(job.get("estimated_finish")) if job["status"] == "running" else None,
         "finished": format_time(job.get("finished_at")),
         "error": f"{error.get('code')}: {error.get('message')}" if error else None,
     }  # fmt: skip
@@ -179,6 +216,22 @@ def cancel(job_id: JobId) -> ApiCall:
     """Cancel a job (a running one stops within one training step)."""
     return ApiCall(
         lambda client: client.cancel_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
+    )
+
+
+@api_command(app)
+def pause(job_id: JobId) -> ApiCall:
+    """Pause a job: a running one checkpoints at its next step and frees its worker."""
+    return ApiCall(
+        lambda client: client.pause_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
+    )
+
+
+@api_command(app)
+def resume(job_id: JobId) -> ApiCall:
+    """Resume a paused job from its newest checkpoint."""
+    return ApiCall(
+        lambda client: client.resume_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
     )
 
 

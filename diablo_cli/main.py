@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 
 from diablo_cli import files_cmd, jobs_cmd, keys_cmd, models_cmd
 from diablo_cli.banner import mask_password
 from diablo_cli.chat_cmd import chat
+from diablo_cli.dev_key import first_key_message
 from diablo_cli.serve import serve
 from registry.db import upgrade_database
 from registry.settings import get_settings
@@ -22,12 +25,20 @@ app.command()(chat)
 console = Console()
 
 
+EnsureKey = Annotated[
+    bool,
+    typer.Option("--ensure-key", help="Also give project 'default' a key on the first run, and say where."),
+]
+
+
 @app.command()
-def migrate() -> None:
+def migrate(ensure_key: EnsureKey = False) -> None:
     """Apply pending database migrations to DIABLO_DATABASE_URL, then exit."""
-    url = get_settings().database_url
-    upgrade_database(url)
-    console.print(f"Database at the latest revision: {mask_password(url)}", highlight=False)
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    console.print(f"Database at the latest revision: {mask_password(settings.database_url)}", highlight=False)
+    if ensure_key:
+        console.print(first_key_message(settings), highlight=False, markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

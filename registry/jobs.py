@@ -30,11 +30,14 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Stopped at a checkpoint with its worker released; resuming queues it again (``registry.pausing``).
+    PAUSED = "paused"
 
 
 class HeartbeatStatus(enum.StrEnum):
     OK = "ok"
     CANCEL_REQUESTED = "cancel_requested"
+    PAUSE_REQUESTED = "pause_requested"
     # The job is no longer running under this worker: stop without writing results.
     LOST = "lost"
 
@@ -43,11 +46,13 @@ TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.VALIDATING_FILES: frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}),
     # queued -> failed covers a job that cannot be enqueued at all (e.g. the broker refuses it).
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED}),
     # running -> queued hands a job back for re-delivery to another worker.
     JobStatus.RUNNING: frozenset(
-        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED, JobStatus.PAUSED}
     ),
+    # paused -> queued is a resume.
+    JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -60,7 +65,9 @@ _STATUS_MESSAGES = {
     JobStatus.SUCCEEDED: "The job has successfully completed",
     JobStatus.FAILED: "The job failed",
     JobStatus.CANCELLED: "The job was cancelled",
+    JobStatus.PAUSED: "The job was paused",
 }
+_RESUMED_MESSAGE = "The job was resumed and queued"
 
 
 class InvalidTransition(ValueError):
@@ -143,6 +150,9 @@ def _status_values(status: JobStatus, error: dict[str, Any] | None, now: int) ->
         values["started_at"] = func.coalesce(Job.started_at, now)
     elif status == JobStatus.QUEUED:
         values |= {"worker_id": None, "heartbeat_at": None}
+    elif status == JobStatus.PAUSED:
+        values |= {"worker_id": None, "heartbeat_at": None, "estimated_finish": None}
+        values["pause_requested"] = False
     if status in TERMINAL_STATUSES:
         values["finished_at"] = now
     if status == JobStatus.FAILED:
@@ -150,9 +160,11 @@ def _status_values(status: JobStatus, error: dict[str, Any] | None, now: int) ->
     return values
 
 
-def _status_event(session: Session, job: Job) -> None:
+def _status_event(session: Session, job: Job, previous: JobStatus) -> None:
     status = JobStatus(job.status)
     message = _STATUS_MESSAGES[status]
+    if previous == JobStatus.PAUSED and status == JobStatus.QUEUED:
+        message = _RESUMED_MESSAGE
     if status == JobStatus.FAILED and job.error and job.error.get("message"):
         message = f"{message}: {job.error['message']}"
     level = "error" if status == JobStatus.FAILED else "info"
@@ -181,7 +193,7 @@ def transition(session: Session, job: Job, new_status: str, error: dict[str, Any
     session.refresh(job)
     if result.rowcount != 1:
         raise InvalidTransition(job.id, job.status, requested)
-    _status_event(session, job)
+    _status_event(session, job, current)
     return job
 
 
@@ -231,8 +243,15 @@ def heartbeat(session: Session, job_id: str, worker_id: str, *, now: int | None 
     )
     if result.rowcount != 1:
         return HeartbeatStatus.LOST
-    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
-    return HeartbeatStatus.CANCEL_REQUESTED if cancel else HeartbeatStatus.OK
+    flags = session.execute(select(Job.cancel_requested, Job.pause_requested).where(Job.id == job_id)).one()
+    return requested_stop(flags.cancel_requested, flags.pause_requested)
+
+
+def requested_stop(cancel_requested: bool, pause_requested: bool) -> HeartbeatStatus:
+    """What a running job's flags ask of its worker: a cancel wins over a pause."""
+    if cancel_requested:
+        return HeartbeatStatus.CANCEL_REQUESTED
+    return HeartbeatStatus.PAUSE_REQUESTED if pause_requested else HeartbeatStatus.OK
 
 
 def request_cancel(session: Session, job: Job) -> Job:
@@ -254,7 +273,7 @@ def request_cancel(session: Session, job: Job) -> Job:
     session.refresh(job)
     if result.rowcount != 1:
         raise InvalidTransition(job.id, job.status, JobStatus.CANCELLED)
-    if job.status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED):
+    if job.status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED):
         try:
             return transition(session, job, JobStatus.CANCELLED)
         except InvalidTransition:

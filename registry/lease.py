@@ -17,7 +17,15 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from registry.errors import error_object
-from registry.jobs import HeartbeatStatus, JobStatus, add_event, get_job, heartbeat, transition
+from registry.jobs import (
+    HeartbeatStatus,
+    JobStatus,
+    add_event,
+    get_job,
+    heartbeat,
+    requested_stop,
+    transition,
+)
 from registry.models import Job
 
 logger = logging.getLogger(__name__)
@@ -38,11 +46,11 @@ def check_lease(session: Session, job_id: str, worker_id: str, *, renew: bool = 
     if renew:
         return heartbeat(session, job_id, worker_id)
     row = session.execute(
-        select(Job.status, Job.worker_id, Job.cancel_requested).where(Job.id == job_id)
+        select(Job.status, Job.worker_id, Job.cancel_requested, Job.pause_requested).where(Job.id == job_id)
     ).one_or_none()
     if row is None or row.status != JobStatus.RUNNING or row.worker_id != worker_id:
         return HeartbeatStatus.LOST
-    return HeartbeatStatus.CANCEL_REQUESTED if row.cancel_requested else HeartbeatStatus.OK
+    return requested_stop(row.cancel_requested, row.pause_requested)
 
 
 def settle_unfinished(
@@ -51,7 +59,8 @@ def settle_unfinished(
     """Decide the fate of a running job that no worker holds any more, and return its new status.
 
     A job whose cancellation was requested is cancelled (a queued job with a pending cancel would never be
-    claimed again); one that was started ``max_attempts`` times fails with ``worker_lost``; any other goes
+    claimed again); one whose pause was requested is paused (a resume continues from its newest checkpoint);
+    one that was started ``max_attempts`` times fails with ``worker_lost``; any other goes
     back to ``queued`` with the event ``message``.
 
     Raises:
@@ -59,6 +68,8 @@ def settle_unfinished(
     """
     if job.cancel_requested:
         transition(session, job, JobStatus.CANCELLED)
+    elif job.pause_requested:
+        transition(session, job, JobStatus.PAUSED)
     elif max_attempts is not None and job.attempts >= max_attempts:
         transition(session, job, JobStatus.FAILED, lost_error(job.attempts))
     else:
@@ -73,7 +84,7 @@ def hand_back(
     """Return a job ``worker_id`` holds but did not finish to ``queued`` (``settle_unfinished``).
 
     Returns:
-        The job's status afterwards (``queued`` or ``cancelled``), or None if it was no longer ours.
+        The job's status afterwards (``queued``, ``cancelled`` or ``paused``), or None if it was not ours.
 
     Raises:
         InvalidTransition: If another process changed the job's status first.

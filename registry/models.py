@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -106,6 +107,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The fine-tuned model or checkpoint whose blocks the job starts from (None: a fresh adapter).
     parent_model: Mapped[str | None] = mapped_column(String(512), default=None)
+    # Asks the worker of a running job to checkpoint and release it as ``paused`` (migration 0006).
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class JobEvent(Base):
@@ -157,6 +160,23 @@ class Adapter(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
     # The fine-tuned model or checkpoint its training started from (None: a fresh adapter).
     parent_model: Mapped[str | None] = mapped_column(String(512), default=None)
+
+
+class ModelThroughput(Base):
+    """Training speed measured on a base model at a precision, from its jobs that succeeded.
+
+    ``tokens_per_byte`` relates a training file's size to its tokens under the model's tokenizer, so a job
+    can be estimated before any tokenizer is loaded (``registry.throughput``).
+    """
+
+    __tablename__ = "model_throughput"
+
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    precision: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tokens_per_second: Mapped[float] = mapped_column(Float)
+    tokens_per_byte: Mapped[float | None] = mapped_column(Float, default=None)
+    jobs: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now_unix)
 
 
 class IdempotencyKey(Base):

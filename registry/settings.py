@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     # A running job whose heartbeat is older than this may be claimed by another worker.
     heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+    # Touched by a worker process every heartbeat interval, busy or idle; the container healthcheck reads
+    # its age (``python -m worker.liveness``): a solo-pool worker cannot answer `celery inspect ping` mid-job.
+    worker_alive_file: Path = Path("/tmp/diablo-worker-alive")
     # How often the API looks for jobs whose worker died or whose queue message was lost (0: never).
     sweep_interval_s: float = Field(default=30.0, ge=0)
     # API and worker logs: one JSON object per line ("json") or plain lines for people ("text").

@@ -19,6 +19,7 @@ from registry.logging_setup import configure_logging
 from registry.queue import declare_queue, make_celery
 from registry.settings import get_settings
 from registry.sweeper import sweep_once
+from worker.liveness import start_ticking
 from worker.shutdown import request_stop
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,11 @@ def migrate_database(**_: Any) -> None:
 
 @worker_ready.connect
 def recover_abandoned_jobs(**_: Any) -> None:
-    """Re-queue jobs whose worker died (this one's previous life included) once this worker consumes."""
-    sweep_once(get_settings())
+    """Re-queue jobs whose worker died (this one's previous life included) once this worker consumes; from
+    then on, tick the file the container's healthcheck reads (``worker.liveness``)."""
+    settings = get_settings()
+    sweep_once(settings)
+    start_ticking(settings.worker_alive_file, settings.heartbeat_interval_s)
 
 
 @worker_shutting_down.connect

@@ -1,9 +1,9 @@
 """The training callback of a job: metrics events, heartbeats, cancellation, checkpoints in the registry.
 
 ``on_progress`` runs after every optimizer step. It always reads the job's row (one cheap SELECT) so a
-cancellation is honoured within one step, but it writes only when something is due: a heartbeat every
-``heartbeat_interval_s`` (besides the lease thread's, ``worker.lease``), a metrics event every step for runs
-of up to 200 steps (else about 200 per run). It also stops training when the worker is shutting down
+cancellation or a pause is honoured within one step, but it writes only when something is due: a heartbeat
+every ``heartbeat_interval_s`` (besides the lease thread's, ``worker.lease``), a metrics event every step for
+runs of up to 200 steps (else about 200 per run). It also stops training when the worker is shutting down
 (``worker.shutdown``); a cancel wins over that. Training itself writes the checkpoints (every
 ``checkpoint_every`` steps and at each epoch's end, all resumable); ``on_checkpoint`` registers each with
 the sha256 of its weights, in a transaction that first renews the lease.
@@ -29,6 +29,7 @@ from registry.jobs import HeartbeatStatus, add_event
 from registry.lease import check_lease
 from registry.models import Job, now_unix
 from registry.storage import file_sha256
+from registry.throughput import record_throughput
 from worker.shutdown import stop_requested
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class JobReporter:
     """Reports one job's training to the registry and tells training when to stop.
 
     Attributes:
-        stop_reason: None while training may go on, else ``"cancelled"``, ``"shutdown"`` (this worker is
+        stop_reason: None while training may go on, else ``"cancelled"``, ``"paused"`` (checkpoint and
+            release the job as paused), ``"shutdown"`` (this worker is
             shutting down: the job goes back to the queue) or ``"lost"`` (the job is no longer running under
             this worker, so nothing more may be written for it).
     """
@@ -66,9 +68,12 @@ class JobReporter:
         self.clock, self.shutting_down = clock, shutting_down
         self.last_heartbeat = clock()
         self.stop_reason: str | None = None
+        # Tokens per second of step time in this attempt so far (training's running figure).
+        self.tokens_per_second: float | None = None
 
     def on_progress(self, progress: TrainingProgress) -> bool:
         """Record the step (when due), renew the lease, and return True to stop training."""
+        self.tokens_per_second = progress.tokens_per_second
         with self.sessions.begin() as session:
             status = self._check(session)
             if status != HeartbeatStatus.LOST and self._metrics_due(progress):
@@ -85,6 +90,8 @@ class JobReporter:
             self.stop_reason = "lost"
         elif status == HeartbeatStatus.CANCEL_REQUESTED:
             self.stop_reason = "cancelled"
+        elif status == HeartbeatStatus.PAUSE_REQUESTED and self.stop_reason != "cancelled":
+            self.stop_reason = "paused"
         elif self.stop_reason is None and self.shutting_down():
             self.stop_reason = "shutdown"
         return self.stop_reason is not None
@@ -124,6 +131,13 @@ class JobReporter:
                 sha256=digest,
             )
             add_event(session, self.job_id, "info", f"Checkpoint created at step {step}")
+
+    def record_throughput(
+        self, session: Session, model: str, precision: str, tokens_per_byte: float | None
+    ) -> None:
+        """Fold this attempt's training speed into ``model``'s measurements, which estimate later jobs."""
+        if self.tokens_per_second is not None:
+            record_throughput(session, model, precision, self.tokens_per_second, tokens_per_byte)
 
     def _check(self, session: Session) -> HeartbeatStatus:
         """Renew the lease when due; otherwise only read whether the job is still ours and not cancelled."""

@@ -48,6 +48,7 @@ from registry.jobs import (
 from registry.lease import check_lease, hand_back
 from registry.models import Job
 from registry.parent_models import ParentAdapter, find_parent
+from registry.pausing import note_pause
 from registry.result_files import add_results_file
 from registry.settings import Settings
 from registry.storage import job_dir
@@ -78,6 +79,7 @@ class JobRun:
     worker_id: str
     lease: JobLease
     device: Device | None = None
+    tokens_per_byte: float | None = None  # of the training file, for estimates (``registry.throughput``)
 
     @property
     def fine_tuned_model(self) -> str:
@@ -164,9 +166,9 @@ def _train_and_publish(run: JobRun) -> str | None:
         result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations)
     if run.lease.lost:  # the fence refused a write: the job is another worker's now
         reporter.stop_reason = "lost"
-    # A shutdown asked for at the last step comes too late to stop training: the job is published.
-    finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown")
-    return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
+    # A shutdown or pause asked for at the last step comes too late to stop training: the job is published.
+    finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown", "paused")
+    return _publish(run, loaded, result, reporter) if finished else _stopped(run, reporter, result)
 
 
 def _spec(run: JobRun) -> ResolvedJobSpec:
@@ -225,6 +227,8 @@ def _load_data(
     load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=plan.data_format)
     max_length = plan.max_length
     train_set = load(files.training, loaded.tokenizer, max_length, "training_file")
+    tokens = sum(len(e.input_ids) for e in train_set if isinstance(e, TokenizedExample))
+    run.tokens_per_byte = tokens / max(files.training.stat().st_size, 1)
     if files.validation is None and plan.validation_holdout:
         return hold_out(run.sessions, run.job.id, train_set, plan.validation_holdout, plan.training.seed)
     if files.validation is None:
@@ -282,7 +286,7 @@ def _train(
         return go(resume_from=None)
 
 
-def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | None:
+def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult, reporter: JobReporter) -> str | None:
     """Stage the adapter, then place and register it in the transaction that marks the job succeeded."""
     name = run.fine_tuned_model
     staged = artifact_store.stage_adapter(
@@ -311,6 +315,9 @@ def _publish(run: JobRun, loaded: LoadedModel, result: TrainingResult) -> str | 
         if result.best_adapter_dir is not None:
             add_event(session, job.id, "info", best_message(result), data=best_data(result))
         add_event(session, job.id, "info", f"New fine-tuned model created: {name}")
+        reporter.record_throughput(
+            session, canonical_model_id(job.model), result.precision, run.tokens_per_byte
+        )
 
     try:
         status = _finish(run, JobStatus.SUCCEEDED, before=record)
@@ -331,6 +338,9 @@ def _stopped(run: JobRun, reporter: JobReporter, result: TrainingResult | None) 
         step = result.steps if result is not None and result.stopped else None
         logger.info("job %s: worker shutting down; handing the job back at step %s", run.job.id, step)
         return hand_back_for_shutdown(run.sessions, run.job.id, run.worker_id, step, run.settings)
+    if reporter.stop_reason == "paused":
+        step = result.steps if result is not None and result.stopped else None
+        return _finish(run, JobStatus.PAUSED, before=partial(note_pause, step))
     return _finish(run, JobStatus.CANCELLED)
 
 
@@ -355,6 +365,8 @@ def _finish(
         if status == JobStatus.SUCCEEDED and lease == HeartbeatStatus.CANCEL_REQUESTED:
             status, before = JobStatus.CANCELLED, None
             add_event(session, job.id, "info", "Cancelled before the fine-tuned model was published")
+        elif status == JobStatus.PAUSED and lease == HeartbeatStatus.CANCEL_REQUESTED:
+            status, before = JobStatus.CANCELLED, None  # a cancel wins over a pause
         if before is not None:
             before(session, job)
             session.flush()

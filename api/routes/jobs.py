@@ -1,4 +1,4 @@
-"""``/v1/fine_tuning/jobs``: create, list, retrieve and cancel jobs; list their events and checkpoints."""
+"""``/v1/fine_tuning/jobs``: create, list, get, cancel, pause and resume jobs; list events and checkpoints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, LimitQuery, SessionDep, SettingsDep
 from api.errors import APIError
+from api.schemas.job_estimate import JobEstimatePublic
 from api.schemas.jobs import (
     CheckpointPublic,
     CheckpointsPublic,
@@ -19,7 +20,9 @@ from api.schemas.jobs import (
     JobsPublic,
     check_metadata,
 )
+from api.services import job_control
 from api.services import jobs as service
+from api.services.job_estimate import estimate_fine_tuning_job
 from registry.artifacts import list_checkpoints
 from registry.jobs import list_events, list_jobs
 
@@ -67,6 +70,14 @@ def create_job(
     return service.jobs_public(session, [job])[0]
 
 
+@router.post("/estimate", response_model=JobEstimatePublic)
+def estimate_job(
+    session: SessionDep, settings: SettingsDep, project: CurrentProject, body: JobCreate
+) -> JobEstimatePublic:
+    """Estimate a job's steps, tokens and duration without creating it (the create body, checked alike)."""
+    return estimate_fine_tuning_job(session, settings, project, body)
+
+
 @router.get("", response_model=JobsPublic)
 def list_fine_tuning_jobs(
     session: SessionDep,
@@ -92,6 +103,28 @@ def cancel_job(
 ) -> JobPublic:
     """Cancel a job; a running job stops within one training step (its status shows when it has)."""
     job = service.cancel_job(session, project, job_id, idempotency_key)
+    return service.jobs_public(session, [job])[0]
+
+
+@router.post("/{job_id}/pause", response_model=JobPublic)
+def pause_job(
+    session: SessionDep, project: CurrentProject, job_id: str, idempotency_key: IdempotencyKeyHeader = None
+) -> JobPublic:
+    """Pause a job: a running one checkpoints at its next step and releases its worker."""
+    job = job_control.pause_job(session, project, job_id, idempotency_key)
+    return service.jobs_public(session, [job])[0]
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic)
+def resume_job(
+    session: SessionDep,
+    settings: SettingsDep,
+    project: CurrentProject,
+    job_id: str,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobPublic:
+    """Resume a paused job: it is queued again and continues from its newest checkpoint."""
+    job = job_control.resume_job(session, settings, project, job_id, idempotency_key)
     return service.jobs_public(session, [job])[0]
 
 

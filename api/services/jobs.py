@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import bindparam, func, select
@@ -27,6 +28,7 @@ from registry.base_models import find_base_model, is_fine_tuned_name, list_base_
 from registry.errors import error_object
 from registry.jobs import InvalidTransition, JobStatus, create_job, get_job, request_cancel, transition
 from registry.models import File, Job, JobEvent
+from registry.parent_models import ParentAdapter
 from registry.project_lock import lock_project
 from registry.queue import enqueue_training
 from registry.settings import Settings
@@ -35,7 +37,8 @@ logger = logging.getLogger("api.jobs")
 MAX_SEED = 2**31
 CREATE_ROUTE = "POST /v1/fine_tuning/jobs"
 CANCEL_ROUTE = "POST /v1/fine_tuning/jobs/{id}/cancel"
-ACTIVE_STATUSES = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING)
+# A paused job counts: resuming it must not take the project over its limit.
+ACTIVE_STATUSES = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
 
 
 def resolve_base_model(name: str, settings: Settings) -> str:
@@ -77,8 +80,19 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
         raise APIError(400, str(error), code=error.code, param=error.param) from error
 
 
-def _record_job(session: Session, settings: Settings, project: str, body: JobCreate) -> Job:
-    """Check the request and insert the job in ``validating_files`` (flushed, not committed)."""
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A create request that passed every check before the job is recorded (shared with estimates)."""
+
+    model: str
+    training: File
+    num_examples: int
+    spec: ResolvedJobSpec
+    parent: ParentAdapter | None
+
+
+def check_request(session: Session, settings: Settings, project: str, body: JobCreate) -> CheckedRequest:
+    """The request's base model, training file and resolved spec; 400/404 as creating the job answers."""
     parent = (
         find_parent_model(session, settings, project, body.model) if is_fine_tuned_name(body.model) else None
     )
@@ -89,9 +103,17 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
     if body.validation_file is not None:
         validation = check_file(session, project, body.validation_file, "validation_file")
         check_file_format(validation, method_type, "validation_file")
-    resolved = resolve_request(body, settings, count_examples(training))
+    num_examples = count_examples(training)
+    resolved = resolve_request(body, settings, num_examples)
     if parent is not None:
         resolved = inherit_layout(resolved, body, parent)
+    return CheckedRequest(model, training, num_examples, resolved, parent)
+
+
+def _record_job(session: Session, settings: Settings, project: str, body: JobCreate) -> Job:
+    """Check the request and insert the job in ``validating_files`` (flushed, not committed)."""
+    checked = check_request(session, settings, project, body)
+    model, resolved, parent = checked.model, checked.spec, checked.parent
     # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
     lock_project(session, project)
     check_concurrent_jobs(session, settings, project)

@@ -1,6 +1,7 @@
 """Streaming validation and loading of JSONL fine-tuning files in OpenAI's three formats.
 
-Chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str, "name"?: str, "weight"?: 0|1}]}``.
+Chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str, "name"?: str, "weight"?: 0|1}],
+"tools"?: [...]}`` with function calling as OpenAI defines it (``diablo_core.data.tool_calls``).
 Prompt/completion: ``{"prompt": str, "completion": str}``. Preference (DPO): ``{"input": {"messages": [...]},
 "preferred_output": [assistant message], "non_preferred_output": [assistant message]}``.
 Files are read line by line, never whole, and every
@@ -25,14 +26,16 @@ from diablo_core.data.preferences import (
     tokenize_preference,
 )
 from diablo_core.data.tokenization import TokenizedExample, tokenize_example
+from diablo_core.data.tool_calls import Finding, tool_calls_findings, tool_message_findings, tools_findings
 from diablo_core.errors import DatasetError
 
 CHAT = "chat"
 PROMPT_COMPLETION = "prompt_completion"
 PREFERENCE = "preference"
 UNKNOWN = "unknown"
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = {"role", "content", "name", "weight"}
+ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id"}
+CHAT_KEYS = {"messages", "tools"}
 # Defaults of the service's DIABLO_MAX_JSON_DEPTH and DIABLO_MAX_TURNS_PER_EXAMPLE: a chat line nests 3 deep,
 # and 512 messages is far past real conversations while bounding a template's prefix renders (tokenization).
 MAX_JSON_DEPTH = 32
@@ -191,7 +194,7 @@ def _problem(line_no: int, code: str, detail: str) -> DatasetProblem:
 def _example_problems(line_no: int, example: dict[str, Any], limits: DatasetLimits) -> list[DatasetProblem]:
     """Problems of one parsed object, checked against the format its keys announce."""
     if "messages" in example:
-        return _chat_problems(line_no, example, limits.max_turns_per_example)
+        return _chat_problems(line_no, example, limits)
     if is_preference(example):
         return _preference_problems(line_no, example, limits.max_turns_per_example)
     if "prompt" in example or "completion" in example:
@@ -210,16 +213,24 @@ def _unknown_keys(line_no: int, value: dict[str, Any], allowed: set[str], where:
     return [_problem(line_no, "unknown_key", f"{where}unknown key{plural} {named}{more}")]
 
 
-def _chat_problems(line_no: int, example: dict[str, Any], max_turns: int) -> list[DatasetProblem]:
-    problems = _unknown_keys(line_no, example, {"messages"}, "")
-    messages = example["messages"]
+def _chat_problems(line_no: int, example: dict[str, Any], limits: DatasetLimits) -> list[DatasetProblem]:
+    problems = _unknown_keys(line_no, example, CHAT_KEYS, "")
+    defined: set[str] | None = None
+    if "tools" in example:
+        findings, defined = tools_findings(example["tools"])
+        problems.extend(_problems(line_no, findings))
+    messages, max_turns = example["messages"], limits.max_turns_per_example
     if not isinstance(messages, list):
         return [*problems, _problem(line_no, "messages_not_list", "'messages' must be a list of messages")]
     if len(messages) > max_turns:
         detail = f"'messages' has {len(messages)} messages, more than the limit of {max_turns} per example"
         return [*problems, _problem(line_no, "too_many_turns", detail)]
+    call_ids: set[str] = set()
     for index, message in enumerate(messages, start=1):
         problems.extend(_message_problems(line_no, index, message))
+        if isinstance(message, dict):
+            findings = _tool_findings(index, message, defined, call_ids, limits.max_json_depth)
+            problems.extend(_problems(line_no, findings))
     learned = [
         m for m in messages if isinstance(m, dict) and m.get("role") == "assistant" and m.get("weight") != 0
     ]
@@ -228,8 +239,26 @@ def _chat_problems(line_no: int, example: dict[str, Any], max_turns: int) -> lis
     return problems
 
 
-def _is_learned(message: Any) -> bool:
-    return isinstance(message, dict) and message.get("role") == "assistant" and message.get("weight") != 0
+def _problems(line_no: int, findings: list[Finding]) -> list[DatasetProblem]:
+    return [_problem(line_no, code, detail) for code, detail in findings]
+
+
+def _tool_findings(
+    index: int, message: dict[str, Any], defined: set[str] | None, call_ids: set[str], max_depth: int
+) -> list[Finding]:
+    """Function-calling problems of one message; the ids of the calls it makes join ``call_ids``."""
+    where, role = f"message {index}: ", message.get("role")
+    if "tool_calls" in message and role != "assistant":
+        return [("invalid_tool_calls", f"{where}'tool_calls' is only allowed on assistant messages")]
+    if "tool_call_id" in message and role != "tool":
+        return [("invalid_tool_call_id", f"{where}'tool_call_id' is only allowed on tool messages")]
+    if role == "tool":
+        return tool_message_findings(where, message, call_ids)
+    if "tool_calls" not in message:
+        return []
+    findings, ids = tool_calls_findings(where, message["tool_calls"], defined, max_depth)
+    call_ids.update(ids)
+    return findings
 
 
 def _message_problems(line_no: int, index: int, message: Any, label: str = "message") -> list[DatasetProblem]:
@@ -245,9 +274,10 @@ def _message_problems(line_no: int, index: int, message: Any, label: str = "mess
     elif role not in ROLES:
         detail = f"{where}unknown role {shorten(repr(role))}, expected {ROLES}"
         problems.append(_problem(line_no, "unknown_role", detail))
-    if "content" not in message:
+    calls = role == "assistant" and "tool_calls" in message  # content may then be missing or null
+    if "content" not in message and not calls:
         problems.append(_problem(line_no, "missing_content", f"{where}'content' is missing"))
-    elif not isinstance(message["content"], str):
+    elif not isinstance(message.get("content"), str) and not (calls and message.get("content") is None):
         problems.append(_problem(line_no, "content_not_string", f"{where}'content' must be a string"))
     if "name" in message and not isinstance(message["name"], str):
         problems.append(_problem(line_no, "invalid_name", f"{where}'name' must be a string"))

@@ -14,11 +14,16 @@ templates fall back to rendering prefixes.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from diablo_core.data.chat_format import template_conversation
+
 IGNORE_INDEX = -100
+TEMPLATE_KEYS = ("role", "content", "tool_calls", "tool_call_id")
+# Renders messages, with a generation prompt or not, as one conversation's template does (tools bound).
+Render = Callable[[list[dict[str, Any]], bool], str]
 
 
 @dataclass
@@ -40,7 +45,7 @@ def tokenize_example(
     """Tokenize one chat (``messages``) or prompt/completion example.
 
     Args:
-        example: ``{"messages": [...]}`` or ``{"prompt": ..., "completion": ...}``.
+        example: ``{"messages": [...], "tools"?: [...]}`` or ``{"prompt": ..., "completion": ...}``.
         tokenizer: A Hugging Face tokenizer (fast, for offsets in chat examples).
         max_length: Keep at most this many tokens (right truncation); ``None`` keeps all.
 
@@ -48,7 +53,8 @@ def tokenize_example(
         The ids and aligned labels.
     """
     if "messages" in example:
-        text, spans = _render_chat(example["messages"], tokenizer)
+        messages, tools = template_conversation(example["messages"], example.get("tools"), tokenizer)
+        text, spans = _render_chat(messages, tokenizer, tools)
         result = _label_spans(text, spans, tokenizer)
     else:
         result = _tokenize_prompt_completion(example["prompt"], example["completion"], tokenizer)
@@ -64,39 +70,53 @@ def tokenize_examples(
     return [tokenize_example(example, tokenizer, max_length) for example in examples]
 
 
-def render_messages(messages: list[dict[str, Any]], tokenizer: Any, add_generation_prompt: bool) -> str:
-    """Render messages as text: the chat template, or ``role: content`` lines when there is none."""
-    plain = [{"role": message["role"], "content": message["content"]} for message in messages]
+def render_messages(
+    messages: list[dict[str, Any]],
+    tokenizer: Any,
+    add_generation_prompt: bool,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """Render messages as text: the chat template, or ``role: content`` lines when there is none.
+
+    ``tools`` and the messages' ``tool_calls`` reach templates that render them (``data.chat_format``).
+    """
+    plain = [{key: message[key] for key in TEMPLATE_KEYS if key in message} for message in messages]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
-            plain, tokenize=False, add_generation_prompt=add_generation_prompt
+            plain, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
         )
     end = tokenizer.eos_token or ""
     text = "".join(f"{m['role']}: {m['content']}{end if m['role'] == 'assistant' else ''}\n" for m in plain)
     return text + ("assistant: " if add_generation_prompt else "")
 
 
-def _render_chat(messages: list[dict[str, Any]], tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
+def _render_chat(
+    messages: list[dict[str, Any]], tokenizer: Any, tools: list[dict[str, Any]] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """Render a conversation and return the character spans of its learned assistant turns."""
-    text = render_messages(messages, tokenizer, add_generation_prompt=False)
+
+    def render(part: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        return render_messages(part, tokenizer, add_generation_prompt, tools)
+
+    text = render(messages, False)
     learned = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight", 1) != 0]
-    spans = _spans_from_pieces(messages, learned, text, tokenizer) if learned else []
+    spans = _spans_from_pieces(messages, learned, text, render) if learned else []
     if spans is None:  # not concatenative: render every prefix (turns are bounded by validation)
-        spans = _prefix_spans(messages, learned, text, tokenizer)
+        spans = _prefix_spans(messages, learned, text, render)
     return text, spans
 
 
-def _message_pieces(messages: list[dict[str, Any]], text: str, tokenizer: Any) -> list[str] | None:
+def _message_pieces(messages: list[dict[str, Any]], text: str, render: Render) -> list[str] | None:
     """Each message's own text in ``text``, from renders of one and two messages (linear work in all).
 
     Message ``j``'s piece is the render of messages ``j-1, j`` less that of ``j-1`` alone, so start-of-
     conversation rules (a default system prompt) cancel out. None unless the pieces join into ``text``.
     """
     try:
-        alone = [render_messages([message], tokenizer, add_generation_prompt=False) for message in messages]
+        alone = [render([message], False) for message in messages]
         pieces = [alone[0]]
         for j in range(1, len(messages)):
-            pair = render_messages(messages[j - 1 : j + 1], tokenizer, add_generation_prompt=False)
+            pair = render(messages[j - 1 : j + 1], False)
             if not pair.startswith(alone[j - 1]):
                 return None
             pieces.append(pair[len(alone[j - 1]) :])
@@ -106,10 +126,10 @@ def _message_pieces(messages: list[dict[str, Any]], text: str, tokenizer: Any) -
 
 
 def _spans_from_pieces(
-    messages: list[dict[str, Any]], learned: list[int], text: str, tokenizer: Any
+    messages: list[dict[str, Any]], learned: list[int], text: str, render: Render
 ) -> list[tuple[int, int]] | None:
     """The spans :func:`_prefix_spans` finds, for a concatenative template; None when it is not one."""
-    pieces = _message_pieces(messages, text, tokenizer)
+    pieces = _message_pieces(messages, text, render)
     if pieces is None:
         return None
     offsets = [0]
@@ -117,7 +137,7 @@ def _spans_from_pieces(
         offsets.append(offsets[-1] + len(piece))
     spans = []
     for index in learned:
-        prompt = _generation_prompt(messages[index - 1], tokenizer) if index else ""
+        prompt = _generation_prompt(messages[index - 1], render) if index else ""
         body = pieces[index].rstrip()
         if prompt is None or not pieces[index].startswith(prompt):
             return None  # _prefix_spans locates the content itself here
@@ -125,24 +145,24 @@ def _spans_from_pieces(
         spans.append((offsets[index] + len(prompt), end))
     # The pieces' sums stand for renders of prefixes: check that for the last learned turn, once.
     last = learned[-1]
-    before = render_messages(messages[:last], tokenizer, add_generation_prompt=True) if last else ""
+    before = render(messages[:last], True) if last else ""
     return spans if text.startswith(before) and len(before) == spans[-1][0] else None
 
 
-def _generation_prompt(message: dict[str, Any], tokenizer: Any) -> str | None:
+def _generation_prompt(message: dict[str, Any], render: Render) -> str | None:
     """What the template adds after ``message`` to prompt the assistant; None if it rewrites the message."""
-    plain = render_messages([message], tokenizer, add_generation_prompt=False)
-    prompted = render_messages([message], tokenizer, add_generation_prompt=True)
+    plain = render([message], False)
+    prompted = render([message], True)
     return prompted[len(plain) :] if prompted.startswith(plain) else None
 
 
 def _prefix_spans(
-    messages: list[dict[str, Any]], learned: list[int], text: str, tokenizer: Any
+    messages: list[dict[str, Any]], learned: list[int], text: str, render: Render
 ) -> list[tuple[int, int]]:
     """Spans found by rendering each learned turn's prefixes: any template, quadratic in turns."""
     spans = []
     for index in learned:
-        through, span = _assistant_span(messages, index, tokenizer)
+        through, span = _assistant_span(messages, index, render)
         if not text.startswith(through):
             raise ValueError("the chat template does not render conversations incrementally")
         spans.append(span)
@@ -150,14 +170,14 @@ def _prefix_spans(
 
 
 def _assistant_span(
-    messages: list[dict[str, Any]], index: int, tokenizer: Any
+    messages: list[dict[str, Any]], index: int, render: Render
 ) -> tuple[str, tuple[int, int]]:
     """The conversation rendered through message ``index`` and that message's character span.
 
     The span covers the content and the end-of-turn token, not the whitespace after it.
     """
-    before = render_messages(messages[:index], tokenizer, add_generation_prompt=True) if index else ""
-    through = render_messages(messages[: index + 1], tokenizer, add_generation_prompt=False)
+    before = render(messages[:index], True) if index else ""
+    through = render(messages[: index + 1], False)
     if not through.startswith(before):
         # Templates that change earlier text when a turn is added: locate the content itself instead.
         start = through.rfind(messages[index]["content"])

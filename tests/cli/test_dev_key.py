@@ -151,3 +151,30 @@ def test_the_development_key_is_never_sent_to_a_remote_url(
     )
     assert local.exit_code == 0, local.output
     assert server.authorizations == [None, "Bearer sk-diablo-local"]
+
+
+def test_migrate_ensure_key_creates_the_first_key_once_then_says_where(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from diablo_cli.main import app
+    from registry.settings import get_settings
+
+    data_dir = tmp_path / "data"
+    for name, value in {"DIABLO_DATA_DIR": str(data_dir), "DIABLO_DATABASE_URL": sqlite_url}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DIABLO_AUTH", "on")
+    get_settings.cache_clear()
+    try:
+        first = CliRunner().invoke(app, ["migrate", "--ensure-key"])
+        again = CliRunner().invoke(app, ["migrate", "--ensure-key"])
+    finally:
+        get_settings.cache_clear()
+    assert first.exit_code == 0, first.output
+    key = read_dev_key(data_dir)
+    assert key is not None and first.output.rstrip().endswith(key)
+    assert "Created an API key for project 'default'" in first.output
+    assert key not in again.output and f"is in {data_dir / DEV_KEY_FILE}" in again.output
+    with session_scope(sqlite_url) as session:
+        assert verify_api_key(session, key) == "default"

@@ -80,3 +80,31 @@ def test_refused_requests_exit_2_and_missing_jobs_exit_1(server: Server, trainin
     assert bad_modules.exit_code == 2 and "--target-modules" in bad_modules.stderr
     missing_job = diablo(server, "jobs", "get", "ftjob-nope")
     assert missing_job.exit_code == 1 and "HTTP 404" in missing_job.stderr
+
+
+def test_pause_and_resume_show_the_status_in_list_and_get(server: Server, training_path: Path) -> None:
+    job_id = diablo(server, "jobs", "create", "--training-file", upload(server, training_path)).stdout.strip()
+    paused = diablo(server, "jobs", "pause", job_id)
+    assert paused.exit_code == 0 and paused.stdout == f"{job_id}: paused\n"
+    assert f"{job_id}  paused" in diablo(server, "jobs", "list").stdout.replace("\u2026", "")
+    assert "status            paused" in diablo(server, "jobs", "get", job_id).stdout
+    again = diablo(server, "jobs", "pause", job_id)
+    assert again.exit_code != 0 and "only queued or running jobs can be paused" in again.stderr
+    assert diablo(server, "jobs", "resume", job_id).stdout == f"{job_id}: queued\n"
+    assert "only paused jobs can be resumed" in diablo(server, "jobs", "resume", job_id).stderr
+
+
+def test_estimate_reports_steps_tokens_and_duration_and_creates_nothing(
+    server: Server, training_path: Path
+) -> None:
+    file_id = upload(server, training_path)
+    args = ("jobs", "estimate", "--training-file", file_id, "--n-epochs", "2", "--batch-size", "2")
+    shown = json.loads(diablo(server, *args, "--json").stdout)
+    assert shown["object"] == "fine_tuning.job.estimate" and shown["basis"] == "default"
+    assert shown["total_steps"] == -(-shown["num_examples"] // 2) * 2
+    line = diablo(server, *args).stdout
+    assert line.startswith(
+        f"{shown['total_steps']} steps, about {shown['estimated_tokens']:,} tokens, about "
+    )
+    assert "No job on this model has finished yet" in line
+    assert json.loads(diablo(server, "jobs", "list", "--json").stdout)["data"] == []

@@ -43,7 +43,7 @@ BAD_LINES = [
         "line 2: message 2: 'content' is missing",
     ),
     (
-        {"messages": [{"role": "tool", "content": "x"}, assistant()]},
+        {"messages": [{"role": "robot", "content": "x"}, assistant()]},
         "unknown_role",
         "line 2: message 1: unknown",
     ),

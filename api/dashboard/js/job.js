@@ -1,4 +1,4 @@
-// The job page: status, live loss curve (training and validation), events, checkpoints, cancel.
+// The job page: status, live loss curve (training and validation), events, checkpoints, pause/resume, cancel.
 
 import { fetchNew, request } from "./api.js";
 import { drawLossChart } from "./chart.js";
@@ -44,10 +44,11 @@ function summary(job) {
     ["Validation file", h("span", { class: "mono" }, job.validation_file || "—")],
     ["Epochs · batch · LR ×", `${hp.n_epochs} · ${hp.batch_size} · ${hp.learning_rate_multiplier}`],
     ["Progress", progressText(job.progress)],
+    job.status === "running" ? ["Estimated finish", formatTime(job.estimated_finish)] : null,
     ["Trained tokens", job.trained_tokens ?? "—"],
     ["Created · finished", `${formatTime(job.created_at)} · ${formatTime(job.finished_at)}`],
   ];
-  const list = h("dl", { class: "summary" }, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  const list = h("dl", { class: "summary" }, rows.filter(Boolean).flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   const error = job.error ? h("p", { class: "error-text" }, `${job.error.code}: ${job.error.message}`) : null;
   return [list, error];
 }
@@ -77,6 +78,8 @@ function checkpointsTable(checkpoints) {
 function layout(jobId) {
   const parts = {
     status: h("span"),
+    pause: h("button", { class: "button", id: "pause-job", hidden: true }, "Pause"),
+    resume: h("button", { class: "button", id: "resume-job", hidden: true }, "Resume"),
     cancel: h("button", { class: "button danger", id: "cancel-job", disabled: true }, "Cancel job"),
     summary: h("div"),
     chart: h("div", { class: "chart", id: "loss-chart" }),
@@ -86,7 +89,7 @@ function layout(jobId) {
   const page = [
     h("div", { class: "page-head" },
       h("h1", {}, h("a", { href: "#/jobs", class: "muted" }, "Jobs"), " / ", h("span", { class: "mono" }, jobId)),
-      h("div", { class: "actions" }, parts.status, parts.cancel)),
+      h("div", { class: "actions" }, parts.status, parts.pause, parts.resume, parts.cancel)),
     h("div", { class: "grid-2" },
       h("section", { class: "card" }, h("h2", {}, "Loss"), parts.chart),
       h("section", { class: "card" }, h("h2", {}, "Details"), parts.summary)),
@@ -117,6 +120,31 @@ export function renderJob(view, jobId) {
       notify(error);
     }
   });
+  // Pause asks a running job to checkpoint at its next step; until its status shows it, the button stays off.
+  let pausing = false;
+  const control = (button, action, label) => button.addEventListener("click", async () => {
+    button.disabled = true;
+    button.textContent = label;
+    pausing = action === "pause";
+    try {
+      job = await request(`${base}/${action}`, { method: "POST" });
+      parts.status.replaceChildren(statusBadge(job.status));
+    } catch (error) {
+      pausing = false;
+      notify(error);
+    }
+  });
+  control(parts.pause, "pause", "Pausing…");
+  control(parts.resume, "resume", "Resuming…");
+  const showControls = () => {
+    if (job.status !== "running") pausing = false;
+    parts.pause.hidden = !["queued", "running"].includes(job.status);
+    parts.pause.disabled = pausing;
+    if (!pausing) parts.pause.textContent = "Pause";
+    parts.resume.hidden = job.status !== "paused";
+    parts.resume.disabled = false;
+    parts.resume.textContent = "Resume";
+  };
   return every(REFRESH_MS, async () => {
     job = await request(base);
     for (const event of await fetchNew(`${base}/events`, events)) events.set(event.id, event);
@@ -126,6 +154,7 @@ export function renderJob(view, jobId) {
     parts.status.replaceChildren(statusBadge(job.status));
     parts.cancel.disabled = cancelling || TERMINAL.has(job.status);
     if (TERMINAL.has(job.status)) parts.cancel.textContent = "Cancel job";
+    showControls();
     parts.summary.replaceChildren(...summary(job).filter(Boolean));
     drawLossChart(parts.chart, lossSeries(ordered, checkpoints), job.progress && job.progress.total_steps);
     parts.events.replaceChildren(...ordered.map(eventItem));

@@ -1,4 +1,5 @@
-// The new-job page: upload a dataset (its problems shown line by line), pick a model, start a job.
+// The new-job page: upload a dataset (its problems shown line by line), pick a model, see the job's estimate,
+// start it.
 
 import { request } from "./api.js";
 import { field, h, notify } from "./dom.js";
@@ -37,6 +38,7 @@ function fileChooser(name, files, optional) {
       const uploaded = await request("/v1/files", { method: "POST", form });
       select.append(h("option", { value: uploaded.id }, `${uploaded.filename} (${uploaded.id})`));
       select.value = uploaded.id;
+      select.dispatchEvent(new Event("change", { bubbles: true }));  // the estimate follows the choice
       result.replaceChildren(h("p", { class: "ok-text" },
         `✓ ${uploaded.filename} is valid: stored as ${uploaded.id} (${uploaded.bytes} bytes)`));
     } catch (error) {
@@ -95,6 +97,42 @@ function hyperparameterFields(baseModels) {
       "Validation loss every this many steps, and at the end"));
 }
 
+function formatDuration(seconds) {
+  if (seconds < 90) return `${seconds} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+/** The estimate's one line: steps, tokens, duration, and whether the speed was measured or assumed. */
+export function estimateText(estimate) {
+  const speed = estimate.basis === "measured"
+    ? `measured: ${estimate.tokens_per_second} tokens/s over ${estimate.jobs_measured} job(s) at ${estimate.precision}`
+    : `no measurement yet: ${estimate.message}`;
+  return `≈ ${estimate.total_steps} steps · ${estimate.estimated_tokens.toLocaleString()} tokens · `
+    + `about ${formatDuration(estimate.estimated_duration_seconds)} (${speed})`;
+}
+
+/** Keep `box` showing the estimate of the job the form describes (POST /v1/fine_tuning/jobs/estimate). */
+function followEstimate(form, box, training, validation) {
+  let latest = 0;
+  const update = async () => {
+    const ticket = ++latest;
+    if (!training.value()) {
+      box.replaceChildren(h("span", { class: "muted" }, "Choose a training file to see an estimate."));
+      return;
+    }
+    try {
+      const body = jobBody(form, training.value(), validation.value());
+      const estimate = await request("/v1/fine_tuning/jobs/estimate", { method: "POST", json: body });
+      if (ticket === latest) box.replaceChildren(h("span", {}, estimateText(estimate)));
+    } catch (error) {
+      if (ticket === latest) box.replaceChildren(h("span", { class: "error-text" }, `No estimate: ${error.message}`));
+    }
+  };
+  form.addEventListener("change", update);
+  update();
+}
+
 /** Render the new-job page into `view`. */
 export async function renderNewJob(view) {
   view.replaceChildren(h("p", { class: "muted" }, "Loading…"));
@@ -112,7 +150,10 @@ export async function renderNewJob(view) {
       field("Training file", training.element, null, { group: true }),
       field("Validation file (optional)", validation.element, null, { group: true })),
     h("section", { class: "card" }, h("h2", {}, "2 · Model and hyperparameters"),
-      hyperparameterFields(baseModels), h("div", { class: "actions" }, submit)));
+      hyperparameterFields(baseModels),
+      h("p", { class: "estimate muted", id: "job-estimate" }),
+      h("div", { class: "actions" }, submit)));
+  followEstimate(form, form.querySelector("#job-estimate"), training, validation);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (!training.value()) {

@@ -1,0 +1,44 @@
+"""The answer of ``POST /v1/fine_tuning/jobs/estimate``: a job's size and duration before it is created."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from registry.throughput import JobEstimate
+
+
+class JobEstimatePublic(BaseModel):
+    object: Literal["fine_tuning.job.estimate"] = "fine_tuning.job.estimate"
+    model: str
+    training_file: str
+    num_examples: int
+    hyperparameters: dict[str, Any]
+    total_steps: int
+    estimated_tokens: int
+    tokens_per_second: float
+    estimated_duration_seconds: int
+    basis: Literal["measured", "default"]
+    precision: str | None
+    jobs_measured: int
+    message: str
+
+    @classmethod
+    def of(
+        cls,
+        estimate: JobEstimate,
+        *,
+        model: str,
+        training_file: str,
+        num_examples: int,
+        hyperparameters: dict,
+    ) -> JobEstimatePublic:
+        return cls(
+            model=model,
+            training_file=training_file,
+            num_examples=num_examples,
+            hyperparameters=hyperparameters,
+            **asdict(estimate),
+        )

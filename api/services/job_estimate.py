@@ -1,0 +1,38 @@
+"""Estimating a job before it is created: the create request's checks, then ``registry.throughput``."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from api.schemas.job_estimate import JobEstimatePublic
+from api.schemas.jobs import JobCreate
+from api.services.jobs import check_request
+from diablo_core.spec.hyperparameters import AUTO
+from registry.settings import Settings
+from registry.throughput import estimate_job, find_throughput
+
+
+def estimate_fine_tuning_job(
+    session: Session, settings: Settings, project: str, body: JobCreate
+) -> JobEstimatePublic:
+    """Steps, tokens and duration of the job ``body`` would create; nothing is recorded or queued.
+
+    Raises:
+        APIError: The 400s and 404s that creating the job would answer (models, files, hyperparameters).
+    """
+    checked = check_request(session, settings, project, body)
+    precision = checked.spec.precision  # "auto": whichever precision the model was last measured at
+    estimate = estimate_job(
+        find_throughput(session, checked.model, None if precision == AUTO else precision),
+        file_bytes=checked.training.bytes,
+        num_examples=checked.num_examples,
+        total_steps=checked.spec.total_steps(checked.num_examples),
+        batch_size=int(checked.spec.batch_size),
+    )
+    return JobEstimatePublic.of(
+        estimate,
+        model=checked.model,
+        training_file=checked.training.id,
+        num_examples=checked.num_examples,
+        hyperparameters=checked.spec.openai_view(),
+    )

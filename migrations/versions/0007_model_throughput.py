@@ -1,0 +1,35 @@
+"""Measured training throughput per base model and precision, for estimates before a job starts.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "model_throughput",
+        sa.Column("model", sa.String(256), nullable=False),
+        sa.Column("precision", sa.String(16), nullable=False),
+        sa.Column("tokens_per_second", sa.Float(), nullable=False),
+        sa.Column("tokens_per_byte", sa.Float(), nullable=True),
+        sa.Column("jobs", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("model", "precision", name=op.f("pk_model_throughput")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("model_throughput")
