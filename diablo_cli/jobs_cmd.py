@@ -136,7 +136,7 @@ def estimate_line(estimate: dict[str, Any]) -> str:
     return f"{line} ({estimate['message']})"
 
 
-@app.command()
+@api_command(app)
 def estimate(
     training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
     model: Annotated[str, typer.Option(help="The base model.")] = "default",
@@ -145,21 +145,14 @@ def estimate(
     learning_rate_multiplier: Multiplier = None,
     num_blocks: NumBlocks = None,
     max_steps: MaxSteps = None,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+) -> ApiCall:
     """Estimate a job's steps, tokens and duration before creating it (nothing is created)."""
     hyperparameters = {
         "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
         "num_blocks": num_blocks, "max_steps": max_steps,
     }  # fmt: skip
-    with connect(base_url, api_key) as client:
-        answer = client.estimate_job(job_body(model, training_file, {}, hyperparameters))
-    if json_output:
-        print_json(answer)
-    else:
-        print_line(estimate_line(answer))
+    body = job_body(model, training_file, {}, hyperparameters)
+    return ApiCall(lambda client: client.estimate_job(body), lambda answer: print_line(estimate_line(answer)))
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
