@@ -136,7 +136,7 @@ def estimate_line(estimate: dict[str, Any]) -> str:
     return f"{line} ({estimate['message']})"
 
 
-@app.command()
+@api_command(app)
 def estimate(
     training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
     model: Annotated[str, typer.Option(help="The base model.")] = "default",
@@ -145,21 +145,14 @@ def estimate(
     learning_rate_multiplier: Multiplier = None,
     num_blocks: NumBlocks = None,
     max_steps: MaxSteps = None,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+) -> ApiCall:
     """Estimate a job's steps, tokens and duration before creating it (nothing is created)."""
     hyperparameters = {
         "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
         "num_blocks": num_blocks, "max_steps": max_steps,
     }  # fmt: skip
-    with connect(base_url, api_key) as client:
-        answer = client.estimate_job(job_body(model, training_file, {}, hyperparameters))
-    if json_output:
-        print_json(answer)
-    else:
-        print_line(estimate_line(answer))
+    body = job_body(model, training_file, {}, hyperparameters)
+    return ApiCall(lambda client: client.estimate_job(body), lambda answer: print_line(estimate_line(answer)))
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
@@ -211,28 +204,27 @@ def get(job_id: JobId) -> ApiCall:
     )
 
 
+def print_status(job: dict[str, Any]) -> None:
+    """The summary of a job command: ``<id>: <status>``."""
+    print_line(f"{job['id']}: {job['status']}")
+
+
 @api_command(app)
 def cancel(job_id: JobId) -> ApiCall:
     """Cancel a job (a running one stops within one training step)."""
-    return ApiCall(
-        lambda client: client.cancel_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
-    )
+    return ApiCall(lambda client: client.cancel_job(job_id), print_status)
 
 
 @api_command(app)
 def pause(job_id: JobId) -> ApiCall:
     """Pause a job: a running one checkpoints at its next step and frees its worker."""
-    return ApiCall(
-        lambda client: client.pause_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
-    )
+    return ApiCall(lambda client: client.pause_job(job_id), print_status)
 
 
 @api_command(app)
 def resume(job_id: JobId) -> ApiCall:
     """Resume a paused job from its newest checkpoint."""
-    return ApiCall(
-        lambda client: client.resume_job(job_id), lambda job: print_line(f"{job['id']}: {job['status']}")
-    )
+    return ApiCall(lambda client: client.resume_job(job_id), print_status)
 
 
 @app.command()
@@ -255,23 +247,13 @@ def events_table(events: list[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command()
+@api_command(app)
 def events(
     job_id: JobId,
     limit: Annotated[int, typer.Option(min=1, max=100, help="The most recent events to show.")] = 50,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+) -> ApiCall:
     """Show a job's most recent events, oldest first."""
-    with connect(base_url, api_key) as client:
-        page = client.list_events(job_id, limit)
-    if json_output:
-        print_json(page)
-    elif not page["data"]:
-        stderr_console().print("No events.")
-    else:
-        stdout_console().print(events_table(page["data"]))
+    return ApiCall(lambda client: client.list_events(job_id, limit), page_printer(events_table, "No events."))
 
 
 def checkpoints_table(checkpoints: list[dict[str, Any]]) -> Table:
@@ -286,19 +268,9 @@ def checkpoints_table(checkpoints: list[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command()
-def checkpoints(
-    job_id: JobId,
-    base_url: BaseUrlOption = DEFAULT_BASE_URL,
-    api_key: ApiKeyOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@api_command(app)
+def checkpoints(job_id: JobId) -> ApiCall:
     """List a job's checkpoints; each is a model that chat and export accept."""
-    with connect(base_url, api_key) as client:
-        page = client.list_checkpoints(job_id)
-    if json_output:
-        print_json(page)
-    elif not page["data"]:
-        stderr_console().print("No checkpoints.")
-    else:
-        stdout_console().print(checkpoints_table(page["data"]))
+    return ApiCall(
+        lambda client: client.list_checkpoints(job_id), page_printer(checkpoints_table, "No checkpoints.")
+    )

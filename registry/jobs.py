@@ -273,13 +273,25 @@ def request_cancel(session: Session, job: Job) -> Job:
     session.refresh(job)
     if result.rowcount != 1:
         raise InvalidTransition(job.id, job.status, JobStatus.CANCELLED)
-    if job.status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED):
+    idle = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED)
+    return act_on_request(session, job, idle, JobStatus.CANCELLED, "Cancellation requested")
+
+
+def act_on_request(
+    session: Session, job: Job, idle: tuple[JobStatus, ...], target: JobStatus, running_message: str
+) -> Job:
+    """Act on a request flag just set on ``job`` (a cancel or a pause).
+
+    A job in an ``idle`` status (no worker holds it) moves to ``target`` now; a running one gets
+    ``running_message`` as an event, and its worker acts on the flag.
+    """
+    if job.status in idle:
         try:
-            return transition(session, job, JobStatus.CANCELLED)
+            return transition(session, job, target)
         except InvalidTransition:
-            pass  # A worker claimed it meanwhile; the flag makes that worker stop.
+            pass  # A worker claimed it meanwhile; the flag makes that worker act.
     if job.status == JobStatus.RUNNING:
-        add_event(session, job.id, "info", "Cancellation requested")
+        add_event(session, job.id, "info", running_message)
     return job
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from registry.jobs import InvalidTransition, JobStatus, add_event, transition
+from registry.jobs import InvalidTransition, JobStatus, act_on_request, add_event, transition
 from registry.models import Job
 
 PAUSABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -38,14 +38,8 @@ def request_pause(session: Session, job: Job) -> Job:
     session.refresh(job)
     if result.rowcount != 1:
         raise InvalidTransition(job.id, _shown_status(job), JobStatus.PAUSED)
-    if job.status == JobStatus.QUEUED:
-        try:
-            return transition(session, job, JobStatus.PAUSED)
-        except InvalidTransition:
-            pass  # A worker claimed it meanwhile; the flag makes that worker pause.
-    if job.status == JobStatus.RUNNING:
-        add_event(session, job.id, "info", "Pause requested; the job stops at its next step")
-    return job
+    message = "Pause requested; the job stops at its next step"
+    return act_on_request(session, job, (JobStatus.QUEUED,), JobStatus.PAUSED, message)
 
 
 def resume(session: Session, job: Job) -> Job:

@@ -27,12 +27,11 @@ from diablo_core.precision.hardware import apply_torch_threads
 from diablo_core.spec import ResolvedJobSpec
 from diablo_core.training.checkpoints import unfenced
 from diablo_core.training.distributed import World, any_rank, from_main, join_world, leave_world
-from diablo_core.training.loop import TrainingResult, train
+from diablo_core.training.loop import TrainingResult
 from registry.db import get_sessionmaker
 from registry.jobs import get_job
 from registry.logging_setup import configure_logging
 from registry.settings import Settings, get_settings
-from registry.storage import job_dir
 from worker.auto_fit import fit_to_model
 from worker.job_config import JobPlan
 from worker.job_model import resolve_spec_precision
@@ -40,6 +39,7 @@ from worker.lease import JobLease
 from worker.progress import JobReporter
 from worker.resume import ResumePoint, find_resume_point
 from worker.shutdown import request_stop
+from worker.training_call import bound_train
 from worker.training_job import (
     JobRun,
     _event,
@@ -144,17 +144,8 @@ def _train(
     reporter: JobReporter | None,
 ) -> TrainingResult:
     """Train from rank 0's resume point; only rank 0 reports, fences and writes events."""
-    go = partial(
-        train,
-        loaded.model,
-        loaded.tokenizer,
-        train_set,
-        plan.training,
-        valid_examples=valid_set,
-        output_dir=job_dir(run.settings.adapters_dir, run.job.id),
-        callbacks=[reporter] if reporter else [],
-        fence=run.lease.fence if reporter else unfenced,
-    )
+    callbacks, fence = ([reporter], run.lease.fence) if reporter else ([], unfenced)
+    go = bound_train(run, loaded, plan, train_set, valid_set, callbacks=callbacks, fence=fence)
     point: ResumePoint = from_main(_resume_point(run) if world.is_main else None)
     if point.path is None:
         if world.is_main and run.job.attempts > 1:

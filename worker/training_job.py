@@ -31,7 +31,7 @@ from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel
 from diablo_core.spec import ResolvedJobSpec
 from diablo_core.training.dpo import DPO
-from diablo_core.training.loop import TrainingResult, train
+from diablo_core.training.loop import TrainingResult
 from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
 from registry.db import get_sessionmaker
@@ -51,7 +51,6 @@ from registry.parent_models import ParentAdapter, find_parent
 from registry.pausing import note_pause
 from registry.result_files import add_results_file
 from registry.settings import Settings
-from registry.storage import job_dir
 from worker import artifact_store, distributed_job
 from worker.auto_fit import best_data, best_message, fit_to_model, hold_out
 from worker.integrations import job_integrations
@@ -62,6 +61,7 @@ from worker.lease import JobLease
 from worker.progress import JobReporter
 from worker.resume import find_resume_point
 from worker.shutdown import hand_back_for_shutdown, stop_requested
+from worker.training_call import bound_train
 
 logger = logging.getLogger(__name__)
 # Infrastructure failures worth a retry: the job is handed back and the task re-delivered.
@@ -257,17 +257,10 @@ def _train(
     integrations: list[Any] | None = None,
 ) -> TrainingResult:
     """Train, resuming from the job's newest verified checkpoint; a re-delivered job's events say which."""
-    go = partial(
-        train,
-        loaded.model,
-        loaded.tokenizer,
-        train_set,
-        plan.training,
-        valid_examples=valid_set,
-        output_dir=job_dir(run.settings.adapters_dir, run.job.id),
-        callbacks=[reporter, *(integrations or [])],
-        fence=run.lease.fence,
-        **({} if plan.beta is None else {"objective": DPO(plan.beta)}),
+    callbacks = [reporter, *(integrations or [])]
+    objective = {} if plan.beta is None else {"objective": DPO(plan.beta)}
+    go = bound_train(
+        run, loaded, plan, train_set, valid_set, callbacks=callbacks, fence=run.lease.fence, **objective
     )
     with run.sessions() as session:
         point = find_resume_point(session, run.job.id)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 
 from api.deps import AfterQuery, CurrentProject, IdempotencyKeyHeader, LimitQuery, SessionDep, SettingsDep
 from api.errors import APIError
@@ -25,6 +27,7 @@ from api.services import jobs as service
 from api.services.job_estimate import estimate_fine_tuning_job
 from registry.artifacts import list_checkpoints
 from registry.jobs import list_events, list_jobs
+from registry.models import Job
 
 _METADATA_PARAM = re.compile(r"metadata\[[^\]]+\]")
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -55,6 +58,29 @@ def _metadata_query(request: Request) -> dict[str, str]:
 
 
 MetadataQuery = Annotated[dict[str, str], Depends(_metadata_query)]
+
+
+@dataclass(frozen=True)
+class _JobPost:
+    """A POST that changes one of the project's jobs: the session, project, job id and Idempotency-Key."""
+
+    session: Session
+    project: str
+    job_id: str
+    idempotency_key: str | None
+
+    def public(self, job: Job) -> JobPublic:
+        """The changed job as the API answers it, with its progress."""
+        return service.jobs_public(self.session, [job])[0]
+
+
+def _job_post(
+    session: SessionDep, project: CurrentProject, job_id: str, idempotency_key: IdempotencyKeyHeader = None
+) -> _JobPost:
+    return _JobPost(session, project, job_id, idempotency_key)
+
+
+JobPost = Annotated[_JobPost, Depends(_job_post)]
 
 
 @router.post("", response_model=JobPublic)
@@ -98,34 +124,22 @@ def retrieve_job(session: SessionDep, project: CurrentProject, job_id: str) -> J
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(
-    session: SessionDep, project: CurrentProject, job_id: str, idempotency_key: IdempotencyKeyHeader = None
-) -> JobPublic:
+def cancel_job(post: JobPost) -> JobPublic:
     """Cancel a job; a running job stops within one training step (its status shows when it has)."""
-    job = service.cancel_job(session, project, job_id, idempotency_key)
-    return service.jobs_public(session, [job])[0]
+    return post.public(service.cancel_job(post.session, post.project, post.job_id, post.idempotency_key))
 
 
 @router.post("/{job_id}/pause", response_model=JobPublic)
-def pause_job(
-    session: SessionDep, project: CurrentProject, job_id: str, idempotency_key: IdempotencyKeyHeader = None
-) -> JobPublic:
+def pause_job(post: JobPost) -> JobPublic:
     """Pause a job: a running one checkpoints at its next step and releases its worker."""
-    job = job_control.pause_job(session, project, job_id, idempotency_key)
-    return service.jobs_public(session, [job])[0]
+    return post.public(job_control.pause_job(post.session, post.project, post.job_id, post.idempotency_key))
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic)
-def resume_job(
-    session: SessionDep,
-    settings: SettingsDep,
-    project: CurrentProject,
-    job_id: str,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> JobPublic:
+def resume_job(post: JobPost, settings: SettingsDep) -> JobPublic:
     """Resume a paused job: it is queued again and continues from its newest checkpoint."""
-    job = job_control.resume_job(session, settings, project, job_id, idempotency_key)
-    return service.jobs_public(session, [job])[0]
+    job = job_control.resume_job(post.session, settings, post.project, post.job_id, post.idempotency_key)
+    return post.public(job)
 
 
 @router.get("/{job_id}/events", response_model=EventsPublic)

@@ -6,10 +6,8 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from api.errors import APIError
-from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
-from api.services.jobs import load_job
-from registry.jobs import InvalidTransition
+from api.services.idempotency import IdempotentRequest
+from api.services.jobs import change_once
 from registry.models import Job
 from registry.pausing import request_pause, resume
 from registry.queue import enqueue_training
@@ -27,17 +25,8 @@ def pause_job(session: Session, project: str, job_id: str, idempotency_key: str 
         APIError: 404 for an unknown job; 409 ``job_not_pausable`` unless it is queued or running.
     """
     request = IdempotentRequest.of(project, idempotency_key, PAUSE_ROUTE, {"job_id": job_id})
-    job = load_job(session, project, job_id)
-    if replayed_id(session, request):
-        return job
-    try:
-        request_pause(session, job)
-    except InvalidTransition as error:
-        message = f"Job {job_id} is {error.current}; only queued or running jobs can be paused"
-        raise APIError(409, message, code="job_not_pausable") from error
-    if commit_once(session, request, job.id):
-        return load_job(session, project, job_id)
-    return job
+    refusal = ("job_not_pausable", "Job {job_id} is {current}; only queued or running jobs can be paused")
+    return change_once(session, project, request, job_id, request_pause, refusal)[0]
 
 
 def resume_job(
@@ -51,16 +40,10 @@ def resume_job(
         APIError: 404 for an unknown job; 409 ``job_not_resumable`` unless it is paused.
     """
     request = IdempotentRequest.of(project, idempotency_key, RESUME_ROUTE, {"job_id": job_id})
-    job = load_job(session, project, job_id)
-    if replayed_id(session, request):
+    refusal = ("job_not_resumable", "Job {job_id} is {current}; only paused jobs can be resumed")
+    job, changed = change_once(session, project, request, job_id, resume, refusal)
+    if not changed:
         return job
-    try:
-        resume(session, job)
-    except InvalidTransition as error:
-        message = f"Job {job_id} is {error.current}; only paused jobs can be resumed"
-        raise APIError(409, message, code="job_not_resumable") from error
-    if commit_once(session, request, job.id):
-        return load_job(session, project, job_id)
     try:
         enqueue_training(job.id, settings)
     except Exception:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,27 +199,43 @@ def load_job(session: Session, project: str, job_id: str) -> Job:
     return job
 
 
+def change_once(
+    session: Session,
+    project: str,
+    request: IdempotentRequest | None,
+    job_id: str,
+    change: Callable[[Session, Job], object],
+    refusal: tuple[str, str],
+) -> tuple[Job, bool]:
+    """Load the job, apply ``change`` to it and commit, once per idempotency key.
+
+    A retry under the same key answers the job as it is now instead of a 409. ``refusal`` is the 409's code
+    and its message, a template over ``job_id`` and ``current`` (the job's status). Answers the job and
+    whether this call changed it.
+    """
+    job = load_job(session, project, job_id)
+    if replayed_id(session, request):
+        return job, False
+    try:
+        change(session, job)
+    except InvalidTransition as error:
+        code, template = refusal
+        raise APIError(409, template.format(job_id=job_id, current=error.current), code=code) from error
+    if commit_once(session, request, job.id):
+        return load_job(session, project, job_id), False
+    return job, True
+
+
 def cancel_job(session: Session, project: str, job_id: str, idempotency_key: str | None = None) -> Job:
     """Cancel a job not yet running, or ask the worker of a running one to stop (committed).
-
-    A retry under the same ``idempotency_key`` answers the job as it is now instead of a 409.
 
     Raises:
         APIError: 404 for an unknown job; 409 ``job_not_cancellable`` for a finished one, or for an
             idempotency key used with another request.
     """
     request = IdempotentRequest.of(project, idempotency_key, CANCEL_ROUTE, {"job_id": job_id})
-    job = load_job(session, project, job_id)
-    if replayed_id(session, request):
-        return job
-    try:
-        request_cancel(session, job)
-    except InvalidTransition as error:
-        message = f"Job {job_id} is already {error.current}; only unfinished jobs can be cancelled"
-        raise APIError(409, message, code="job_not_cancellable") from error
-    if commit_once(session, request, job.id):
-        return load_job(session, project, job_id)
-    return job
+    message = "Job {job_id} is already {current}; only unfinished jobs can be cancelled"
+    return change_once(session, project, request, job_id, request_cancel, ("job_not_cancellable", message))[0]
 
 
 # Per job: ix_job_events_job_id_id read backwards from the job's newest event to its newest metrics event, so

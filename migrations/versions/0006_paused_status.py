@@ -2,23 +2,15 @@
 
 The status column is a plain string, so the new ``paused`` status needs no change of its own; the flag is
 what a running job's worker reads at every step to know it must checkpoint and release the job.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-05
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0006"
+down_revision = "0005"
 
 
 def upgrade() -> None:

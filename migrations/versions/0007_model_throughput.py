@@ -1,21 +1,12 @@
-"""Measured training throughput per base model and precision, for estimates before a job starts.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-05
-"""
+"""Measured training throughput per base model and precision, for estimates before a job starts."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0007"
+down_revision = "0006"
 
 
 def upgrade() -> None:

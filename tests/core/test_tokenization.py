@@ -15,7 +15,7 @@ from diablo_core.data.tokenization import (
 )
 from diablo_core.training.loss import collate
 from registry.base_models import DEFAULT_CHECKPOINT_DIR
-from tests.core.tiny_tokenizer import CHATML_TEMPLATE, make_tiny_tokenizer
+from tests.core.tiny_tokenizer import CHATML_TEMPLATE, learned_segments, make_tiny_tokenizer
 from tests.process_helpers import converted_models_dir
 
 CHAT = {
@@ -33,18 +33,6 @@ CHAT = {
 @pytest.fixture(scope="module")
 def tokenizer():
     return make_tiny_tokenizer()
-
-
-def learned_segments(example: TokenizedExample, tokenizer) -> list[str]:
-    """Decode each contiguous run of labelled positions separately."""
-    segments, current = [], []
-    for label in [*example.labels, IGNORE_INDEX]:
-        if label != IGNORE_INDEX:
-            current.append(label)
-        elif current:
-            segments.append(tokenizer.decode(current))
-            current = []
-    return segments
 
 
 def test_chat_labels_cover_exactly_the_learned_assistant_turns(tokenizer):

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from diablo_core.data.datasets import validate_dataset
-from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_example
-from tests.core.tiny_tokenizer import make_tiny_tokenizer
+from diablo_core.data.tokenization import IGNORE_INDEX, tokenize_example
+from tests.core.tiny_tokenizer import learned_segments, make_tiny_tokenizer
 
 WEATHER = {
     "type": "function",
@@ -47,17 +47,6 @@ TOOLS_TEMPLATE = (
 
 def jsonl(*rows: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(row).encode() + b"\n" for row in rows)
-
-
-def learned_text(example: TokenizedExample, tokenizer: Any) -> list[str]:
-    segments, current = [], []
-    for label in [*example.labels, IGNORE_INDEX]:
-        if label != IGNORE_INDEX:
-            current.append(label)
-        elif current:
-            segments.append(tokenizer.decode(current))
-            current = []
-    return segments
 
 
 def with_messages(*messages: dict[str, Any], tools: list[Any] | None = None) -> dict[str, Any]:
@@ -155,7 +144,7 @@ def test_a_template_without_tools_gets_them_written_into_the_conversation() -> N
     assert json.dumps(WEATHER) in text
     assert "<|im_start|>user\n<tool_response>\n4 C, rain\n</tool_response><|im_end|>" in text
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
-    assert learned_text(example, tokenizer) == [f"{call}<|im_end|>", "It is 4 C and raining.<|im_end|>"]
+    assert learned_segments(example, tokenizer) == [f"{call}<|im_end|>", "It is 4 C and raining.<|im_end|>"]
 
 
 def test_a_template_with_tools_renders_them_itself() -> None:
@@ -165,7 +154,7 @@ def test_a_template_with_tools_renders_them_itself() -> None:
     assert text.startswith(f"<|im_start|>system\n<tools>\n{json.dumps(WEATHER)}\n</tools><|im_end|>")
     assert "<|im_start|>tool\n4 C, rain<|im_end|>" in text
     call = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
-    assert learned_text(example, tokenizer) == [f"{call}<|im_end|>", "It is 4 C and raining.<|im_end|>"]
+    assert learned_segments(example, tokenizer) == [f"{call}<|im_end|>", "It is 4 C and raining.<|im_end|>"]
 
 
 def test_weight_zero_tool_calls_are_not_learned() -> None:
@@ -173,5 +162,5 @@ def test_weight_zero_tool_calls_are_not_learned() -> None:
     messages = [dict(message) for message in TOOL_CHAT["messages"]]
     messages[1]["weight"] = 0
     example = tokenize_example({**TOOL_CHAT, "messages": messages}, tokenizer, max_length=None)
-    assert learned_text(example, tokenizer) == ["It is 4 C and raining.<|im_end|>"]
+    assert learned_segments(example, tokenizer) == ["It is 4 C and raining.<|im_end|>"]
     assert all(label == IGNORE_INDEX for label in example.labels[: len(example.labels) // 2])

@@ -10,6 +10,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from diablo_core.data.tokenization import IGNORE_INDEX, TokenizedExample
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -55,3 +57,15 @@ def make_tiny_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
         pad_token_id=vocab_size - 3,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def learned_segments(example: TokenizedExample, tokenizer: PreTrainedTokenizerFast) -> list[str]:
+    """Decode each contiguous run of labelled positions separately."""
+    segments, current = [], []
+    for label in [*example.labels, IGNORE_INDEX]:
+        if label != IGNORE_INDEX:
+            current.append(label)
+        elif current:
+            segments.append(tokenizer.decode(current))
+            current = []
+    return segments

@@ -17,7 +17,7 @@ from registry.jobs import get_job, request_cancel
 from registry.models import Adapter, Checkpoint, Job, JobEvent
 from registry.settings import Settings
 from tests.worker.conftest import chat_example, jsonl
-from worker import artifact_store, training_job
+from worker import artifact_store, training_call
 from worker.training_job import run_training_job
 
 WORKER = "test-worker:1"
@@ -25,7 +25,7 @@ WORKER = "test-worker:1"
 
 def on_step(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], None]) -> None:
     """Run ``action(step)`` after every optimizer step, before the job's own progress callback."""
-    real_train = training_job.train
+    real_train = training_call.train
 
     class Hook:
         def on_progress(self, progress) -> None:
@@ -34,7 +34,7 @@ def on_step(monkeypatch: pytest.MonkeyPatch, action: Callable[[int], None]) -> N
     def train(*args, callbacks, **kwargs):
         return real_train(*args, callbacks=[Hook(), *callbacks], **kwargs)
 
-    monkeypatch.setattr(training_job, "train", train)
+    monkeypatch.setattr(training_call, "train", train)
 
 
 def files_under(root: Path) -> dict[str, str]:
