@@ -235,14 +235,23 @@ class ChatChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletion(BaseModel):
-    id: str = Field(default_factory=lambda: new_id(CHAT_ID_PREFIX))
-    object: Literal["chat.completion"] = "chat.completion"
+class CompletionEnvelope(BaseModel):
+    """The fields every OpenAI completion object shares, in OpenAI's order; each kind narrows them."""
+
+    id: str
+    object: str
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
+    choices: list[Any]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class ChatCompletion(CompletionEnvelope):
+    id: str = Field(default_factory=lambda: new_id(CHAT_ID_PREFIX))
+    object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
 
 
 class ChatChunkChoice(BaseModel):
@@ -253,14 +262,10 @@ class ChatChunkChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(CompletionEnvelope):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
-    model: str
     choices: list[ChatChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
 
 
 class TextChoice(BaseModel):
@@ -270,13 +275,9 @@ class TextChoice(BaseModel):
     finish_reason: str | None = None
 
 
-class TextCompletion(BaseModel):
+class TextCompletion(CompletionEnvelope):
     """A text completion; streamed chunks have this shape too, with ``usage`` only on the usage chunk."""
 
     id: str = Field(default_factory=lambda: new_id(COMPLETION_ID_PREFIX))
     object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
     choices: list[TextChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None

@@ -26,19 +26,7 @@ class JobEstimatePublic(BaseModel):
     message: str
 
     @classmethod
-    def of(
-        cls,
-        estimate: JobEstimate,
-        *,
-        model: str,
-        training_file: str,
-        num_examples: int,
-        hyperparameters: dict,
-    ) -> JobEstimatePublic:
-        return cls(
-            model=model,
-            training_file=training_file,
-            num_examples=num_examples,
-            hyperparameters=hyperparameters,
-            **asdict(estimate),
-        )
+    def of(cls, estimate: JobEstimate, **request: Any) -> JobEstimatePublic:
+        """The estimate next to the request it answers (``model``, ``training_file``, ``num_examples``,
+        ``hyperparameters``: fields of this model, validated as such)."""
+        return cls(**request, **asdict(estimate))
