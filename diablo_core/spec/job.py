@@ -14,10 +14,11 @@ Rules:
   ("auto": 1.0) times the model's rate (DiaBlo: by block size, ``diablo_core.spec.auto``; LoRA: 3e-4),
   unless ``learning_rate`` is given (then the multiplier reported is ``learning_rate`` over the model's rate;
   over the method's base rate, DiaBlo 5e-4 or LoRA 3e-4, until the model is known).
-- ``early_stopping_patience``: 4 when ``n_epochs`` is "auto", else as given (None: no early stopping). With
-  it and no validation file, ``validation_holdout`` examples of the training file are held out; a file too
-  small to hold any out trains without early stopping. An "auto" ``n_epochs`` then bounds the run at twice
-  the OpenAI rule's epochs (within the step limit), and ``eval_every`` defaults to a tenth of the rule's run.
+- ``early_stopping_patience``: 4 when ``n_epochs`` is "auto" and no ``max_steps`` is set, else as given
+  (None: no early stopping). With it and no validation file, ``validation_holdout`` examples of the training
+  file are held out; a file too small to hold any out trains without early stopping. An "auto" ``n_epochs``
+  then bounds the run at twice the OpenAI rule's epochs (within the step limit), and ``eval_every`` defaults
+  to a tenth of the rule's run.
 - ``target_modules``: ``DiaBloConfig``'s default unless given (LoRA's too, so the two compare like for like).
 - ``method.type: "lora"`` resolves by the same rules into a ``ResolvedLoRASpec`` (rank and alpha in place of
   ``num_blocks``), stored as ``{"type": "lora", "lora": {"hyperparameters": {...}}}``.
@@ -259,7 +260,8 @@ def _early_stopping(
     given: DiaBloHyperparameters, num_examples: int, has_validation_file: bool, where: str
 ) -> tuple[int | None, int]:
     """The patience (None: no early stopping) and the examples held out of the training file for it."""
-    patience = given.early_stopping_patience or (DEFAULT_PATIENCE if given.n_epochs == AUTO else None)
+    length_is_auto = given.n_epochs == AUTO and given.max_steps is None  # max_steps is a length too
+    patience = given.early_stopping_patience or (DEFAULT_PATIENCE if length_is_auto else None)
     if patience is None or has_validation_file:
         return patience, 0
     holdout = holdout_size(num_examples)
