@@ -39,7 +39,7 @@ def documented_default(field: FieldInfo) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, Path):
-        return f"`./{value}`"
+        return f"`{value}`" if value.is_absolute() else f"`./{value}`"
     if isinstance(value, float):
         return f"`{value:g}`"
     return f"`{value}`"
