@@ -109,7 +109,7 @@ def train_rank(run: JobRun, world: World) -> str | None:
     if run.lease.lost:
         reporter.stop_reason = "lost"
     finished = result.adapter_dir is not None and reporter.stop_reason in (None, "shutdown")
-    return _publish(run, loaded, result) if finished else _stopped(run, reporter, result)
+    return _publish(run, loaded, result, reporter) if finished else _stopped(run, reporter, result)
 
 
 def _prepare_together(run: JobRun, spec: ResolvedJobSpec, world: World) -> Prepared:
