@@ -139,6 +139,8 @@ def _owned_routes(world: World) -> list[tuple[str, str, dict[str, Any]]]:
         ("DELETE", f"/v1/files/{world.file_id}", {}),
         ("GET", job, {}),
         ("POST", f"{job}/cancel", {}),
+        ("POST", f"{job}/pause", {}),
+        ("POST", f"{job}/resume", {}),
         ("GET", f"{job}/events", {}),
         ("GET", f"{job}/checkpoints", {}),
         ("GET", f"/v1/models/{world.adapter}", {}),

@@ -27,7 +27,10 @@ def events_of(session: Session, job_id: str) -> list[JobEvent]:
 def test_auto_fits_the_learning_rate_and_holds_out_validation_examples(
     new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings
 ) -> None:
-    job_id = new_job(content=jsonl([chat_example(i) for i in range(40)]), diablo=AUTO | {"max_steps": 6})
+    # max_steps fixes the length, so early stopping (and its hold-out) is asked for explicitly; the patience
+    # outlasts the 6 steps, so every step runs.
+    early = {"max_steps": 6, "early_stopping_patience": 10}
+    job_id = new_job(content=jsonl([chat_example(i) for i in range(40)]), diablo=AUTO | early)
     assert run_training_job(job_id, settings, WORKER) == "succeeded"
     with sessions() as session:
         job, events = get_job(session, job_id), events_of(session, job_id)
