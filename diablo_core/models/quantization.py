@@ -147,20 +147,6 @@ def quantize_model(
     return [path for path, *_ in targets]
 
 
-def cast_unquantized(model: nn.Module, dtype: torch.dtype) -> None:
-    """Casts the floating parameters of every non-quantized module to ``dtype``, in place.
-
-    ``model.to(dtype)`` cannot be used on a quantized model: it would cast the packed integer weights.
-    Buffers keep their dtype, as in ``loading.cast_parameters``: the rotary ``inv_freq`` stays float32.
-    """
-    for module in model.modules():
-        if quantization_of(module) is not None:
-            continue
-        for tensor in module.parameters(recurse=False):
-            if tensor.is_floating_point() and tensor.dtype != dtype:
-                tensor.data = tensor.data.to(dtype)
-
-
 def stored_bytes(model: nn.Module) -> int:
     """Bytes of the model's state dict, each tensor once: a packed layer counts its codes and statistics."""
     tensors = {
