@@ -112,15 +112,17 @@ def compare_accuracy(
     seed: int = 0,
     precision: str = "fp32",
     max_new_tokens: int = 8,
+    methods: tuple[str, ...] = METHODS,
 ) -> dict[str, dict[str, Any]]:
     """Trains DiaBlo (N=64) and matched-rank LoRA and returns their exact match, counts, rate and train time.
 
     ``lr`` None gives each method its own default rate (``default_learning_rate``). With
-    ``quantization="nf4"`` both train on the NF4 base, LoRA then being QLoRA.
+    ``quantization="nf4"`` both train on the NF4 base, LoRA then being QLoRA. ``methods`` picks a subset
+    (a learning-rate check of one method).
     """
     evaluate = _evaluate_module()
     results = {}
-    for variant in METHODS:
+    for variant in methods:
         loaded = load_base_model("default", quantization=quantization)
         model, tokenizer = loaded.model, loaded.tokenizer
         torch.manual_seed(seed)  # LoRA's initialisation and the dropout masks
@@ -220,6 +222,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, help="score only the first N test questions")
     parser.add_argument("--lr", type=float, help="one rate for both methods (default: each method's own)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--quantization", choices=("nf4", "int8"))
     parser.add_argument("--threads", type=int, default=1)
@@ -233,13 +236,13 @@ def main() -> None:
         for seed in args.seeds:
             results = compare_accuracy(
                 args.steps, args.lr, args.batch_size, data_dir, args.limit, args.quantization, seed,
-                args.precision, TASKS[task],
+                args.precision, TASKS[task], tuple(args.methods),
             )  # fmt: skip
             runs.append({"task": task, "seed": seed, "results": results})
             if args.json:
                 with args.json.open("a") as out:
                     out.write(json.dumps(runs[-1]) + "\n")
-    if len(args.seeds) > 1:
+    if len(args.seeds) > 1 and set(args.methods) == set(METHODS):
         summary = summarize(runs)
         print(json.dumps(summary, indent=2))
         if args.json:

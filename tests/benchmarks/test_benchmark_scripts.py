@@ -78,3 +78,18 @@ def test_load_test_two_project_mode_compares_b_alone_with_b_under_a_flood(tmp_pa
     assert rows["B alone"]["requests"] >= 2 and set(rows["B during A's flood"]["statuses"]) == {"200"}
     assert rows["A's flood"]["requests"] >= 4
     assert "B under the flood / alone: p50" in stdout
+
+
+def test_train_accuracy_compares_the_methods_over_seeds_on_the_words_task(tmp_path: Path) -> None:
+    out = tmp_path / "accuracy.jsonl"
+    run_script(
+        "benchmarks/train_accuracy.py", "--task", "words", "--seeds", "0", "1", "--steps", "1",
+        "--batch-size", "2", "--limit", "2", "--precision", "bf16", "--data-root", str(tmp_path),
+        "--json", str(out),
+    )  # fmt: skip
+    assert len((tmp_path / "words/train.jsonl").read_text().splitlines()) == 800
+    *runs, summary = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(run["task"], run["seed"]) for run in runs] == [("words", 0), ("words", 1)]
+    rates = {method: result["learning_rate"] for method, result in runs[0]["results"].items()}
+    assert rates["lora-matched"] == 3e-4 and rates["diablo"] > 1e-3  # each method's own default
+    assert set(summary["summary"]["words"]) == {"seeds", "diablo", "lora-matched", "diablo_minus_lora"}
