@@ -114,7 +114,8 @@ def compare_accuracy(
     max_new_tokens: int = 8,
     methods: tuple[str, ...] = METHODS,
 ) -> dict[str, dict[str, Any]]:
-    """Trains DiaBlo (N=64) and matched-rank LoRA and returns their exact match, counts, rate and train time.
+    """Trains DiaBlo (N=64) and matched-rank LoRA; returns their exact match (and which test questions they
+    answered right), parameter counts, learning rate and train time.
 
     ``lr`` None gives each method its own default rate (``default_learning_rate``). With
     ``quantization="nf4"`` both train on the NF4 base, LoRA then being QLoRA. ``methods`` picks a subset
@@ -135,11 +136,18 @@ def compare_accuracy(
         started = time.perf_counter()
         fit(model, examples, steps, rate, batch_size, tokenizer.pad_token_id, seed, precision)
         seconds = time.perf_counter() - started
-        accuracy = evaluate.exact_match(model, tokenizer, data_dir / "test.jsonl", limit, max_new_tokens)
+        questions = evaluate.read_questions(data_dir / "test.jsonl")[:limit]
+        prompts = [messages for messages, _ in questions]
+        answers = evaluate.greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+        correct = [
+            i
+            for i, (answer, (_, expected)) in enumerate(zip(answers, questions, strict=True))
+            if answer == expected
+        ]
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         results[variant] = {
-            "exact_match": accuracy, "trainable": trainable, "learning_rate": rate,
-            "train_seconds": round(seconds, 1),
+            "exact_match": len(correct) / len(questions), "trainable": trainable, "learning_rate": rate,
+            "train_seconds": round(seconds, 1), "correct": correct,
         }  # fmt: skip
         print(json.dumps({variant: results[variant]}), flush=True)
     return results

@@ -52,13 +52,10 @@ def greedy_answers(
     return [answer.strip() for answer in answers]
 
 
-def exact_match(
-    model: Any, tokenizer: Any, test_file: Path, limit: int | None = None, max_new_tokens: int = 8
-) -> float:
+def exact_match(model: Any, tokenizer: Any, test_file: Path, limit: int | None = None) -> float:
     """Fraction of test questions whose greedy answer equals the expected one exactly."""
     questions = read_questions(test_file)[:limit]
-    prompts = [messages for messages, _ in questions]
-    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    answers = greedy_answers(model, tokenizer, [messages for messages, _ in questions])
     hits = sum(answer == expected for answer, (_, expected) in zip(answers, questions, strict=True))
     return hits / len(questions)
 
