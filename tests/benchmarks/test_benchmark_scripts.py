@@ -93,3 +93,16 @@ def test_train_accuracy_compares_the_methods_over_seeds_on_the_words_task(tmp_pa
     rates = {method: result["learning_rate"] for method, result in runs[0]["results"].items()}
     assert rates["lora-matched"] == 3e-4 and rates["diablo"] > 1e-3  # each method's own default
     assert set(summary["summary"]["words"]) == {"seeds", "diablo", "lora-matched", "diablo_minus_lora"}
+
+
+def test_quantized_7b_trains_one_nf4_layer_of_the_7b_shape_and_decodes(tmp_path: Path) -> None:
+    out = tmp_path / "q7b.json"
+    run_script(
+        "benchmarks/quantized_7b.py", "--layers", "1", "--steps", "2", "--seq-len", "16", "--threads", "1",
+        "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["quantization"] == "nf4" and report["adapted_linears"] == 5
+    assert report["trainable"] == 2_195_456 and report["blocks_dtype"] == "torch.float32"  # one layer's N=64
+    assert report["train_loss"][1] < report["train_loss"][0]  # the blocks learn the fixed batch
+    assert report["decode_step_s"] > 0 and report["peak_rss_mb"] >= report["peak_rss_after_build_mb"]
