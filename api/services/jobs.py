@@ -19,7 +19,7 @@ from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
-from api.services.method_files import check_file_format
+from api.services.method_files import check_evaluation_file, check_file_format
 from api.services.parent_models import find_parent_model, inherit_layout
 from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
@@ -76,6 +76,7 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
             max_steps_limit=settings.max_steps_limit,
             method_type=method.type if method else "diablo",
             has_validation_file=body.validation_file is not None,
+            has_evaluation_file=body.evaluation_file is not None,
         )
     except HyperparameterError as error:
         raise APIError(400, str(error), code=error.code, param=error.param) from error
@@ -104,6 +105,9 @@ def check_request(session: Session, settings: Settings, project: str, body: JobC
     if body.validation_file is not None:
         validation = check_file(session, project, body.validation_file, "validation_file")
         check_file_format(validation, method_type, "validation_file")
+    if body.evaluation_file is not None:
+        evaluation = check_file(session, project, body.evaluation_file, "evaluation_file")
+        check_evaluation_file(evaluation, method_type)
     num_examples = count_examples(training)
     resolved = resolve_request(body, settings, num_examples)
     if parent is not None:
@@ -124,6 +128,7 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         model=model,
         training_file=body.training_file,
         validation_file=body.validation_file,
+        evaluation_file=body.evaluation_file,
         spec=resolved,
         suffix=sanitize_suffix(body.suffix) or None,
         seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,
