@@ -88,6 +88,10 @@ def follow(client: DiabloClient, job_id: str, console: Console, interval: float)
 def create(
     training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
     validation_file: Annotated[str | None, typer.Option(help="The id of a validation file.")] = None,
+    evaluation_file: Annotated[
+        str | None,
+        typer.Option(help="The id of a file of held-out chat examples to answer at each evaluation."),
+    ] = None,
     model: Annotated[str, typer.Option(help="The base model.")] = "default",
     n_epochs: NEpochs = None,
     batch_size: BatchSize = None,
@@ -113,7 +117,8 @@ def create(
         "warmup_steps": warmup_steps, "max_length": max_length,
         "target_modules": split_modules(target_modules),
     }  # fmt: skip
-    options = {"validation_file": validation_file, "suffix": suffix, "seed": seed}
+    options = {"validation_file": validation_file, "evaluation_file": evaluation_file}
+    options |= {"suffix": suffix, "seed": seed}
     err = stderr_console()
     with connect(base_url, api_key) as client:
         job = client.create_job(job_body(model, training_file, options, hyperparameters))
