@@ -189,7 +189,8 @@ def job_details(job: dict[str, Any]) -> Table:
     rows = {
         "id": job["id"], "status": job["status"], "model": job["model"],
         "fine-tuned model": job.get("fine_tuned_model"), "training file": job["training_file"],
-        "validation file": job.get("validation_file"), "hyperparameters": job.get("hyperparameters"),
+        "validation file": job.get("validation_file"), "evaluation file": job.get("evaluation_file"),
+        "hyperparameters": job.get("hyperparameters"),
         "progress": f"{progress['step']}/{progress.get('total_steps')}" if progress else None,
         "trained tokens": job.get("trained_tokens"), "created": format_time(job["created_at"]),
         "estimated finish": format_time(job.get("estimated_finish")) if job["status"] == "running" else None,

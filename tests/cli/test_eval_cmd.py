@@ -4,6 +4,7 @@ real API serves the tiny model."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,3 +60,16 @@ def test_errors_end_the_command_with_the_apis_message(url: str, tmp_path: Path) 
     assert bad.exit_code != 0 and "invalid_evaluation_file" in bad.stderr and "line 2" in bad.stderr
     missing = diablo(url, "eval", "ft:tiny::nope", "--file", "file-nope")
     assert missing.exit_code != 0 and "not_found" in missing.stderr
+
+
+def test_jobs_create_names_an_evaluation_file(url: str, tmp_path: Path) -> None:
+    path = tmp_path / "examples.jsonl"
+    path.write_bytes(jsonl([chat(f"{i} + 1?", str(i + 1)) for i in range(4)]))
+    file_id = diablo(url, "files", "upload", str(path)).stdout.strip()
+    args = ["--training-file", file_id, "--evaluation-file", file_id, "--model", TINY_MODEL, "--json"]
+    created = diablo(url, "jobs", "create", *args)
+    assert created.exit_code == 0, created.output
+    job = json.loads(created.stdout)
+    assert job["evaluation_file"] == file_id
+    shown = diablo(url, "jobs", "get", job["id"])
+    assert shown.exit_code == 0 and re.search(rf"evaluation file\s+{file_id}", shown.stdout)
