@@ -20,7 +20,7 @@ from tests.dashboard.test_dashboard_browser import JOB_TIMEOUT_S, api_client, si
 from tests.worker.conftest import chat_example, jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-# 24 examples, batch 4, 2 epochs: 12 steps; validation every 4 steps, a checkpoint every 4.
+# 24 examples, batch 4, 2 epochs: 12 steps; validation every 4 steps, a checkpoint every 4 and at epoch ends.
 SHARED = {"n_epochs": 2, "batch_size": 4, "eval_every": 4, "checkpoint_every": 4, "learning_rate": 1e-2}
 METHODS = {"diablo": SHARED | {"num_blocks": 4}, "lora": SHARED | {"rank": 4, "alpha": 8}}
 # Evaluation scores as the worker records them where a job has an evaluation file.
@@ -101,13 +101,21 @@ def check_comparison(page: Page, jobs: dict[str, dict[str, Any]], known: dict[st
     assert all(
         cell.startswith("2 epochs · batch 4 · LR 1.0e-2") for cell in row_cells(page, "hyperparameters")
     )
-    assert row_cells(page, "eval_exact_match") == ["0.5000", "—"]
-    # Both jobs' training and validation losses on one chart; each evaluation metric on its own.
-    assert curve_lengths(page, "compare-loss") == {"train-0": 12, "valid-0": 3, "train-1": 12, "valid-1": 3}
+    # Both jobs' training and validation losses on one chart; each evaluation metric on its own. Validation
+    # runs at steps 4, 8 and 12, and at the checkpoint of the first epoch's end (step 6).
+    assert curve_lengths(page, "compare-loss") == {"train-0": 12, "valid-0": 4, "train-1": 12, "valid-1": 4}
+    accuracy = curve_lengths(page, "compare-valid_mean_token_accuracy")
+    assert accuracy == {"valid_mean_token_accuracy-0": 4, "valid_mean_token_accuracy-1": 4}
+    assert page.locator("#compare-eval_exact_match").count() == 0  # no job has evaluation scores yet
+
+
+def check_evaluations(page: Page) -> None:
+    """The LoRA job's evaluation scores: a chart per metric, the last value in the table."""
+    expect(page.locator("#compare-eval_exact_match polyline")).to_have_count(1)
     assert curve_lengths(page, "compare-eval_exact_match") == {"eval_exact_match-0": 2}
     assert curve_lengths(page, "compare-eval_contains") == {"eval_contains-0": 2}
-    accuracy = curve_lengths(page, "compare-valid_mean_token_accuracy")
-    assert accuracy == {"valid_mean_token_accuracy-0": 3, "valid_mean_token_accuracy-1": 3}
+    assert row_cells(page, "eval_exact_match") == ["0.5000", "—"]
+    assert row_cells(page, "eval_contains") == ["0.7500", "—"]
 
 
 def chat_with_any_two(page: Page, service: Service, checkpoint: str, model: str) -> None:
@@ -135,7 +143,6 @@ def test_compare_two_methods_then_chat_with_a_checkpoint(
     page: Page, service: Service, screenshots: Path
 ) -> None:
     jobs = train_both(service)
-    record_evaluations(service, jobs["lora"]["id"])
     known = {kind: facts(service, job) for kind, job in jobs.items()}
     sign_in(page, service, "#/compare")
     expect(page.locator("nav a.active")).to_have_text("Compare")
@@ -147,8 +154,10 @@ def test_compare_two_methods_then_chat_with_a_checkpoint(
     check_comparison(page, jobs, known)
     page.screenshot(path=screenshots / "compare.png", full_page=True)
 
+    record_evaluations(service, jobs["lora"]["id"])
     page.reload()  # the link keeps the choice
     expect(page.locator("#compare-table thead th[data-job-id]")).to_have_count(2)
+    check_evaluations(page)
     page.uncheck(f"#compare-picker tr[data-job-id='{jobs['diablo']['id']}'] input.compare-pick")
     expect(page.locator("#compare-hint")).to_be_visible()
     assert page.evaluate("location.hash") == f"#/compare?jobs={jobs['lora']['id']}"

@@ -170,8 +170,9 @@ function comparison(runs) {
   return [
     h("section", { class: "card" }, h("div", { class: "page-head" }, h("h2", {}, "Side by side"),
       playgroundLink(runs)), h("div", { class: "scroll-x" }, comparisonTable(runs, evalNames))),
-    chartCard("compare-loss", "Loss (solid: training, dashed: validation)", lossCurves(runs), "loss"),
-    evalNames.map((name) => chartCard(`compare-${name}`, name, metricCurves(runs, name), name)),
+    h("div", { class: "compare-charts" },
+      chartCard("compare-loss", "Loss (solid: training, dashed: validation)", lossCurves(runs), "loss"),
+      evalNames.map((name) => chartCard(`compare-${name}`, name, metricCurves(runs, name), name))),
   ];
 }
 
