@@ -1,6 +1,6 @@
 """Exports of a LoRA model: ``merged`` merges with PEFT's ``merge_and_unload`` into the same Hugging Face
-checkpoint as for DiaBlo, and plain transformers then gives PEFT's logits and greedy answers; ``adapter`` gives
-PEFT's own files; ``gguf`` falls out of the same merge."""
+checkpoint as for DiaBlo, and plain transformers then gives PEFT's logits and greedy answers; ``adapter``
+gives PEFT's own files; ``gguf`` falls out of the same merge."""
 
 from __future__ import annotations
 
