@@ -25,6 +25,8 @@ from diablo_core.generation.batched import greedy_batch
 from diablo_core.generation.decoding import build_prompt_ids, generate
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo
+from diablo_core.methods.lora.config import LoRAConfig
+from diablo_core.methods.lora.model import apply_lora
 from diablo_core.training.best import BEST_FILE, BestTracker
 from diablo_core.training.loop import TrainingConfig, train
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
@@ -227,3 +229,16 @@ def test_tracker_by_answers_ranks_exact_match_then_loss() -> None:
     no_loss = BestTracker(None, by_answers=True)
     assert [no_loss.observe(s, None, em) for s, em in [(1, 0.5), (2, 0.5), (3, 0.75)]] == [True, False, True]
     assert no_loss.finite_loss is None and not no_loss.exhausted
+
+
+def test_a_lora_run_answers_its_evaluation_examples_too(tmp_path: Path, tokenizer) -> None:
+    model = make_tiny_model(len(tokenizer), seed=0)
+    apply_lora(model, LoRAConfig(rank=4, dropout=0.1))  # dropout: answers are decoded in eval mode
+    held = constant_task(2, seed=1)
+    config = TrainingConfig(learning_rate=1e-2, max_steps=2, batch_size=4, warmup_steps=0, eval_every=1)
+    train_set = [tokenize_example(e, tokenizer) for e in constant_task(4, seed=0)]
+    answers = [eval_example(e, i + 1) for i, e in enumerate(held)]
+    result = train(model, tokenizer, train_set, config, eval_answers=answers, output_dir=tmp_path / "lora")
+    evals = [r for r in result.history if "eval_exact_match" in r]
+    assert [r["step"] for r in evals] == [1, 2] and "eval_loss" not in evals[0]
+    assert result.best_step in (1, 2) and result.best_eval_loss is None and model.training is False
