@@ -110,6 +110,8 @@ class JobCreate(BaseModel):
     method: MethodCreate | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
     integrations: list[IntegrationCreate] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
+    # Ours: check the request as creating the job would and answer its estimate; nothing is created.
+    dry_run: bool = False
 
     @field_validator("metadata")
     @classmethod

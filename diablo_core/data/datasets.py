@@ -77,6 +77,8 @@ class DatasetReport:
         problems: The first ``max_problems`` problems.
         num_problems: Every problem found, including those not kept.
         max_example_tokens: Tokens in the longest valid example, when a tokenizer was given.
+        longest_lines: ``(line, tokens)`` of each valid example longer than every one before it, in order
+            (the last is the longest): the first line over any limit is the first entry over it.
     """
 
     format: str
@@ -85,6 +87,7 @@ class DatasetReport:
     problems: list[DatasetProblem] = field(default_factory=list)
     num_problems: int = 0
     max_example_tokens: int | None = None
+    longest_lines: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -380,6 +383,8 @@ def _count_tokens(
     longest = tokens.longest if isinstance(tokens, PreferencePair) else len(tokens.input_ids)
     count = tokens.num_tokens if isinstance(tokens, PreferencePair) else longest
     report.num_tokens = (report.num_tokens or 0) + count
+    if longest > (report.max_example_tokens or 0):
+        report.longest_lines.append((line_no, longest))
     report.max_example_tokens = max(report.max_example_tokens or 0, longest)
     if max_length is None or longest <= max_length:
         if tokenized is not None:
