@@ -22,10 +22,11 @@ from diablo_core.data.preferences import (
     OUTPUT_KEYS,
     PREFERENCE_KEYS,
     PreferencePair,
+    count_preference_tokens,
     is_preference,
     tokenize_preference,
 )
-from diablo_core.data.tokenization import TokenizedExample, tokenize_example
+from diablo_core.data.tokenization import TokenizedExample, count_example_tokens, tokenize_example
 from diablo_core.data.tool_calls import Finding, tool_calls_findings, tool_message_findings, tools_findings
 from diablo_core.errors import DatasetError
 
@@ -370,19 +371,17 @@ def _count_tokens(
     max_length: int | None,
     tokenized: list[Any] | None,
 ) -> list[DatasetProblem]:
-    """Add the example's tokens to the report (and to ``tokenized``); a problem past ``max_length``."""
+    """Add the example's tokens to the report (and to ``tokenized``); a problem past ``max_length``.
+
+    Without ``tokenized`` only the counts are needed, and they come from one render of the example.
+    """
     try:
-        tokens: TokenizedExample | PreferencePair = (
-            tokenize_preference(example, tokenizer, max_length=None)
-            if is_preference(example)
-            else tokenize_example(example, tokenizer, max_length=None)
-        )
+        tokens, lengths = _example_tokens(example, tokenizer, labels=tokenized is not None)
     except Exception as error:  # a chat template may reject a conversation (e.g. roles not alternating)
         detail = f"the chat template cannot render this example: {shorten(str(error), 4 * FRAGMENT_CHARS)}"
         return [_problem(line_no, "template_error", detail)]
-    longest = tokens.longest if isinstance(tokens, PreferencePair) else len(tokens.input_ids)
-    count = tokens.num_tokens if isinstance(tokens, PreferencePair) else longest
-    report.num_tokens = (report.num_tokens or 0) + count
+    longest = max(lengths)
+    report.num_tokens = (report.num_tokens or 0) + sum(lengths)
     if longest > (report.max_example_tokens or 0):
         report.longest_lines.append((line_no, longest))
     report.max_example_tokens = max(report.max_example_tokens or 0, longest)
@@ -391,3 +390,19 @@ def _count_tokens(
             tokenized.append(tokens)
         return []
     return [_problem(line_no, "too_long", f"example has {longest} tokens, more than max_length {max_length}")]
+
+
+def _example_tokens(
+    example: dict[str, Any], tokenizer: Any, labels: bool
+) -> tuple[TokenizedExample | PreferencePair | None, tuple[int, ...]]:
+    """The example tokenized (None unless ``labels``) and its sequences' lengths (two for a preference)."""
+    preference = is_preference(example)
+    if not labels:
+        if preference:
+            return None, count_preference_tokens(example, tokenizer)
+        return None, (count_example_tokens(example, tokenizer),)
+    if preference:
+        pair = tokenize_preference(example, tokenizer, max_length=None)
+        return pair, (len(pair.chosen.input_ids), len(pair.rejected.input_ids))
+    tokens = tokenize_example(example, tokenizer, max_length=None)
+    return tokens, (len(tokens.input_ids),)

@@ -10,9 +10,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from diablo_core.data.datasets import validate_dataset
-from diablo_core.data.preferences import tokenize_preference
+from diablo_core.data.preferences import count_preference_tokens, tokenize_preference
 from diablo_core.data.template_tokenizer import TemplateTokenizer, context_length, fingerprint
-from diablo_core.data.tokenization import tokenize_example
+from diablo_core.data.tokenization import count_example_tokens, tokenize_example
 from diablo_core.models.loading import default_gguf_path
 from tests.core.test_tool_calls import TOOL_CHAT, TOOLS_TEMPLATE
 from tests.core.tiny_tokenizer import make_tiny_tokenizer
@@ -52,7 +52,10 @@ def assert_same_tokens(reference: Any, light: TemplateTokenizer) -> None:
         expected, got = tokenize_example(example, reference, None), tokenize_example(example, light, None)
         assert got.input_ids == expected.input_ids
         assert got.labels == expected.labels  # weight 0 turns stay unlearned alike
+        assert count_example_tokens(example, light) == len(expected.input_ids)  # one render counts alike
     assert tokenize_preference(PAIR, light, None) == tokenize_preference(PAIR, reference, None)
+    pair = tokenize_preference(PAIR, reference, None)
+    assert count_preference_tokens(PAIR, light) == (len(pair.chosen.input_ids), len(pair.rejected.input_ids))
 
 
 @pytest.mark.parametrize("template", [None, TOOLS_TEMPLATE], ids=["chatml", "tools"])
@@ -84,6 +87,14 @@ def test_the_report_names_each_new_longest_line(tmp_path: Path) -> None:
     tokens = [len(tokenize_example(row, light, None).input_ids) for row in rows]
     assert report.longest_lines == [(1, tokens[0]), (4, tokens[2]), (6, tokens[4])]
     assert (report.max_example_tokens, report.num_tokens) == (tokens[4], sum(tokens))
+    # Counting alone (no labels) reports what tokenizing for training does.
+    tokenized: list[Any] = []
+    labelled = validate_dataset(data, tokenizer=light, tokenized=tokenized)
+    assert (labelled.longest_lines, labelled.num_tokens) == (
+        [(1, tokens[0]), (3, tokens[2]), (5, tokens[4])],
+        sum(tokens),
+    )
+    assert [len(example.input_ids) for example in tokenized] == tokens
 
 
 def test_a_template_runs_sandboxed_and_may_refuse(tmp_path: Path) -> None:
