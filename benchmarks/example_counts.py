@@ -1,9 +1,10 @@
 """What counting a training file at job creation costs (``api.services.example_lengths``).
 
 Builds a chat file of ``--examples`` conversations (``--turns`` user/assistant pairs each) and counts it with
-the default model's tokenizer three ways: the API's ``TemplateTokenizer`` through ``validate_dataset`` (what a
-cold create pays), transformers' tokenizer through the same path (what the worker pays), and a second create
-on the same file (the cache read). Run: ``python -m benchmarks.example_counts --examples 2000``.
+the default model's tokenizer: the API's ``TemplateTokenizer`` through ``validate_dataset``, counting only
+(what a cold create pays), transformers' tokenizer counting alike, transformers' tokenizer with the labels
+(what the worker pays when it loads the data), and a second create on the same file (the cache read).
+Run: ``python -m benchmarks.example_counts --examples 2000 --turns 2``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--turns", type=int, default=2)
     args = parser.parse_args()
+    n = args.examples
     with tempfile.TemporaryDirectory() as root:
         root_path = Path(root)
         gguf = default_gguf_path()
@@ -56,28 +59,23 @@ def main() -> None:
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tokenizer_dir)
         (tokenizer_dir / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
         data = root_path / "train.jsonl"
-        chat_file(data, args.examples, args.turns)
-        print(f"{args.examples} examples of {args.turns} turns, {data.stat().st_size:,} bytes")
+        chat_file(data, n, args.turns)
+        print(f"{n} examples of {args.turns} turns, {data.stat().st_size:,} bytes")
         light = TemplateTokenizer.from_directory(tokenizer_dir)
         reference = AutoTokenizer.from_pretrained(tokenizer_dir)
         timed(
-            "TemplateTokenizer (API, cold create)",
-            lambda: validate_dataset(data, tokenizer=light),
-            args.examples,
+            "TemplateTokenizer, counts (API, cold create)",
+            partial(validate_dataset, data, tokenizer=light),
+            n,
         )
-        timed(
-            "transformers tokenizer (worker)",
-            lambda: validate_dataset(data, tokenizer=reference),
-            args.examples,
-        )
+        timed("transformers, counts", partial(validate_dataset, data, tokenizer=reference), n)
+        labelled = partial(validate_dataset, data, tokenizer=reference, tokenized=[])
+        timed("transformers, tokens and labels (worker)", labelled, n)
         settings = Settings(data_dir=root_path)
         row = File(id="file-bench", sha256=file_sha256(data), storage_path=str(data))
-        count_file(settings, "counted", tokenizer_dir, row, "training_file")  # fills the cache
-        timed(
-            "cached (a later create on the file)",
-            lambda: count_file(settings, "counted", tokenizer_dir, row, "training_file"),
-            args.examples,
-        )
+        count = partial(count_file, settings, "counted", tokenizer_dir, row, "training_file")
+        count()  # fills the cache
+        timed("cached (a later create on the file)", count, n)
 
 
 if __name__ == "__main__":
