@@ -285,7 +285,8 @@ def _message_problems(line_no: int, index: int, message: Any, label: str = "mess
         problems.append(_problem(line_no, "content_not_string", f"{where}'content' must be a string"))
     if "name" in message and not isinstance(message["name"], str):
         problems.append(_problem(line_no, "invalid_name", f"{where}'name' must be a string"))
-    if "weight" in message and (role != "assistant" or message["weight"] not in (0, 1)):
+    weight = message.get("weight")
+    if "weight" in message and (role != "assistant" or type(weight) is not int or weight not in (0, 1)):
         detail = "'weight' must be 0 or 1 and is only allowed on assistant messages"
         problems.append(_problem(line_no, "invalid_weight", where + detail))
     return problems
