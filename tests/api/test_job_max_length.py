@@ -163,3 +163,25 @@ def test_a_dry_run_refuses_what_a_create_refuses(client: TestClient, db: Session
     refused = create_job(client, model=TINY, training_file=training, dry_run=True)
     assert_error(refused, 429, "concurrent_job_limit")
     assert counts(db)[0] == jobs
+
+
+@pytest.mark.usefixtures("models")
+def test_a_preference_pair_counts_its_longer_sequence(client: TestClient) -> None:
+    def pair(preferred: int, other: int) -> dict[str, Any]:
+        return {
+            "input": {"messages": [{"role": "user", "content": "Say x"}]},
+            "preferred_output": [{"role": "assistant", "content": "x" * preferred}],
+            "non_preferred_output": [{"role": "assistant", "content": "x" * other}],
+        }
+
+    training = file_id(client, [pair(5, 10), pair(5, 60)])
+    job = create_job(client, model=TINY, training_file=training, method={"type": "dpo"}).json()
+    assert job["method"]["dpo"]["hyperparameters"]["max_length"] == tokens(chat(60))
+    tight = {"type": "dpo", "dpo": {"hyperparameters": {"max_length": tokens(chat(30))}}}
+    error = assert_error(
+        create_job(client, model=TINY, training_file=training, method=tight),
+        400,
+        "example_too_long",
+        "training_file",
+    )
+    assert error["line"] == 2
