@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from registry.settings import Settings
 from registry.storage import models_dir, token_counts_dir
 
 CACHE_VERSION = 1
+logger = logging.getLogger("api.jobs")
+
+
+class UnreadableTokenizer(Exception):
+    """The model's tokenizer files exist but cannot be read: the job is left for its worker to check."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,15 @@ def fit_example_lengths(
     directory = tokenizer_directory(model, settings)
     if directory is None:
         return CountedFiles(spec, None)
-    context = context_length(directory)
+    try:
+        context = _context_length(directory)
+        counted = {param: count_file(settings, model, directory, row, param) for param, row in files.items()}
+    except UnreadableTokenizer:
+        logger.warning(
+            "cannot read the tokenizer of %s in %s; its worker checks max_length", model, directory
+        )
+        return CountedFiles(spec, None)
     limit = spec.length_limit(context)
-    counted = {param: count_file(settings, model, directory, row, param) for param, row in files.items()}
     for param, lengths in counted.items():
         over = None if limit is None else lengths.first_over(limit)
         if over is not None:
@@ -105,7 +117,10 @@ def count_file(settings: Settings, model: str, directory: Path, row: File, param
     cached = _read_cache(path)
     if cached is not None:
         return cached
-    tokenizer = _tokenizer(str(directory), fingerprint(directory))
+    try:
+        tokenizer = _tokenizer(str(directory), fingerprint(directory))
+    except Exception as error:  # a broken tokenizer.json or config is the operator's, not the request's
+        raise UnreadableTokenizer(str(directory)) from error
     report = validate_dataset(row.storage_path, tokenizer=tokenizer, limits=limits)
     if not report.ok:  # the chat template refused an example: the worker would fail the job alike
         error = invalid_file(report)
@@ -129,6 +144,13 @@ def _too_long(param: str, file_id: str, over: tuple[int, int], max_length: int |
     )
     extra = {"file": file_id, "line": line, "tokens": tokens, "limit": limit}
     return APIError(400, message, code="example_too_long", param=param, extra=extra)
+
+
+def _context_length(directory: Path) -> int | None:
+    try:
+        return context_length(directory)
+    except (OSError, ValueError) as error:  # config.json unreadable or not JSON
+        raise UnreadableTokenizer(str(directory)) from error
 
 
 @lru_cache(maxsize=4)

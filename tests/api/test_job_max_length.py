@@ -185,3 +185,12 @@ def test_a_preference_pair_counts_its_longer_sequence(client: TestClient) -> Non
         "training_file",
     )
     assert error["line"] == 2
+
+
+def test_an_unreadable_tokenizer_leaves_the_check_to_the_worker(
+    client: TestClient, settings: Settings
+) -> None:
+    add_model(settings, TINY)
+    (settings.data_dir / "models" / TINY / "tokenizer.json").write_text("{not json")
+    job = create_job(client, model=TINY, training_file=file_id(client, [chat(700)])).json()
+    assert hyperparameters(job)["max_length"] == "auto"
