@@ -33,6 +33,9 @@ API_METRIC_NAMES: dict[str, str] = {
     "eval_reward_accuracy": "valid_reward_accuracy",
 }
 
+# The data key of the event a job records once its method is applied: how many (adapter) parameters train.
+TRAINABLE_PARAMETERS = "trainable_parameters"
+
 # Every validation pass covers the whole validation set, so OpenAI's full-set metrics (``full_valid_*``, which
 # OpenAI computes at epoch ends besides its sampled per-step ``valid_*``) carry the same numbers.
 FULL_VALID_NAMES: dict[str, str] = {

@@ -119,7 +119,7 @@ def _prepare_together(run: JobRun, spec: ResolvedJobSpec, world: World) -> Prepa
     """
     error: Exception | None = None
     try:
-        loaded = _load_model(run, spec)
+        loaded = _load_model(run, spec, report=world.is_main)
         hidden = loaded.model.config.hidden_size
         fitted = (
             fit_to_model(run.sessions, run.job.id, spec, hidden) if world.is_main else spec.for_model(hidden)

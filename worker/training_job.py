@@ -27,6 +27,7 @@ from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
 from diablo_core.errors import ConfigError
 from diablo_core.methods.adapters import read_any_adapter_config
+from diablo_core.methods.diablo.model import trainable_parameters
 from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel
 from diablo_core.spec import ResolvedJobSpec
@@ -36,6 +37,7 @@ from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
 from registry.db import get_sessionmaker
 from registry.errors import error_object
+from registry.job_metrics import TRAINABLE_PARAMETERS
 from registry.jobs import (
     HeartbeatStatus,
     InvalidTransition,
@@ -208,13 +210,20 @@ def _parent(run: JobRun) -> ParentAdapter | None:
     return parent
 
 
-def _load_model(run: JobRun, spec: ResolvedJobSpec) -> LoadedModel:
-    """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks."""
+def _load_model(run: JobRun, spec: ResolvedJobSpec, report: bool = True) -> LoadedModel:
+    """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks.
+
+    With ``report``, an event records how many parameters train (the dashboard's compare view shows it).
+    """
     assert run.device is not None
     source, data_dir = _model_source(run), run.settings.data_dir
     loaded = load_job_model(source, spec, run.device, data_dir, _parent(run))
     if run.job.parent_model is not None:
         _event(run, f"Starting from the blocks of {run.job.parent_model}")
+    if report:
+        count = trainable_parameters(loaded.model)
+        data = {TRAINABLE_PARAMETERS: count}
+        _event(run, f"Training {count:,} adapter parameters ({spec.stored_type})", data=data)
     return loaded
 
 
@@ -389,6 +398,6 @@ def _hand_back(run: JobRun) -> None:
         logger.exception("job %s: could not hand it back; it is claimable when its lease expires", run.job.id)
 
 
-def _event(run: JobRun, message: str, level: str = "info") -> None:
+def _event(run: JobRun, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
     with run.sessions.begin() as session:
-        add_event(session, run.job.id, level, message)
+        add_event(session, run.job.id, level, message, data=data)

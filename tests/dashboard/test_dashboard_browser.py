@@ -182,13 +182,13 @@ def check_jobs_list(page: Page, service: Service, job_id: str, screenshots: Path
 def chat_side_by_side(page: Page, job: dict[str, Any], screenshots: Path) -> None:
     """From the job page to the playground: one prompt, answers from the base and the fine-tuned model."""
     page.click(".summary a[href^='#/playground']")
-    expect(page.locator("#tuned-model")).to_have_value(job["fine_tuned_model"])
-    expect(page.locator("#base-model")).to_have_value(TINY_MODEL)
+    expect(page.locator("#model-b")).to_have_value(job["fine_tuned_model"])
+    expect(page.locator("#model-a")).to_have_value(TINY_MODEL)
     page.fill("#prompt", "Colour 1?")
     page.click("#send-prompt")
-    for side in ("base", "tuned"):
+    for side in ("a", "b"):
         expect(page.locator(f"#answer-{side}[data-done]")).to_be_visible(timeout=60_000)
-    tuned, base = page.inner_text("#answer-tuned"), page.inner_text("#answer-base")
+    tuned, base = page.inner_text("#answer-b"), page.inner_text("#answer-a")
     assert "It is" in tuned and tuned != base, (tuned, base)
     page.screenshot(path=screenshots / "playground.png", full_page=True)
 
