@@ -1,7 +1,8 @@
 """Streaming validation and loading of JSONL fine-tuning files in OpenAI's three formats.
 
-Chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str, "name"?: str, "weight"?: 0|1}],
-"tools"?: [...]}`` with function calling as OpenAI defines it (``diablo_core.data.tool_calls``).
+Chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str, "name"?: str,
+"weight"?: 0|1}], "tools"?: [...]}`` (``weight``: OpenAI's integer, on assistant messages) with function
+calling as OpenAI defines it (``diablo_core.data.tool_calls``).
 Prompt/completion: ``{"prompt": str, "completion": str}``. Preference (DPO): ``{"input": {"messages": [...]},
 "preferred_output": [assistant message], "non_preferred_output": [assistant message]}``.
 Files are read line by line, never whole, and every
