@@ -1,9 +1,12 @@
-"""What "auto" settles once the worker holds the model and the data: the learning rate and the hold-out.
+"""What "auto" settles once the worker holds the model and the data: the learning rate, the max length and
+the hold-out.
 
 The API resolves a job without loading its model, so a learning rate left "auto" is chosen here from the
 model's width (``ResolvedJobSpec.for_model``) and written back to the job (its ``method`` and
-``hyperparameters``, which the API echoes) with an event saying why. A spec with a ``validation_holdout``
-and no validation file trains on the rest of the training file and validates on the held-out examples.
+``hyperparameters``, which the API echoes) with an event saying why. A ``max_length`` still "auto" (the API
+had no tokenizer for the model) is the longest example's tokens, stored and announced alike. A spec with a
+``validation_holdout`` and no validation file trains on the rest of the training file and validates on the
+held-out examples.
 """
 
 from __future__ import annotations
@@ -42,6 +45,27 @@ def fit_to_model(
     with sessions.begin() as session:
         values = {"method": fitted.to_dict(), "hyperparameters": fitted.openai_view()}
         session.execute(update(Job).where(Job.id == job_id).values(**values))
+        add_event(session, job_id, "info", message, data=data)
+    return fitted
+
+
+def fit_max_length(
+    sessions: sessionmaker[Session] | None,
+    job_id: str,
+    spec: ResolvedJobSpec,
+    longest_example: int,
+    context_length: int | None,
+) -> ResolvedJobSpec:
+    """The spec with an "auto" ``max_length`` resolved; the job records it and an event (``sessions`` None:
+    resolve only, as every rank but 0 does)."""
+    fitted = spec.fit_max_length(longest_example, context_length)
+    if sessions is None or fitted is spec:
+        return fitted
+    context = "" if context_length is None else f", within the model's context of {context_length}"
+    message = f"Max length {fitted.max_length} tokens (auto: the longest example{context})"
+    data = {"max_length": fitted.max_length, "context_length": context_length}
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(method=fitted.to_dict()))
         add_event(session, job_id, "info", message, data=data)
     return fitted
 

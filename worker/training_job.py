@@ -55,11 +55,11 @@ from registry.pausing import note_pause
 from registry.result_files import add_results_file
 from registry.settings import Settings
 from worker import artifact_store, distributed_job
-from worker.auto_fit import best_data, best_message, fit_to_model, hold_out
+from worker.auto_fit import best_data, best_message, fit_max_length, fit_to_model, hold_out
 from worker.integrations import job_integrations
-from worker.job_config import JobPlan, plan_job, read_spec
+from worker.job_config import JobPlan, data_format, plan_job, read_spec
 from worker.job_evaluation import load_answers
-from worker.job_inputs import JobDataError, load_examples, locate_files
+from worker.job_inputs import JobDataError, load_examples, locate_files, longest_example
 from worker.job_model import load_job_model, precision_note, resolve_spec_precision, store_precision
 from worker.lease import JobLease
 from worker.progress import JobReporter
@@ -162,8 +162,9 @@ def _train_and_publish(run: JobRun) -> str | None:
             return distributed_job.run_ranks(run, spec.strategy, ranks)  # rank 0 trains, publishes, settles
         _event(run, f"Training in one process, not {ranks}: jobs with an evaluation_file run alone", "warn")
     loaded = _load_model(run, spec)
-    plan = _plan(run, fit_to_model(run.sessions, run.job.id, spec, loaded.model.config.hidden_size))
-    train_set, valid_set = _load_data(run, loaded, plan)
+    fitted = fit_to_model(run.sessions, run.job.id, spec, loaded.model.config.hidden_size)
+    fitted, train_set, valid_set = _load_data(run, loaded, fitted)
+    plan = _plan(run, fitted)
     answers = load_answers(run.sessions, run.job, run.settings, plan.training.eval_every)
     reporter = _reporter(run)
     if reporter.poll():
@@ -232,24 +233,28 @@ def _load_model(run: JobRun, spec: ResolvedJobSpec, report: bool = True) -> Load
 
 
 def _load_data(
-    run: JobRun, loaded: LoadedModel, plan: JobPlan, report: bool = True
-) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
+    run: JobRun, loaded: LoadedModel, spec: ResolvedJobSpec, report: bool = True
+) -> tuple[ResolvedJobSpec, list[TokenizedExample], list[TokenizedExample] | None]:
+    """The job's examples, checked against ``max_length`` (an "auto" one resolved: the spec returned)."""
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
     limit, settings = run.settings.max_tokens_per_file, run.settings
     shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
-    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=plan.data_format)
-    max_length = plan.max_length
+    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=data_format(spec))
+    context = getattr(loaded.model.config, "max_position_embeddings", None)
+    max_length = spec.length_limit(context)
     train_set = load(files.training, loaded.tokenizer, max_length, "training_file")
     tokens = sum(len(e.input_ids) for e in train_set if isinstance(e, TokenizedExample))
     run.tokens_per_byte = tokens / max(files.training.stat().st_size, 1)
-    if files.validation is None and plan.validation_holdout:
-        sessions = run.sessions if report else None  # one event per job, not one per rank
-        return hold_out(sessions, run.job.id, train_set, plan.validation_holdout, plan.training.seed)
-    if files.validation is None:
-        return train_set, None
-    valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")
-    return train_set, valid_set
+    valid_set = None
+    if files.validation is not None:
+        valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")
+    sessions = run.sessions if report else None  # one event per job, not one per rank
+    spec = fit_max_length(sessions, run.job.id, spec, longest_example(train_set, valid_set), context)
+    if files.validation is None and spec.validation_holdout:
+        seed = int(run.job.seed or 0)  # the training config's seed (``plan_job``)
+        return spec, *hold_out(sessions, run.job.id, train_set, spec.validation_holdout, seed)
+    return spec, train_set, valid_set
 
 
 def _reporter(run: JobRun) -> JobReporter:

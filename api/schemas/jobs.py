@@ -112,6 +112,12 @@ class JobCreate(BaseModel):
     method: MethodCreate | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
     integrations: list[IntegrationCreate] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
+    # Ours: check the request as creating the job would and answer its estimate; nothing is created.
+    dry_run: bool = Field(
+        default=False,
+        description="Check the job as creating it would and answer its estimate (fine_tuning.job.estimate); "
+        "nothing is created",
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -28,6 +28,9 @@ Rules:
 - ``precision``: stored as given ("auto" included); the worker resolves it on its device when the job starts
   and stores the resolved name in its place.
 - ``quantization``: how the worker loads the base (None: full precision).
+- ``max_length``: "auto" is the longest example's tokens within the model's context (``spec.auto``), set by
+  ``fit_max_length`` where the files are counted (the API at creation when it has the model's tokenizer, else
+  the worker); until then it stays "auto" in the stored spec.
 
 Adding a setting: a field on ``DiaBloHyperparameters`` (the request schema) named like the ``TrainingConfig``
 or ``DiaBloConfig`` field it sets; ``configs`` passes it on by name.
@@ -38,7 +41,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.methods.lora.config import METHOD as LORA_METHOD
@@ -49,6 +54,8 @@ from diablo_core.spec.auto import (
     SMALLEST_HOLDOUT,
     auto_eval_every,
     auto_learning_rate,
+    auto_max_length,
+    example_length_limit,
     holdout_size,
 )
 from diablo_core.spec.hyperparameters import (
@@ -92,6 +99,8 @@ class ResolvedJobSpec(DiaBloHyperparameters):
     batch_size: int
     learning_rate_multiplier: float
     learning_rate: float | Literal["auto"]
+    # "auto" until the job's files are counted with the model's tokenizer (``fit_max_length``).
+    max_length: Annotated[int, Field(strict=True, ge=1)] | Literal["auto"] = AUTO
     target_modules: list[str]
     checkpoint_every: int
     validation_holdout: int = 0  # examples of the training file held out for validation
@@ -128,6 +137,17 @@ class ResolvedJobSpec(DiaBloHyperparameters):
             return self.model_copy(update={"learning_rate": rate})
         return self.model_copy(update={"learning_rate_multiplier": self.learning_rate / model_rate})
 
+    def length_limit(self, context_length: int | None) -> int | None:
+        """The most tokens one example may have (``spec.auto``; None: no limit)."""
+        return example_length_limit(self.max_length, context_length)
+
+    def fit_max_length(self, longest_example: int, context_length: int | None) -> ResolvedJobSpec:
+        """This spec with an "auto" ``max_length`` resolved for files whose longest example has
+        ``longest_example`` tokens (an explicit one is kept)."""
+        if self.max_length != AUTO:
+            return self
+        return self.model_copy(update={"max_length": auto_max_length(longest_example, context_length)})
+
     def model_learning_rate(self, hidden_size: int) -> float:
         """The method's rate for a model of width ``hidden_size`` (DiaBlo's depends on its block size)."""
         return auto_learning_rate(hidden_size, self.num_blocks)
@@ -154,6 +174,8 @@ class ResolvedJobSpec(DiaBloHyperparameters):
         """
         if self.learning_rate == AUTO:
             raise ValueError("learning_rate is 'auto': choose it for the model first (for_model)")
+        if self.max_length == AUTO:
+            raise ValueError("max_length is 'auto': count the files' examples first (fit_max_length)")
         values = self.model_dump()
         own = {name: values[name] for name in TRAINING_FIELDS & values.keys()}
         own["checkpoint_every"] = self.checkpoint_every or None  # 0: no periodic checkpoints
