@@ -115,8 +115,8 @@ def read_eval_examples(
     """
     examples: list[EvalExample] = []
     problems: list[str] = []
-    for line_no, example, found in scan_examples(source, limits):
-        if max_examples is not None and len(examples) + len(problems) >= max_examples:
+    for count, (line_no, example, found) in enumerate(scan_examples(source, limits), start=1):
+        if max_examples is not None and count > max_examples:
             message = f"the evaluation file has more than {max_examples} examples, the most evaluated at once"
             raise DatasetError(message, "evaluation_file_too_large")
         problems.extend(problem.message for problem in found)
