@@ -109,6 +109,10 @@ def follow(client: DiabloClient, job_id: str, console: Console, interval: float)
 def create(
     training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
     validation_file: Annotated[str | None, typer.Option(help="The id of a validation file.")] = None,
+    evaluation_file: Annotated[
+        str | None,
+        typer.Option(help="The id of a file of held-out chat examples to answer at each evaluation."),
+    ] = None,
     model: Annotated[str, typer.Option(help="The base model.")] = "default",
     n_epochs: NEpochs = None,
     batch_size: BatchSize = None,
@@ -137,7 +141,8 @@ def create(
         "warmup_steps": warmup_steps, "max_length": max_length_value(max_length),
         "target_modules": split_modules(target_modules),
     }  # fmt: skip
-    options = {"validation_file": validation_file, "suffix": suffix, "seed": seed, "dry_run": dry_run or None}
+    options = {"validation_file": validation_file, "evaluation_file": evaluation_file}
+    options |= {"suffix": suffix, "seed": seed, "dry_run": dry_run or None}
     err = stderr_console()
     with connect(base_url, api_key) as client:
         job = client.create_job(job_body(model, training_file, options, hyperparameters))
@@ -215,7 +220,8 @@ def job_details(job: dict[str, Any]) -> Table:
     rows = {
         "id": job["id"], "status": job["status"], "model": job["model"],
         "fine-tuned model": job.get("fine_tuned_model"), "training file": job["training_file"],
-        "validation file": job.get("validation_file"), "hyperparameters": job.get("hyperparameters"),
+        "validation file": job.get("validation_file"), "evaluation file": job.get("evaluation_file"),
+        "hyperparameters": job.get("hyperparameters"),
         "progress": f"{progress['step']}/{progress.get('total_steps')}" if progress else None,
         "trained tokens": job.get("trained_tokens"), "created": format_time(job["created_at"]),
         "estimated finish": format_time(job.get("estimated_finish")) if job["status"] == "running" else None,

@@ -95,15 +95,20 @@ def hold_out(
 
 
 def best_message(result: TrainingResult) -> str:
-    """The event naming the checkpoint published: the step of the best validation loss."""
+    """The event naming the checkpoint published: the step of the best exact match on the evaluation file's
+    answers (ties: the lower validation loss), or of the lowest validation loss."""
+    by_answers = result.best_exact_match is not None
     stop = ""
     if result.early_stopped:
+        what = "the evaluation's exact match" if by_answers else "the validation loss"
         steps = f"step {result.steps} of at most {result.total_steps}"
-        stop = f"Early stopping at {steps}: the validation loss stopped improving. "
-    return (
-        f"{stop}The fine-tuned model is the adapter of step {result.best_step}, "
-        f"the lowest validation loss of the run ({result.best_eval_loss:.4f})"
-    )
+        stop = f"Early stopping at {steps}: {what} stopped improving. "
+    if by_answers:
+        loss = "" if result.best_eval_loss is None else f", validation loss {result.best_eval_loss:.4f}"
+        best = f"the best exact match of the run on the evaluation file ({result.best_exact_match:.3f}{loss})"
+    else:
+        best = f"the lowest validation loss of the run ({result.best_eval_loss:.4f})"
+    return f"{stop}The fine-tuned model is the adapter of step {result.best_step}, {best}"
 
 
 def best_data(result: TrainingResult) -> dict[str, Any]:
@@ -111,6 +116,7 @@ def best_data(result: TrainingResult) -> dict[str, Any]:
     return {
         "best_step": result.best_step,
         "best_valid_loss": result.best_eval_loss,
+        "best_eval_exact_match": result.best_exact_match,
         "early_stopped": result.early_stopped,
         "steps": result.steps,
     }

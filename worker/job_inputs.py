@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 from diablo_core.data.datasets import DEFAULT_LIMITS, PREFERENCE, DatasetLimits, validate_dataset
 from diablo_core.data.preferences import PreferencePair
 from diablo_core.data.tokenization import TokenizedExample
+from diablo_core.errors import DatasetError
+from diablo_core.evaluation.examples import EvalExample, read_eval_examples
 from registry.errors import error_object
 from registry.models import File
 
@@ -83,6 +85,22 @@ def locate_files(
         _file_path(session, validation_file, files_dir, "validation_file") if validation_file else None
     )
     return JobFiles(training=training, validation=validation)
+
+
+def load_evaluation_file(
+    session: Session, file_id: str, files_dir: Path, limits: DatasetLimits = DEFAULT_LIMITS
+) -> list[EvalExample]:
+    """The held-out chat examples of a job's evaluation file.
+
+    Raises:
+        JobDataError: ``invalid_evaluation_file`` naming the problems with their line numbers, or if the
+            file is gone.
+    """
+    path = _file_path(session, file_id, files_dir, "evaluation_file")
+    try:
+        return read_eval_examples(path, limits=limits)
+    except DatasetError as error:
+        raise _error("evaluation_file", f"evaluation_file {file_id}: {error.message}") from error
 
 
 def load_examples(

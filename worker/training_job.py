@@ -26,6 +26,7 @@ from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
 from diablo_core.errors import ConfigError
+from diablo_core.evaluation.examples import EvalExample
 from diablo_core.methods.adapters import read_any_adapter_config
 from diablo_core.methods.diablo.model import trainable_parameters
 from diablo_core.models.catalog import canonical_model_id
@@ -57,6 +58,7 @@ from worker import artifact_store, distributed_job
 from worker.auto_fit import best_data, best_message, fit_max_length, fit_to_model, hold_out
 from worker.integrations import job_integrations
 from worker.job_config import JobPlan, data_format, plan_job, read_spec
+from worker.job_evaluation import load_answers
 from worker.job_inputs import JobDataError, load_examples, locate_files, longest_example
 from worker.job_model import load_job_model, precision_note, resolve_spec_precision, store_precision
 from worker.lease import JobLease
@@ -156,17 +158,20 @@ def _train_and_publish(run: JobRun) -> str | None:
     store_precision(run.sessions, run.job, run.worker_id, spec.precision)
     _event(run, precision_note(requested.precision, spec.precision, run.device))
     if (ranks := distributed_job.job_ranks(run.settings, run.device, spec.strategy)) > 1:
-        return distributed_job.run_ranks(run, spec.strategy, ranks)  # rank 0 trains, publishes, settles
+        if run.job.evaluation_file is None:
+            return distributed_job.run_ranks(run, spec.strategy, ranks)  # rank 0 trains, publishes, settles
+        _event(run, f"Training in one process, not {ranks}: jobs with an evaluation_file run alone", "warn")
     loaded = _load_model(run, spec)
     fitted = fit_to_model(run.sessions, run.job.id, spec, loaded.model.config.hidden_size)
     fitted, train_set, valid_set = _load_data(run, loaded, fitted)
     plan = _plan(run, fitted)
+    answers = load_answers(run.sessions, run.job, run.settings, plan.training.eval_every)
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
     warn = partial(_event, run, level="warn")
     with job_integrations(run.job, run.settings.data_dir, warn) as integrations:
-        result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations)
+        result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations, answers)
     if run.lease.lost:  # the fence refused a write: the job is another worker's now
         reporter.stop_reason = "lost"
     # A shutdown or pause asked for at the last step comes too late to stop training: the job is published.
@@ -270,12 +275,15 @@ def _train(
     valid_set: list[TokenizedExample] | None,
     reporter: JobReporter,
     integrations: list[Any] | None = None,
+    answers: list[EvalExample] | None = None,
 ) -> TrainingResult:
     """Train, resuming from the job's newest verified checkpoint; a re-delivered job's events say which."""
     callbacks = [reporter, *(integrations or [])]
-    objective = {} if plan.beta is None else {"objective": DPO(plan.beta)}
+    options: dict[str, Any] = {} if plan.beta is None else {"objective": DPO(plan.beta)}
+    if answers:
+        options["eval_answers"] = answers
     go = bound_train(
-        run, loaded, plan, train_set, valid_set, callbacks=callbacks, fence=run.lease.fence, **objective
+        run, loaded, plan, train_set, valid_set, callbacks=callbacks, fence=run.lease.fence, **options
     )
     with run.sessions() as session:
         point = find_resume_point(session, run.job.id)

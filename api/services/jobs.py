@@ -20,7 +20,7 @@ from api.schemas.jobs import JobCreate, JobPublic
 from api.services.example_lengths import fit_example_lengths
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
-from api.services.method_files import check_file_format
+from api.services.method_files import check_evaluation_file, check_file_format
 from api.services.parent_models import find_parent_model, inherit_layout
 from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
@@ -77,6 +77,7 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
             max_steps_limit=settings.max_steps_limit,
             method_type=method.type if method else "diablo",
             has_validation_file=body.validation_file is not None,
+            has_evaluation_file=body.evaluation_file is not None,
         )
     except HyperparameterError as error:
         raise APIError(400, str(error), code=error.code, param=error.param) from error
@@ -113,7 +114,8 @@ def check_request(session: Session, settings: Settings, project: str, body: JobC
 
 
 def _check_files(session: Session, project: str, body: JobCreate) -> dict[str, File]:
-    """The request's files by param (``training_file``, ``validation_file``), each usable by its method."""
+    """The request's files by param (``training_file``, ``validation_file``), each usable by its method; the
+    evaluation file is checked too (held-out chat examples, refused for dpo)."""
     method_type = body.method.type if body.method else "diablo"
     given = {"training_file": body.training_file, "validation_file": body.validation_file}
     files = {}
@@ -121,6 +123,9 @@ def _check_files(session: Session, project: str, body: JobCreate) -> dict[str, F
         if file_id is not None:
             files[param] = check_file(session, project, file_id, param)
             check_file_format(files[param], method_type, param)
+    if body.evaluation_file is not None:  # answered, not trained on: checked apart from max_length
+        evaluation = check_file(session, project, body.evaluation_file, "evaluation_file")
+        check_evaluation_file(evaluation, method_type)
     return files
 
 
@@ -142,6 +147,7 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
         model=model,
         training_file=body.training_file,
         validation_file=body.validation_file,
+        evaluation_file=body.evaluation_file,
         spec=resolved,
         suffix=sanitize_suffix(body.suffix) or None,
         seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,

@@ -162,6 +162,18 @@ def read_examples(source: Source, limits: DatasetLimits = DEFAULT_LIMITS) -> lis
     return examples
 
 
+def scan_examples(
+    source: Source, limits: DatasetLimits = DEFAULT_LIMITS
+) -> Iterator[tuple[int, dict[str, Any] | None, list[DatasetProblem]]]:
+    """Yield ``(line number, example or None, problems)`` for every non-blank line, formats checked as
+    ``validate_dataset`` checks them (for readers that keep each example's line number)."""
+    report = DatasetReport(format=UNKNOWN, num_examples=0, num_tokens=None)
+    for line_no, example, problems in _scan(source, limits):
+        if example is not None and not problems:
+            problems = _check_format(report, line_no, example)
+        yield line_no, example, problems
+
+
 def _scan(
     source: Source, limits: DatasetLimits
 ) -> Iterator[tuple[int, dict[str, Any] | None, list[DatasetProblem]]]:

@@ -18,7 +18,8 @@ Rules:
   (None: no early stopping). With it and no validation file, ``validation_holdout`` examples of the training
   file are held out; a file too small to hold any out trains without early stopping. An "auto" ``n_epochs``
   then bounds the run at twice the OpenAI rule's epochs (within the step limit), and ``eval_every`` defaults
-  to a tenth of the rule's run.
+  to a tenth of the rule's run. A job with an evaluation file (held-out answers) gets that ``eval_every``
+  default too, early stopping or not, so its answers are scored along the run and not only at its end.
 - ``target_modules``: ``DiaBloConfig``'s default unless given (LoRA's too, so the two compare like for like).
 - ``method.type: "lora"`` resolves by the same rules into a ``ResolvedLoRASpec`` (rank and alpha in place of
   ``num_blocks``), stored as ``{"type": "lora", "lora": {"hyperparameters": {...}}}``.
@@ -220,6 +221,7 @@ def resolve_job_spec(
     method_type: str = METHOD_TYPE,
     max_steps_limit: int | None = None,
     has_validation_file: bool = False,
+    has_evaluation_file: bool = False,
     spec_class: type[ResolvedJobSpec] | None = None,
 ) -> ResolvedJobSpec:
     """Resolve "auto" values and defaults for a run over ``num_examples`` training examples.
@@ -232,6 +234,7 @@ def resolve_job_spec(
         method_type: The method's type (``SPEC_TYPES``): the spec it resolves to, and the name in errors.
         max_steps_limit: The most optimizer steps a run may take (None: no limit).
         has_validation_file: The job has a validation file (no hold-out is needed for early stopping).
+        has_evaluation_file: The job has an evaluation file (evaluations are spaced along the run).
         spec_class: The spec to resolve to, for a method that adds settings of its own (DPO's ``beta``)
             and resolves the shared ones here; by default ``SPEC_TYPES[method_type]``.
 
@@ -267,7 +270,8 @@ def resolve_job_spec(
         "checkpoint_every": checkpoint_every if given.checkpoint_every is None else given.checkpoint_every,
         "early_stopping_patience": patience,
         "validation_holdout": holdout,
-        "eval_every": given.eval_every or (auto_eval_every(rule_steps) if patience else None),
+        "eval_every": given.eval_every
+        or (auto_eval_every(rule_steps) if patience or has_evaluation_file else None),
     }
     if patience and given.n_epochs == AUTO and given.max_steps is None:
         values["n_epochs"] = _bounded_epochs(n_epochs, math.ceil(num_examples / batch_size), max_steps_limit)

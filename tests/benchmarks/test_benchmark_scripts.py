@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +80,18 @@ def test_load_test_two_project_mode_compares_b_alone_with_b_under_a_flood(tmp_pa
     assert rows["B alone"]["requests"] >= 2 and set(rows["B during A's flood"]["statuses"]) == {"200"}
     assert rows["A's flood"]["requests"] >= 4
     assert "B under the flood / alone: p50" in stdout
+
+
+def test_eval_cost_times_batched_and_single_answers_alike(tmp_path: Path) -> None:
+    model_dir = tmp_path / "tiny"
+    tokenizer = make_tiny_tokenizer()
+    make_tiny_model(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "eval_cost.json"
+    run_script(
+        "benchmarks/eval_cost.py", "--model", str(model_dir), "--examples", "5", "--batch-sizes", "1,2",
+        "--data-dir", str(tmp_path / "data"), "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["examples"] == 5 and set(report["batch_sizes"]) == {"1", "2"}
+    assert all(run["same_answers_as_first"] and run["seconds"] > 0 for run in report["batch_sizes"].values())
