@@ -21,6 +21,7 @@ from diablo_core.export.archive import write_tar
 from diablo_core.export.formats import ExportRequest
 from diablo_core.export.gguf_file import check_exportable, write_gguf
 from diablo_core.export.merged import save_merged
+from diablo_core.methods.adapters import LORA, adapter_method
 from diablo_core.methods.diablo.adapter_io import CONFIG_FILE, WEIGHTS_FILE
 from diablo_core.models.loading import LoadedModel, file_lock, load_base_model
 
@@ -37,6 +38,11 @@ class ExportSource:
     @property
     def short_name(self) -> str:
         return f"diablo-{self.adapter_sha256[:12]}"
+
+    @property
+    def method_name(self) -> str:
+        """``"DiaBlo"`` or ``"LoRA"``: whose adapter files the folder holds."""
+        return "LoRA" if adapter_method(self.adapter_dir) is LORA else "DiaBlo"
 
 
 def export_model(source: ExportSource, request: ExportRequest, exports_dir: Path) -> Path:
@@ -63,7 +69,8 @@ def export_model(source: ExportSource, request: ExportRequest, exports_dir: Path
 
 
 def build_adapter(source: ExportSource, request: ExportRequest, staging: Path) -> Path:
-    """The adapter's two files in a tar, under the folder ``diablo-<sha256 prefix>``."""
+    """The adapter's two files in a tar, under the folder ``diablo-<sha256 prefix>``; a LoRA adapter's are
+    PEFT's own (``PeftModel.from_pretrained`` loads the folder)."""
     del request
     names = (CONFIG_FILE, WEIGHTS_FILE)
     return write_tar(source.adapter_dir, staging / "adapter.tar", source.short_name, names)
@@ -82,7 +89,8 @@ def build_gguf(source: ExportSource, request: ExportRequest, staging: Path) -> P
     base = _load_base(source)
     check_exportable(base.model.config)
     name = f"{base.identity.name} + {source.short_name}"
-    description = f"{name}: the base model merged with a DiaBlo adapter. {base.identity.source}".strip()
+    merged = f"the base model merged with a {source.method_name} adapter"
+    description = f"{name}: {merged}. {base.identity.source}".strip()
     checkpoint = save_merged(base, source.adapter_dir, staging / "merged", source.adapter_sha256)
     target = staging / request.file_name
     return write_gguf(checkpoint, target, request.gguf_type, name, description)

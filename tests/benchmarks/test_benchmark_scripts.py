@@ -13,6 +13,7 @@ import pytest
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.models.loading import load_base_model
 from tests.api.tiny_serving import CONFIGS, save_tiny_model, write_adapter
+from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 from tests.process_helpers import converted_models_dir, link_models
 
 pytestmark = pytest.mark.slow
@@ -141,3 +142,18 @@ def test_gguf_llama_cpp_runs_the_export_in_llama_cpp(
     # The GGUF's tokenizer must split every rendered prompt exactly as the engine's tokenizer does.
     assert results["llama.cpp f16"]["same_prompt_ids"] == results["llama.cpp q8_0"]["same_prompt_ids"] == 3
     assert "| llama.cpp f16 |" in stdout
+
+
+def test_eval_cost_times_batched_and_single_answers_alike(tmp_path: Path) -> None:
+    model_dir = tmp_path / "tiny"
+    tokenizer = make_tiny_tokenizer()
+    make_tiny_model(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "eval_cost.json"
+    run_script(
+        "benchmarks/eval_cost.py", "--model", str(model_dir), "--examples", "5", "--batch-sizes", "1,2",
+        "--data-dir", str(tmp_path / "data"), "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["examples"] == 5 and set(report["batch_sizes"]) == {"1", "2"}
+    assert all(run["same_answers_as_first"] and run["seconds"] > 0 for run in report["batch_sizes"].values())

@@ -80,6 +80,8 @@ def service_env(data_dir: Path) -> dict[str, str]:
         "DIABLO_DEVICE": "cpu",
         # The API serves one base model (and its adapters): the tiny one.
         "DIABLO_DEFAULT_MODEL": TINY_MODEL,
+        # fp32: two models answering at once share batches, and their answers are compared with the API's.
+        "DIABLO_INFERENCE_DTYPE": "fp32",
         "DIABLO_CHECKPOINT_EVERY": "25",
         "DIABLO_HEARTBEAT_INTERVAL_S": "1",
         "OMP_NUM_THREADS": "1",
