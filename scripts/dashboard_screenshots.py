@@ -95,16 +95,16 @@ def shoot_models(page: Page, base_url: str, model: str, out: Path) -> None:
 
 
 def shoot_playground(page: Page, base_url: str, model: str, out: Path) -> dict[str, str]:
-    """The README's question to the fine-tuned model and its base model; returns both answers."""
+    """The README's question to the fine-tuned model (B) and its base model (A); returns both answers."""
     page.goto(f"{base_url}/#/playground?model={model}")
-    expect(page.locator("#tuned-model")).to_have_value(model)
+    expect(page.locator("#model-b")).to_have_value(model)
     page.fill("input[name='system']", SYSTEM)
     page.fill("#prompt", QUESTION)
     page.click("#send-prompt")
-    for side in ("base", "tuned"):
+    for side in ("a", "b"):
         expect(page.locator(f"#answer-{side}[data-done]")).to_be_visible(timeout=300_000)
     page.screenshot(path=out / "playground.png", full_page=True)
-    return {side: page.inner_text(f"#answer-{side}") for side in ("base", "tuned")}
+    return {side: page.inner_text(f"#answer-{side}") for side in ("a", "b")}
 
 
 def main() -> None:
