@@ -85,7 +85,7 @@ def test_gguf_f16_holds_the_merged_weights_and_llama_metadata(source, exports, m
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     assert fields["general.architecture"] == "llama"
     assert fields["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
-    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt2"
+    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt-2"
     assert fields["tokenizer.ggml.tokens"][:3] == [tokenizer.convert_ids_to_tokens(i) for i in range(3)]
     assert fields["tokenizer.ggml.eos_token_id"] == tokenizer.eos_token_id
     assert fields["tokenizer.chat_template"] == tokenizer.chat_template

@@ -2,8 +2,9 @@
 
 ``service`` starts both processes once per module on a fresh data folder holding the tiny local base model
 ``tiny-llama``; ``page`` opens a Chromium tab (Debian's ``/usr/bin/chromium`` driven by Playwright) and
-fails the test on any uncaught script error. Screenshots go to ``$DIABLO_SCREENSHOT_DIR`` when it is set
-(``docs/screenshots`` refreshes the ones in the docs), else to the test's temporary folder.
+fails the test on any uncaught script error. Screenshots go to ``$DIABLO_SCREENSHOT_DIR`` when it is set,
+else to the test's temporary folder (the docs' screenshots come from ``scripts/dashboard_screenshots.py``,
+on the real default model).
 """
 
 from __future__ import annotations
