@@ -1,4 +1,9 @@
-"""Exports built once per adapter and kept: ``<exports_dir>/<adapter sha256>/<file>``.
+"""Exports built once per adapter and exporter version, and kept:
+``<exports_dir>/<adapter sha256>/v<EXPORTER_VERSION>/<file>``.
+
+``EXPORTER_VERSION`` goes up whenever a change to the exporter changes what it writes (v2: the GGUF's
+``tokenizer.ggml.pre`` is llama.cpp's ``gpt-2``; v1 files said ``gpt2``, which llama.cpp refuses). A cached
+file of another version is never served: the next request builds the current one and removes the old.
 
 A build runs in a private staging folder under a per-file lock (an ``flock``, so threads and processes
 sharing the data directory build once); the finished file is renamed into place, so readers see either no
@@ -24,6 +29,9 @@ from diablo_core.export.merged import save_merged
 from diablo_core.methods.adapters import LORA, adapter_method
 from diablo_core.methods.diablo.adapter_io import CONFIG_FILE, WEIGHTS_FILE
 from diablo_core.models.loading import LoadedModel, file_lock, load_base_model
+
+# Raised whenever the exporter's output changes, so files cached by an older exporter are rebuilt.
+EXPORTER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,8 @@ def export_model(source: ExportSource, request: ExportRequest, exports_dir: Path
         AdapterError: The adapter is unreadable or belongs to other base weights.
         ModelLoadError: The base model cannot be loaded.
     """
-    target = exports_dir / source.adapter_sha256 / request.file_name
+    adapter_folder = exports_dir / source.adapter_sha256
+    target = adapter_folder / f"v{EXPORTER_VERSION}" / request.file_name
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +74,17 @@ def export_model(source: ExportSource, request: ExportRequest, exports_dir: Path
             os.replace(BUILDERS[request.format](source, request, staging), target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale(adapter_folder, request.file_name)
     return target
+
+
+def _remove_stale(adapter_folder: Path, file_name: str) -> None:
+    """Deletes ``file_name`` as other exporter versions wrote it (unversioned v1 files included)."""
+    current = f"v{EXPORTER_VERSION}"
+    stale = [adapter_folder / file_name]  # v1 kept files straight in the adapter's folder
+    stale += [folder / file_name for folder in adapter_folder.glob("v*") if folder.name != current]
+    for path in stale:
+        path.unlink(missing_ok=True)  # a reader streaming it keeps its open file until it is done
 
 
 def build_adapter(source: ExportSource, request: ExportRequest, staging: Path) -> Path:

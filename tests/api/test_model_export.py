@@ -112,7 +112,7 @@ def test_checkpoints_export_their_adapter_and_gguf(client, settings, tiny, tmp_p
     (tmp_path / "model.gguf").write_bytes(quantized.content)
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
-    assert (settings.data_dir / "exports" / sha256_of(folder) / "model-q8_0.gguf").is_file()
+    assert (settings.data_dir / "exports" / sha256_of(folder) / "v2" / "model-q8_0.gguf").is_file()
 
 
 def test_refusals_have_codes(client, settings, tiny) -> None:
