@@ -4,9 +4,11 @@
 #   CUDA:           docker build -t diablo-service:cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
 # Two stages: "build" installs torch, the dependencies and the project (a regular, non-editable install) into
 # /opt/venv; the runtime stage copies only that environment, so no sources, build tools or caches ship.
-# Reproducible builds pin the base image by digest, e.g.
-#   --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest of `docker buildx imagetools inspect python:3.11-slim`>
-ARG PYTHON_IMAGE=python:3.11-slim
+# The base image is pinned by digest (the multi-architecture index of python:3.11.16-slim, Debian trixie), so a
+# rebuild gets the same system libraries; the tag beside it is for readers. To move to a newer base, resolve
+# the tag again (`docker buildx imagetools inspect python:3.11-slim`), test, and update the digest here, or
+# pass --build-arg PYTHON_IMAGE=... for one build.
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${PYTHON_IMAGE} AS build
 

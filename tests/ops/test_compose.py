@@ -42,9 +42,9 @@ def test_declares_the_services_and_named_volumes(compose: dict[str, Any], servic
 
 
 def test_backing_services_have_health_checks(services: dict[str, Any]) -> None:
-    assert services["postgres"]["image"] == "postgres:16"
+    assert re.fullmatch(r"postgres:16@sha256:[0-9a-f]{64}", services["postgres"]["image"])
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
-    assert services["redis"]["image"] == "redis:7"
+    assert re.fullmatch(r"redis:7\.4@sha256:[0-9a-f]{64}", services["redis"]["image"])
     assert services["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
 
 
@@ -116,7 +116,8 @@ def test_dockerfile_builds_cpu_torch_unless_a_cuda_index_is_given(dockerfile: li
     args = dict(line.removeprefix("ARG ").split("=", 1) for line in dockerfile if line.startswith("ARG "))
     assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
     assert "TORCH_VERSION" in args
-    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    # Pinned by digest, so a rebuild gets the same base.
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"])
     assert [line for line in dockerfile if line.startswith("FROM ")] == [
         "FROM ${PYTHON_IMAGE} AS build",
         "FROM ${PYTHON_IMAGE} AS runtime",
