@@ -87,6 +87,34 @@ def test_load_test_two_project_mode_compares_b_alone_with_b_under_a_flood(tmp_pa
     assert "B under the flood / alone: p50" in stdout
 
 
+def test_train_accuracy_compares_the_methods_over_seeds_on_the_words_task(tmp_path: Path) -> None:
+    out = tmp_path / "accuracy.jsonl"
+    run_script(
+        "benchmarks/train_accuracy.py", "--task", "words", "--seeds", "0", "1", "--steps", "1",
+        "--batch-size", "2", "--limit", "2", "--precision", "bf16", "--data-root", str(tmp_path),
+        "--json", str(out),
+    )  # fmt: skip
+    assert len((tmp_path / "words/train.jsonl").read_text().splitlines()) == 800
+    *runs, summary = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(run["task"], run["seed"]) for run in runs] == [("words", 0), ("words", 1)]
+    rates = {method: result["learning_rate"] for method, result in runs[0]["results"].items()}
+    assert rates["lora-matched"] == 3e-4 and rates["diablo"] > 1e-3  # each method's own default
+    assert set(summary["summary"]["words"]) == {"seeds", "diablo", "lora-matched", "diablo_minus_lora"}
+
+
+def test_quantized_7b_trains_one_nf4_layer_of_the_7b_shape_and_decodes(tmp_path: Path) -> None:
+    out = tmp_path / "q7b.json"
+    run_script(
+        "benchmarks/quantized_7b.py", "--layers", "1", "--steps", "2", "--seq-len", "16", "--threads", "1",
+        "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["quantization"] == "nf4" and report["adapted_linears"] == 5
+    assert report["trainable"] == 2_195_456 and report["blocks_dtype"] == "torch.float32"  # one layer's N=64
+    assert report["train_loss"][1] < report["train_loss"][0]  # the blocks learn the fixed batch
+    assert report["decode_step_s"] > 0 and report["peak_rss_mb"] >= report["peak_rss_after_build_mb"]
+
+
 @pytest.fixture
 def tiny_adapter(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A tiny base model, a random DiaBlo adapter of it and three arithmetic questions: their paths."""
