@@ -185,3 +185,23 @@ def test_eval_cost_times_batched_and_single_answers_alike(tmp_path: Path) -> Non
     report = json.loads(out.read_text())
     assert report["examples"] == 5 and set(report["batch_sizes"]) == {"1", "2"}
     assert all(run["same_answers_as_first"] and run["seconds"] > 0 for run in report["batch_sizes"].values())
+
+
+def test_precision_train_runs_fp32_and_bf16_in_turns_on_the_same_batches(tmp_path: Path) -> None:
+    save_tiny_model(tmp_path / "tiny")
+    data = tmp_path / "arithmetic"
+    run_script(
+        "examples/arithmetic/generate.py", "--out", str(data), "--train", "8", "--test", "2", "--seed", "0"
+    )
+    out = tmp_path / "precision.json"
+    run_script(
+        "benchmarks/precision_train.py", "--model", str(tmp_path / "tiny"), "--data", str(data),
+        "--steps", "2", "--batch-size", "4", "--rounds", "2", "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert [run["precision"] for run in report["runs"]] == ["fp32", "bf16", "bf16", "fp32"]
+    assert [run["resolved"] for run in report["runs"]] == ["fp32", "bf16", "bf16", "fp32"]
+    assert all(len(run["losses"]) == 2 for run in report["runs"])
+    # Same batches, same seed: the two fp32 runs repeat each other exactly.
+    assert report["runs"][0]["losses"] == report["runs"][3]["losses"]
+    assert len(report["summary"]["cpu_ratios"]) == 2 and report["summary"]["max_loss_difference"] < 0.5
