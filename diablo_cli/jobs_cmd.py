@@ -26,6 +26,18 @@ from diablo_cli.connection import (
     stdout_console,
 )
 from diablo_cli.files_cmd import format_time
+from diablo_cli.job_options import (
+    Alpha,
+    Beta,
+    Metadata,
+    Method,
+    Patience,
+    Precision,
+    Quantization,
+    Rank,
+    method_hyperparameters,
+    parse_metadata,
+)
 from diablo_cli.job_watch import POLL_INTERVAL_S, watch_job
 
 app = typer.Typer(help="Create, follow, pause, resume and cancel fine-tuning jobs.", no_args_is_help=True)
@@ -83,14 +95,18 @@ def max_length_value(value: str | None) -> int | str | None:
 
 
 def job_body(
-    model: str, training_file: str, options: dict[str, Any], hyperparameters: dict[str, Any]
+    model: str,
+    training_file: str,
+    options: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    method: str = "diablo",
 ) -> dict[str, Any]:
-    """The create request: given fields only, hyperparameters under ``method.diablo``."""
+    """The create request: given fields only, hyperparameters under ``method.<method>``."""
     body = {"model": model, "training_file": training_file}
     body |= {key: value for key, value in options.items() if value is not None}
     chosen = {key: value for key, value in hyperparameters.items() if value is not None}
-    if chosen:
-        body["method"] = {"type": "diablo", "diablo": {"hyperparameters": chosen}}
+    if chosen or method != "diablo":
+        body["method"] = {"type": method, method: {"hyperparameters": chosen}}
     return body
 
 
@@ -125,6 +141,14 @@ def create(
     warmup_steps: WarmupSteps = None,
     max_length: MaxLength = None,
     target_modules: TargetModules = None,
+    method: Method = "diablo",
+    precision: Precision = None,
+    quantization: Quantization = None,
+    rank: Rank = None,
+    alpha: Alpha = None,
+    beta: Beta = None,
+    early_stopping_patience: Patience = None,
+    metadata: Metadata = None,
     dry_run: DryRun = False,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     interval: IntervalOption = POLL_INTERVAL_S,
@@ -141,11 +165,15 @@ def create(
         "warmup_steps": warmup_steps, "max_length": max_length_value(max_length),
         "target_modules": split_modules(target_modules),
     }  # fmt: skip
+    hyperparameters |= method_hyperparameters(
+        method, precision, quantization, rank, alpha, beta, early_stopping_patience
+    )
     options = {"validation_file": validation_file, "evaluation_file": evaluation_file}
-    options |= {"suffix": suffix, "seed": seed, "dry_run": dry_run or None}
+    options |= {"suffix": suffix, "seed": seed, "metadata": parse_metadata(metadata)}
+    options |= {"dry_run": dry_run or None}
     err = stderr_console()
     with connect(base_url, api_key) as client:
-        job = client.create_job(job_body(model, training_file, options, hyperparameters))
+        job = client.create_job(job_body(model, training_file, options, hyperparameters, method))
         if json_output:
             print_json(job)
         elif dry_run:

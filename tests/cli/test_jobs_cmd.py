@@ -35,6 +35,52 @@ def test_create_maps_options_to_the_job_fields(server: Server, training_path: Pa
     assert chosen["max_length"] == 128
 
 
+def test_create_takes_the_method_precision_quantization_and_metadata(
+    server: Server, training_path: Path
+) -> None:
+    file_id = upload(server, training_path)
+    result = diablo(
+        server, "jobs", "create", "--training-file", file_id, "--validation-file", file_id,
+        "--method", "lora", "--rank", "4",
+        "--alpha", "8", "--precision", "fp32", "--quantization", "nf4", "--early-stopping-patience", "2",
+        "--metadata", "team=search", "--metadata", "run=a=b", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    assert job["method"]["type"] == "lora" and job["metadata"] == {"team": "search", "run": "a=b"}
+    chosen = job["method"]["lora"]["hyperparameters"]
+    assert (chosen["rank"], chosen["alpha"], chosen["precision"], chosen["quantization"]) == (
+        4,
+        8.0,
+        "fp32",
+        "nf4",
+    )
+    assert chosen["early_stopping_patience"] == 2
+    listed = json.loads(diablo(server, "jobs", "list", "--json").stdout)
+    assert job["id"] in {row["id"] for row in listed["data"]}
+
+
+def test_method_options_of_another_method_and_bad_metadata_are_refused(
+    server: Server, training_path: Path
+) -> None:
+    file_id = upload(server, training_path)
+    create = ("jobs", "create", "--training-file", file_id)
+    rank_on_diablo = diablo(server, *create, "--rank", "4")
+    assert rank_on_diablo.exit_code == 2 and "--rank" in rank_on_diablo.stderr
+    beta_on_lora = diablo(server, *create, "--method", "lora", "--beta", "0.1")
+    assert beta_on_lora.exit_code == 2 and "--beta" in beta_on_lora.stderr
+    unknown_method = diablo(server, *create, "--method", "ppo")
+    assert unknown_method.exit_code == 2 and "--method" in unknown_method.stderr
+    bad_metadata = diablo(server, *create, "--metadata", "no-equals-sign")
+    assert bad_metadata.exit_code == 2 and "--metadata" in bad_metadata.stderr
+    bad_precision = diablo(server, *create, "--precision", "fp8")
+    assert bad_precision.exit_code == 2 and "precision" in bad_precision.stderr
+    # A chat file is no preference file: the API refuses a DPO job on it, and the CLI says why.
+    dpo_on_chat = diablo(server, *create, "--method", "dpo", "--beta", "0.1")
+    assert dpo_on_chat.exit_code == 2 and dpo_on_chat.stdout == ""
+    assert json.loads(diablo(server, "jobs", "list", "--json").stdout)["data"] == []
+
+
 def test_create_prints_only_the_id_and_uses_the_default_model(server: Server, training_path: Path) -> None:
     result = diablo(server, "jobs", "create", "--training-file", upload(server, training_path))
     assert result.exit_code == 0, result.output
