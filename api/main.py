@@ -17,7 +17,7 @@ from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.metrics import ServiceMetrics
 from api.middleware import RequestContext
-from api.routes import dashboard, files, health, inference, jobs, metrics, model_content, models
+from api.routes import dashboard, evaluations, files, health, inference, jobs, metrics, model_content, models
 from api.services.inference import inference_lifespan
 from api.upload_limit import UploadSizeLimit
 from registry.db import upgrade_database
@@ -35,6 +35,7 @@ ROUTERS: list[APIRouter] = [
     dashboard.router,
     metrics.router,
     inference.router,
+    evaluations.router,
 ]
 FILES_PATH = "/v1/files"
 

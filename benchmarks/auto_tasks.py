@@ -129,10 +129,13 @@ def run_variant(
     """Train one variant (the best adapter kept when it has one) and score it on ``test``."""
     loaded = load_base_model(model_name)
     model, tokenizer = loaded.model, loaded.tokenizer
-    spec = spec.for_model(model.config.hidden_size)
+    examples = tokenize_examples(data, tokenizer, None)
+    longest = max(len(example.input_ids) for example in examples)  # "auto" max_length, as the service's
+    spec = spec.for_model(model.config.hidden_size).fit_max_length(
+        longest, model.config.max_position_embeddings
+    )
     training, diablo = spec.configs(seed=0, device="cpu")
     apply_diablo(model, diablo)
-    examples = tokenize_examples(data, tokenizer, training.max_length)
     valid = None
     if spec.validation_holdout:
         split = split_holdout(examples, spec.validation_holdout, seed=0)

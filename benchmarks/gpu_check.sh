@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU machine (the device tool): bf16/fp16 correctness against an fp32 reference,
 # then training throughput and peak memory of DiaBlo vs PEFT LoRA vs the floor on a larger (1.1B, random
-# weights) Llama, then a short table. Uses the machine's own python3 (it holds torch, transformers, peft,
+# weights) Llama, then DiaBlo on a LLaMA-2-7B-shaped NF4 base (quantized layer by layer; needs bitsandbytes),
+# then a short table. Uses the machine's own python3 (it holds torch, transformers, peft,
 # safetensors); nothing is downloaded. Usage, from the repository root:
 #   bash benchmarks/gpu_check.sh            # writes logs and JSON under ${OUT:-benchmarks/out}
 set -uo pipefail
@@ -34,13 +35,26 @@ $PY benchmarks/distributed_scaling.py --device cuda --dtype bfloat16 --strategy 
   --ranks "$gpus" --batch-size 8 --seq-len 512 --steps 3 2>&1 | tee "$OUT/gpu_distributed_fsdp.txt"
 fsdp=${PIPESTATUS[0]}
 
+echo "== 4. DiaBlo on a LLaMA-2-7B-shaped NF4 base (random weights, built layer by layer), bf16, batch 4 x 512 =="
+if $PY -c "import bitsandbytes" 2>/dev/null; then
+  $PY benchmarks/quantized_7b.py --device cuda --steps 3 --seq-len 512 --batch-size 4 \
+    --json "$OUT/gpu_quantized_7b.json" 2>&1 | tee "$OUT/gpu_quantized_7b.txt"
+  nf4=${PIPESTATUS[0]}
+else
+  echo "bitsandbytes is not installed: skipped" | tee "$OUT/gpu_quantized_7b.txt"
+  nf4=skipped
+fi
+
 echo "== summary =="
 echo "| check | result |"
 echo "| --- | --- |"
 echo "| bf16/fp16 vs fp32 (cuda_check.py) | $([ "$correct" -eq 0 ] && echo pass || echo FAIL) |"
 echo "| throughput run (train_throughput.py) | $([ "$throughput" -eq 0 ] && echo done || echo FAIL) |"
 echo "| DDP scaling, FSDP 7B memory (distributed_scaling.py) | $([ "$ddp" -eq 0 ] && [ "$fsdp" -eq 0 ] && echo done || echo FAIL) |"
+echo "| 7B-shaped NF4 base, DiaBlo steps and decode (quantized_7b.py) | $([ "$nf4" = skipped ] && echo skipped || { [ "$nf4" -eq 0 ] && echo done || echo FAIL; }) |"
 echo
 grep -E '^\||step time' "$OUT/gpu_train_throughput.txt"
 grep -E '^\|' "$OUT/gpu_distributed_ddp.txt" "$OUT/gpu_distributed_fsdp.txt"
-exit $(( correct || throughput || ddp || fsdp ))
+[ -f "$OUT/gpu_quantized_7b.json" ] && cat "$OUT/gpu_quantized_7b.json"
+[ "$nf4" = skipped ] && nf4=0
+exit $(( correct || throughput || ddp || fsdp || nf4 ))

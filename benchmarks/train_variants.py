@@ -28,7 +28,7 @@ from diablo_core.methods.diablo.layer import block_layout
 from diablo_core.methods.diablo.model import apply_diablo, diablo_modules
 from diablo_core.models.loading import load_base_model
 from diablo_core.precision.hardware import torch_dtype
-from diablo_core.training.loss import accumulate_gradients
+from diablo_core.training.loss import StepStats, accumulate_gradients
 
 VARIANTS = ("floor", "diablo", "lora-matched", "lora-r32", "diablo-fused")
 # Adapter dropout 0.05, DiaBlo's default: the fused (dropped-position) path, the einsum path, and LoRA.
@@ -152,11 +152,16 @@ def synthetic_batch(vocab: int, batch: int, seq_len: int, response_len: int) -> 
     return [TokenizedExample(row, [IGNORE_INDEX] * prompt + row[prompt:]) for row in ids]
 
 
-def train_step(variant: Variant, batch: list[TokenizedExample], device: str) -> None:
-    """One optimizer step of the service's loop (one micro-batch; the floor only runs forward/backward)."""
-    accumulate_gradients(variant.model, batch, len(batch), 0, device, variant.precision)
+def train_step(variant: Variant, batch: list[TokenizedExample], device: str) -> StepStats:
+    """One optimizer step of the service's loop (one micro-batch; the floor only runs forward/backward).
+
+    Returns:
+        The step's mean response loss and token accuracy (before the update).
+    """
+    stats = accumulate_gradients(variant.model, batch, len(batch), 0, device, variant.precision)
     if variant.optimizer is None:
-        return
+        return stats
     torch.nn.utils.clip_grad_norm_(variant.params, 1.0)
     variant.optimizer.step()
     variant.optimizer.zero_grad(set_to_none=True)
+    return stats

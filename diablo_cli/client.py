@@ -169,6 +169,10 @@ class DiabloClient:
         """``DELETE /v1/models/{id}``; ids keep their ``/`` and ``:`` (the route takes a path)."""
         return self.request("DELETE", f"/v1/models/{quote(model_id, safe='/:')}")
 
+    def create_evaluation(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/evaluations``: a model's greedy answers to a file's examples, scored (slow)."""
+        return self.request("POST", "/v1/evaluations", json=body, timeout=LONG_TIMEOUT)
+
     def get_file(self, file_id: str) -> dict[str, Any]:
         """``GET /v1/files/{id}``."""
         return self.request("GET", f"/v1/files/{quote(file_id, safe='')}")

@@ -42,8 +42,18 @@ LearningRate = Annotated[float | None, typer.Option("--learning-rate", min=0.0, 
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help=HYPER_HELP)]
 WarmupSteps = Annotated[int | None, typer.Option("--warmup-steps", min=0, help=HYPER_HELP)]
 MaxLength = Annotated[
-    int | None,
-    typer.Option("--max-length", min=8, help="Tokens per example (longer ones fail the job). " + HYPER_HELP),
+    str | None,
+    typer.Option(
+        "--max-length",
+        help="Tokens per example, or 'auto' (the default): the longest example, within the model's context. "
+        "A longer example is refused when the job is created.",
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Check the job as creating it would and print its estimate; create nothing."
+    ),
 ]
 TargetModules = Annotated[
     str | None, typer.Option("--target-modules", help="Comma list of module names, e.g. q_proj,v_proj.")
@@ -59,6 +69,17 @@ def split_modules(value: str | None) -> list[str] | None:
         message = f"expected comma-separated module names, got {value!r}"
         raise typer.BadParameter(message, param_hint="--target-modules")
     return names
+
+
+def max_length_value(value: str | None) -> int | str | None:
+    """``--max-length``: ``"auto"`` or a whole number of tokens (the API checks its bounds)."""
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        message = f"expected 'auto' or a number of tokens, got {value!r}"
+        raise typer.BadParameter(message, param_hint="--max-length") from None
 
 
 def job_body(
@@ -88,6 +109,10 @@ def follow(client: DiabloClient, job_id: str, console: Console, interval: float)
 def create(
     training_file: Annotated[str, typer.Option("--training-file", help="The id of the training file.")],
     validation_file: Annotated[str | None, typer.Option(help="The id of a validation file.")] = None,
+    evaluation_file: Annotated[
+        str | None,
+        typer.Option(help="The id of a file of held-out chat examples to answer at each evaluation."),
+    ] = None,
     model: Annotated[str, typer.Option(help="The base model.")] = "default",
     n_epochs: NEpochs = None,
     batch_size: BatchSize = None,
@@ -100,6 +125,7 @@ def create(
     warmup_steps: WarmupSteps = None,
     max_length: MaxLength = None,
     target_modules: TargetModules = None,
+    dry_run: DryRun = False,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     interval: IntervalOption = POLL_INTERVAL_S,
     base_url: BaseUrlOption = DEFAULT_BASE_URL,
@@ -107,18 +133,23 @@ def create(
     json_output: JsonOption = False,
 ) -> None:
     """Create a fine-tuning job; prints only its id on stdout (with --watch, progress goes to stderr)."""
+    if dry_run and watch:
+        raise typer.BadParameter("a dry run creates no job to watch", param_hint="--watch")
     hyperparameters = {
         "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
         "num_blocks": num_blocks, "learning_rate": learning_rate, "max_steps": max_steps,
-        "warmup_steps": warmup_steps, "max_length": max_length,
+        "warmup_steps": warmup_steps, "max_length": max_length_value(max_length),
         "target_modules": split_modules(target_modules),
     }  # fmt: skip
-    options = {"validation_file": validation_file, "suffix": suffix, "seed": seed}
+    options = {"validation_file": validation_file, "evaluation_file": evaluation_file}
+    options |= {"suffix": suffix, "seed": seed, "dry_run": dry_run or None}
     err = stderr_console()
     with connect(base_url, api_key) as client:
         job = client.create_job(job_body(model, training_file, options, hyperparameters))
         if json_output:
             print_json(job)
+        elif dry_run:
+            print_line(estimate_line(job))
         else:
             err.print(f"Created {job['id']}: {job['status']}, model {escape(job['model'])}")
             typer.echo(job["id"])
@@ -133,6 +164,10 @@ def estimate_line(estimate: dict[str, Any]) -> str:
         f"{estimate['total_steps']} steps, about {estimate['estimated_tokens']:,} tokens, "
         f"about {minutes:.1f} min at {estimate['tokens_per_second']:g} tokens/s"
     )
+    method = estimate.get("method") or {}
+    max_length = method.get(method.get("type"), {}).get("hyperparameters", {}).get("max_length")
+    if max_length is not None:  # "auto": the worker counts the examples (the API has no tokenizer)
+        line += f", max_length {max_length}"
     return f"{line} ({estimate['message']})"
 
 
@@ -145,11 +180,12 @@ def estimate(
     learning_rate_multiplier: Multiplier = None,
     num_blocks: NumBlocks = None,
     max_steps: MaxSteps = None,
+    max_length: MaxLength = None,
 ) -> ApiCall:
     """Estimate a job's steps, tokens and duration before creating it (nothing is created)."""
     hyperparameters = {
         "n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
-        "num_blocks": num_blocks, "max_steps": max_steps,
+        "num_blocks": num_blocks, "max_steps": max_steps, "max_length": max_length_value(max_length),
     }  # fmt: skip
     body = job_body(model, training_file, {}, hyperparameters)
     return ApiCall(lambda client: client.estimate_job(body), lambda answer: print_line(estimate_line(answer)))
@@ -184,7 +220,8 @@ def job_details(job: dict[str, Any]) -> Table:
     rows = {
         "id": job["id"], "status": job["status"], "model": job["model"],
         "fine-tuned model": job.get("fine_tuned_model"), "training file": job["training_file"],
-        "validation file": job.get("validation_file"), "hyperparameters": job.get("hyperparameters"),
+        "validation file": job.get("validation_file"), "evaluation file": job.get("evaluation_file"),
+        "hyperparameters": job.get("hyperparameters"),
         "progress": f"{progress['step']}/{progress.get('total_steps')}" if progress else None,
         "trained tokens": job.get("trained_tokens"), "created": format_time(job["created_at"]),
         "estimated finish": format_time(job.get("estimated_finish")) if job["status"] == "running" else None,

@@ -11,6 +11,7 @@ from diablo_cli import files_cmd, jobs_cmd, keys_cmd, models_cmd
 from diablo_cli.banner import mask_password
 from diablo_cli.chat_cmd import chat
 from diablo_cli.dev_key import first_key_message
+from diablo_cli.eval_cmd import evaluate
 from diablo_cli.serve import serve
 from registry.db import upgrade_database
 from registry.settings import get_settings
@@ -22,6 +23,7 @@ app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(keys_cmd.app, name="keys")
 app.command()(chat)
+app.command(name="eval")(evaluate)
 console = Console()
 
 

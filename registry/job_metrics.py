@@ -31,7 +31,13 @@ API_METRIC_NAMES: dict[str, str] = {
     "reward_accuracy": "train_reward_accuracy",
     "eval_reward_margin": "valid_reward_margin",
     "eval_reward_accuracy": "valid_reward_accuracy",
+    # Held-out answers (an evaluation file, diablo_core.evaluation): the same names in the API.
+    "eval_exact_match": "eval_exact_match",
+    "eval_contains": "eval_contains",
 }
+
+# The data key of the event a job records once its method is applied: how many (adapter) parameters train.
+TRAINABLE_PARAMETERS = "trainable_parameters"
 
 # Every validation pass covers the whole validation set, so OpenAI's full-set metrics (``full_valid_*``, which
 # OpenAI computes at epoch ends besides its sampled per-step ``valid_*``) carry the same numbers.
@@ -53,6 +59,8 @@ CHECKPOINT_METRICS = frozenset(
         "train_reward_accuracy",
         "valid_reward_margin",
         "valid_reward_accuracy",
+        "eval_exact_match",
+        "eval_contains",
     }
 )
 # The columns of a job's step-metrics result file (OpenAI's ``step_metrics.csv``), each from an API name.
@@ -65,6 +73,8 @@ RESULT_COLUMNS: dict[str, str] = {
     "full_valid_loss": "full_valid_loss",
     "full_valid_mean_token_accuracy": "full_valid_mean_token_accuracy",
 }
+# Columns after OpenAI's, present only in the results of jobs that measured them (an evaluation file).
+MEASURED_COLUMNS = ("eval_exact_match", "eval_contains")
 
 
 def api_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +85,8 @@ def api_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def eval_metrics(step: int, metrics: dict[str, float]) -> dict[str, Any]:
-    """A validation pass's metrics (``loss``, ``accuracy`` of the validation set) under the API's names."""
+    """An evaluation's metrics (``loss``, ``accuracy`` of the validation set; ``exact_match``, ``contains``
+    of the evaluation file's answers) under the API's names."""
     return api_metrics({"step": step, **{f"eval_{key}": value for key, value in metrics.items()}})
 
 
@@ -85,17 +96,19 @@ def checkpoint_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def results_csv(history: list[dict[str, Any]]) -> str:
-    """A run's step-metrics CSV (``RESULT_COLUMNS``, one row per step, empty cells where nothing was measured)
-    from training's history: per-step records and validation records (``eval_``-prefixed) of the same step."""
+    """A run's step-metrics CSV (``RESULT_COLUMNS``, then the ``MEASURED_COLUMNS`` the run has; one row per
+    step, empty cells where nothing was measured) from training's history: per-step records and evaluation
+    records (``eval_``-prefixed) of the same step."""
     rows: dict[int, dict[str, Any]] = {}
     for record in history:
         if isinstance(record.get("step"), int):
             rows.setdefault(record["step"], {}).update(api_metrics(record))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RESULT_COLUMNS)
+    measured = [name for name in MEASURED_COLUMNS if any(name in row for row in rows.values())]
+    writer.writerow([*RESULT_COLUMNS, *measured])
     for step in sorted(rows):
-        writer.writerow(_cell(rows[step].get(name)) for name in RESULT_COLUMNS.values())
+        writer.writerow(_cell(rows[step].get(name)) for name in [*RESULT_COLUMNS.values(), *measured])
     return out.getvalue()
 
 

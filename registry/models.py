@@ -85,6 +85,8 @@ class Job(Base):
     # File ids without foreign keys: a file may be deleted while the jobs trained on it stay listed.
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Held-out chat examples answered at each evaluation (``diablo_core.evaluation``).
+    evaluation_file: Mapped[str | None] = mapped_column(String(64), default=None)
     status: Mapped[str] = mapped_column(String(32), default="validating_files", index=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512), default=None)
     suffix: Mapped[str | None] = mapped_column(String(64), default=None)

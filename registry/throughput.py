@@ -77,21 +77,29 @@ def estimate_job(
     num_examples: int,
     total_steps: int,
     batch_size: int,
+    file_tokens: int | None = None,
 ) -> JobEstimate:
-    """Tokens and duration of ``total_steps`` steps of ``batch_size`` examples drawn from the file."""
+    """Tokens and duration of ``total_steps`` steps of ``batch_size`` examples drawn from the file.
+
+    ``file_tokens``, the file's tokens counted with the model's tokenizer, replaces the tokens-per-byte guess.
+    """
     tokens_per_byte = DEFAULT_TOKENS_PER_BYTE
     if measured is not None and measured.tokens_per_byte:
         tokens_per_byte = measured.tokens_per_byte
     tokens_per_second = DEFAULT_TOKENS_PER_SECOND if measured is None else measured.tokens_per_second
     examples_seen = total_steps * batch_size  # the last batch of an epoch may be short: an upper bound
-    tokens = round(file_bytes * tokens_per_byte * examples_seen / max(num_examples, 1))
+    in_file = file_bytes * tokens_per_byte if file_tokens is None else file_tokens
+    tokens = round(in_file * examples_seen / max(num_examples, 1))
     if measured is None:
+        per_byte = f" and {DEFAULT_TOKENS_PER_BYTE:g} tokens per byte of data" if file_tokens is None else ""
         message = (
             f"No job on this model has finished yet; assuming the default {DEFAULT_TOKENS_PER_SECOND:g} "
-            f"tokens/s and {DEFAULT_TOKENS_PER_BYTE:g} tokens per byte of data"
+            f"tokens/s{per_byte}"
         )
     else:
         message = f"From {measured.jobs} finished job(s) on this model at {measured.precision}"
+    if file_tokens is not None:
+        message += f"; the training file's {file_tokens:,} tokens counted with the model's tokenizer"
     return JobEstimate(
         total_steps=total_steps,
         estimated_tokens=tokens,

@@ -1,9 +1,12 @@
-"""What "auto" settles once the worker holds the model and the data: the learning rate and the hold-out.
+"""What "auto" settles once the worker holds the model and the data: the learning rate, the max length and
+the hold-out.
 
 The API resolves a job without loading its model, so a learning rate left "auto" is chosen here from the
 model's width (``ResolvedJobSpec.for_model``) and written back to the job (its ``method`` and
-``hyperparameters``, which the API echoes) with an event saying why. A spec with a ``validation_holdout``
-and no validation file trains on the rest of the training file and validates on the held-out examples.
+``hyperparameters``, which the API echoes) with an event saying why. A ``max_length`` still "auto" (the API
+had no tokenizer for the model) is the longest example's tokens, stored and announced alike. A spec with a
+``validation_holdout`` and no validation file trains on the rest of the training file and validates on the
+held-out examples.
 """
 
 from __future__ import annotations
@@ -46,6 +49,27 @@ def fit_to_model(
     return fitted
 
 
+def fit_max_length(
+    sessions: sessionmaker[Session] | None,
+    job_id: str,
+    spec: ResolvedJobSpec,
+    longest_example: int,
+    context_length: int | None,
+) -> ResolvedJobSpec:
+    """The spec with an "auto" ``max_length`` resolved; the job records it and an event (``sessions`` None:
+    resolve only, as every rank but 0 does)."""
+    fitted = spec.fit_max_length(longest_example, context_length)
+    if sessions is None or fitted is spec:
+        return fitted
+    context = "" if context_length is None else f", within the model's context of {context_length}"
+    message = f"Max length {fitted.max_length} tokens (auto: the longest example{context})"
+    data = {"max_length": fitted.max_length, "context_length": context_length}
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(method=fitted.to_dict()))
+        add_event(session, job_id, "info", message, data=data)
+    return fitted
+
+
 def hold_out(
     sessions: sessionmaker[Session] | None,
     job_id: str,
@@ -71,15 +95,20 @@ def hold_out(
 
 
 def best_message(result: TrainingResult) -> str:
-    """The event naming the checkpoint published: the step of the best validation loss."""
+    """The event naming the checkpoint published: the step of the best exact match on the evaluation file's
+    answers (ties: the lower validation loss), or of the lowest validation loss."""
+    by_answers = result.best_exact_match is not None
     stop = ""
     if result.early_stopped:
+        what = "the evaluation's exact match" if by_answers else "the validation loss"
         steps = f"step {result.steps} of at most {result.total_steps}"
-        stop = f"Early stopping at {steps}: the validation loss stopped improving. "
-    return (
-        f"{stop}The fine-tuned model is the adapter of step {result.best_step}, "
-        f"the lowest validation loss of the run ({result.best_eval_loss:.4f})"
-    )
+        stop = f"Early stopping at {steps}: {what} stopped improving. "
+    if by_answers:
+        loss = "" if result.best_eval_loss is None else f", validation loss {result.best_eval_loss:.4f}"
+        best = f"the best exact match of the run on the evaluation file ({result.best_exact_match:.3f}{loss})"
+    else:
+        best = f"the lowest validation loss of the run ({result.best_eval_loss:.4f})"
+    return f"{stop}The fine-tuned model is the adapter of step {result.best_step}, {best}"
 
 
 def best_data(result: TrainingResult) -> dict[str, Any]:
@@ -87,6 +116,7 @@ def best_data(result: TrainingResult) -> dict[str, Any]:
     return {
         "best_step": result.best_step,
         "best_valid_loss": result.best_eval_loss,
+        "best_eval_exact_match": result.best_exact_match,
         "early_stopped": result.early_stopped,
         "steps": result.steps,
     }

@@ -29,18 +29,12 @@ class JobPlan:
     # A DPO job's beta (its data are preference pairs); None for supervised training.
     beta: float | None = None
 
-    @property
-    def data_format(self) -> str | None:
-        """The format the job's files must have: ``"preference"`` for DPO; None accepts chat or
-        prompt/completion."""
-        return None if self.beta is None else PREFERENCE
-
     validation_holdout: int = 0  # examples of the training file to validate on (without a validation file)
 
-    @property
-    def max_length(self) -> int:
-        """Token limit per example."""
-        return self.training.max_length
+
+def data_format(spec: ResolvedJobSpec) -> str | None:
+    """The format the job's files must have: ``"preference"`` for DPO; None: chat or prompt/completion."""
+    return PREFERENCE if isinstance(spec, ResolvedDPOSpec) else None
 
 
 def read_spec(method: dict[str, Any] | None) -> ResolvedJobSpec:

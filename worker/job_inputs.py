@@ -1,8 +1,9 @@
 """A job's data: find its uploaded files, re-validate them with the tokenizer, tokenize them (one pass).
 
-The API validated the files' structure at upload without a tokenizer; only here are token counts known, so
-an example longer than ``max_length`` (or one the chat template cannot render) is found now and fails the
-job as the user's data problem, with line numbers.
+The API validated the files' structure at upload, and their token counts at job creation when it had the
+model's tokenizer (``api.services.example_lengths``); they are checked again here with the model's own
+tokenizer, so an example longer than ``max_length`` (or one the chat template cannot render) that the API
+could not see fails the job as the user's data problem, with line numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from diablo_core.data.datasets import DEFAULT_LIMITS, PREFERENCE, DatasetLimits, validate_dataset
+from diablo_core.data.preferences import PreferencePair
 from diablo_core.data.tokenization import TokenizedExample
+from diablo_core.errors import DatasetError
+from diablo_core.evaluation.examples import EvalExample, read_eval_examples
 from registry.errors import error_object
 from registry.models import File
 
@@ -39,6 +43,18 @@ class JobFiles:
 
     training: Path
     validation: Path | None
+
+
+def longest_example(*example_sets: list[TokenizedExample] | None) -> int:
+    """Tokens in the longest example of the sets (a preference pair's longer sequence)."""
+    return max(
+        (
+            e.longest if isinstance(e, PreferencePair) else len(e.input_ids)
+            for s in example_sets
+            for e in s or []
+        ),
+        default=1,
+    )
 
 
 def _error(param: str, message: str) -> JobDataError:
@@ -71,16 +87,33 @@ def locate_files(
     return JobFiles(training=training, validation=validation)
 
 
+def load_evaluation_file(
+    session: Session, file_id: str, files_dir: Path, limits: DatasetLimits = DEFAULT_LIMITS
+) -> list[EvalExample]:
+    """The held-out chat examples of a job's evaluation file.
+
+    Raises:
+        JobDataError: ``invalid_evaluation_file`` naming the problems with their line numbers, or if the
+            file is gone.
+    """
+    path = _file_path(session, file_id, files_dir, "evaluation_file")
+    try:
+        return read_eval_examples(path, limits=limits)
+    except DatasetError as error:
+        raise _error("evaluation_file", f"evaluation_file {file_id}: {error.message}") from error
+
+
 def load_examples(
     path: Path,
     tokenizer: Any,
-    max_length: int,
+    max_length: int | None,
     param: str,
     max_tokens: int | None = None,
     limits: DatasetLimits = DEFAULT_LIMITS,
     expected_format: str | None = None,
 ) -> list[TokenizedExample]:
-    """Validate a file against the tokenizer, ``max_length`` and ``max_tokens``, tokenizing it in one pass.
+    """Validate a file against the tokenizer, ``max_length`` (None: any length) and ``max_tokens``,
+    tokenizing it in one pass.
 
     Raises:
         JobDataError: Code ``invalid_<param>`` naming the first problems with their line numbers (or a

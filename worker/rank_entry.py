@@ -119,14 +119,14 @@ def _prepare_together(run: JobRun, spec: ResolvedJobSpec, world: World) -> Prepa
     """
     error: Exception | None = None
     try:
-        loaded = _load_model(run, spec)
+        loaded = _load_model(run, spec, report=world.is_main)
         hidden = loaded.model.config.hidden_size
         fitted = (
             fit_to_model(run.sessions, run.job.id, spec, hidden) if world.is_main else spec.for_model(hidden)
         )
+        fitted, train_set, valid_set = _load_data(run, loaded, fitted, report=world.is_main)
         plan = _plan(run, fitted)
         plan = replace(plan, training=replace(plan.training, strategy=world.strategy, device=world.device))
-        train_set, valid_set = _load_data(run, loaded, plan, report=world.is_main)
     except Exception as caught:
         error = caught
     if any_rank(error is not None, world.device):

@@ -26,7 +26,9 @@ from diablo_core.data.datasets import DatasetLimits
 from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.devices import Device, DeviceUnavailable, release_device_memory, resolve_device
 from diablo_core.errors import ConfigError
+from diablo_core.evaluation.examples import EvalExample
 from diablo_core.methods.adapters import read_any_adapter_config
+from diablo_core.methods.diablo.model import trainable_parameters
 from diablo_core.models.catalog import canonical_model_id
 from diablo_core.models.loading import LoadedModel
 from diablo_core.spec import ResolvedJobSpec
@@ -36,6 +38,7 @@ from registry.artifacts import fine_tuned_model_name, register_adapter
 from registry.base_models import load_source
 from registry.db import get_sessionmaker
 from registry.errors import error_object
+from registry.job_metrics import TRAINABLE_PARAMETERS
 from registry.jobs import (
     HeartbeatStatus,
     InvalidTransition,
@@ -52,10 +55,11 @@ from registry.pausing import note_pause
 from registry.result_files import add_results_file
 from registry.settings import Settings
 from worker import artifact_store, distributed_job
-from worker.auto_fit import best_data, best_message, fit_to_model, hold_out
+from worker.auto_fit import best_data, best_message, fit_max_length, fit_to_model, hold_out
 from worker.integrations import job_integrations
-from worker.job_config import JobPlan, plan_job, read_spec
-from worker.job_inputs import JobDataError, load_examples, locate_files
+from worker.job_config import JobPlan, data_format, plan_job, read_spec
+from worker.job_evaluation import load_answers
+from worker.job_inputs import JobDataError, load_examples, locate_files, longest_example
 from worker.job_model import load_job_model, precision_note, resolve_spec_precision, store_precision
 from worker.lease import JobLease
 from worker.progress import JobReporter
@@ -154,16 +158,20 @@ def _train_and_publish(run: JobRun) -> str | None:
     store_precision(run.sessions, run.job, run.worker_id, spec.precision)
     _event(run, precision_note(requested.precision, spec.precision, run.device))
     if (ranks := distributed_job.job_ranks(run.settings, run.device, spec.strategy)) > 1:
-        return distributed_job.run_ranks(run, spec.strategy, ranks)  # rank 0 trains, publishes, settles
+        if run.job.evaluation_file is None:
+            return distributed_job.run_ranks(run, spec.strategy, ranks)  # rank 0 trains, publishes, settles
+        _event(run, f"Training in one process, not {ranks}: jobs with an evaluation_file run alone", "warn")
     loaded = _load_model(run, spec)
-    plan = _plan(run, fit_to_model(run.sessions, run.job.id, spec, loaded.model.config.hidden_size))
-    train_set, valid_set = _load_data(run, loaded, plan)
+    fitted = fit_to_model(run.sessions, run.job.id, spec, loaded.model.config.hidden_size)
+    fitted, train_set, valid_set = _load_data(run, loaded, fitted)
+    plan = _plan(run, fitted)
+    answers = load_answers(run.sessions, run.job, run.settings, plan.training.eval_every)
     reporter = _reporter(run)
     if reporter.poll():
         return _stopped(run, reporter, None)
     warn = partial(_event, run, level="warn")
     with job_integrations(run.job, run.settings.data_dir, warn) as integrations:
-        result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations)
+        result = _train(run, loaded, plan, train_set, valid_set, reporter, integrations, answers)
     if run.lease.lost:  # the fence refused a write: the job is another worker's now
         reporter.stop_reason = "lost"
     # A shutdown or pause asked for at the last step comes too late to stop training: the job is published.
@@ -207,35 +215,46 @@ def _parent(run: JobRun) -> ParentAdapter | None:
     return parent
 
 
-def _load_model(run: JobRun, spec: ResolvedJobSpec) -> LoadedModel:
-    """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks."""
+def _load_model(run: JobRun, spec: ResolvedJobSpec, report: bool = True) -> LoadedModel:
+    """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks.
+
+    With ``report``, an event records how many parameters train (the dashboard's compare view shows it).
+    """
     assert run.device is not None
     source, data_dir = _model_source(run), run.settings.data_dir
     loaded = load_job_model(source, spec, run.device, data_dir, _parent(run))
     if run.job.parent_model is not None:
         _event(run, f"Starting from the blocks of {run.job.parent_model}")
+    if report:
+        count = trainable_parameters(loaded.model)
+        data = {TRAINABLE_PARAMETERS: count}
+        _event(run, f"Training {count:,} adapter parameters ({spec.stored_type})", data=data)
     return loaded
 
 
 def _load_data(
-    run: JobRun, loaded: LoadedModel, plan: JobPlan, report: bool = True
-) -> tuple[list[TokenizedExample], list[TokenizedExample] | None]:
+    run: JobRun, loaded: LoadedModel, spec: ResolvedJobSpec, report: bool = True
+) -> tuple[ResolvedJobSpec, list[TokenizedExample], list[TokenizedExample] | None]:
+    """The job's examples, checked against ``max_length`` (an "auto" one resolved: the spec returned)."""
     with run.sessions() as session:
         files = locate_files(session, run.job.training_file, run.job.validation_file, run.settings.files_dir)
     limit, settings = run.settings.max_tokens_per_file, run.settings
     shape = DatasetLimits(settings.max_json_depth, settings.max_turns_per_example)  # as checked at upload
-    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=plan.data_format)
-    max_length = plan.max_length
+    load = partial(load_examples, max_tokens=limit, limits=shape, expected_format=data_format(spec))
+    context = getattr(loaded.model.config, "max_position_embeddings", None)
+    max_length = spec.length_limit(context)
     train_set = load(files.training, loaded.tokenizer, max_length, "training_file")
     tokens = sum(len(e.input_ids) for e in train_set if isinstance(e, TokenizedExample))
     run.tokens_per_byte = tokens / max(files.training.stat().st_size, 1)
-    if files.validation is None and plan.validation_holdout:
-        sessions = run.sessions if report else None  # one event per job, not one per rank
-        return hold_out(sessions, run.job.id, train_set, plan.validation_holdout, plan.training.seed)
-    if files.validation is None:
-        return train_set, None
-    valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")
-    return train_set, valid_set
+    valid_set = None
+    if files.validation is not None:
+        valid_set = load(files.validation, loaded.tokenizer, max_length, "validation_file")
+    sessions = run.sessions if report else None  # one event per job, not one per rank
+    spec = fit_max_length(sessions, run.job.id, spec, longest_example(train_set, valid_set), context)
+    if files.validation is None and spec.validation_holdout:
+        seed = int(run.job.seed or 0)  # the training config's seed (``plan_job``)
+        return spec, *hold_out(sessions, run.job.id, train_set, spec.validation_holdout, seed)
+    return spec, train_set, valid_set
 
 
 def _reporter(run: JobRun) -> JobReporter:
@@ -256,12 +275,15 @@ def _train(
     valid_set: list[TokenizedExample] | None,
     reporter: JobReporter,
     integrations: list[Any] | None = None,
+    answers: list[EvalExample] | None = None,
 ) -> TrainingResult:
     """Train, resuming from the job's newest verified checkpoint; a re-delivered job's events say which."""
     callbacks = [reporter, *(integrations or [])]
-    objective = {} if plan.beta is None else {"objective": DPO(plan.beta)}
+    options: dict[str, Any] = {} if plan.beta is None else {"objective": DPO(plan.beta)}
+    if answers:
+        options["eval_answers"] = answers
     go = bound_train(
-        run, loaded, plan, train_set, valid_set, callbacks=callbacks, fence=run.lease.fence, **objective
+        run, loaded, plan, train_set, valid_set, callbacks=callbacks, fence=run.lease.fence, **options
     )
     with run.sessions() as session:
         point = find_resume_point(session, run.job.id)
@@ -384,6 +406,6 @@ def _hand_back(run: JobRun) -> None:
         logger.exception("job %s: could not hand it back; it is claimable when its lease expires", run.job.id)
 
 
-def _event(run: JobRun, message: str, level: str = "info") -> None:
+def _event(run: JobRun, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
     with run.sessions.begin() as session:
-        add_event(session, run.job.id, level, message)
+        add_event(session, run.job.id, level, message, data=data)

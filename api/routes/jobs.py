@@ -24,7 +24,7 @@ from api.schemas.jobs import (
 )
 from api.services import job_control
 from api.services import jobs as service
-from api.services.job_estimate import estimate_fine_tuning_job
+from api.services.job_estimate import dry_run_fine_tuning_job, estimate_fine_tuning_job
 from registry.artifacts import list_checkpoints
 from registry.jobs import list_events, list_jobs
 from registry.models import Job
@@ -83,15 +83,17 @@ def _job_post(
 JobPost = Annotated[_JobPost, Depends(_job_post)]
 
 
-@router.post("", response_model=JobPublic)
+@router.post("", response_model=JobPublic | JobEstimatePublic)
 def create_job(
     session: SessionDep,
     settings: SettingsDep,
     project: CurrentProject,
     body: JobCreate,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JobPublic:
-    """Create a fine-tuning job and queue it (an Idempotency-Key makes retries return the same job)."""
+) -> JobPublic | JobEstimatePublic:
+    """Create a fine-tuning job and queue it; with ``dry_run``, check it alike and answer its estimate."""
+    if body.dry_run:  # creates nothing, so an Idempotency-Key has nothing to replay
+        return dry_run_fine_tuning_job(session, settings, project, body)
     job = service.create_fine_tuning_job(session, settings, project, body, idempotency_key)
     return service.jobs_public(session, [job])[0]
 

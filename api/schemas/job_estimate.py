@@ -1,4 +1,5 @@
-"""The answer of ``POST /v1/fine_tuning/jobs/estimate``: a job's size and duration before it is created."""
+"""The answer of ``POST /v1/fine_tuning/jobs/estimate`` and of a create request with ``dry_run``: a job's
+size and duration before it is created, and its hyperparameters as the job would hold them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class JobEstimatePublic(BaseModel):
     training_file: str
     num_examples: int
     hyperparameters: dict[str, Any]
+    # The resolved spec the job would store and echo (its ``method``), ``max_length`` included.
+    method: dict[str, Any]
     total_steps: int
     estimated_tokens: int
     tokens_per_second: float
@@ -28,5 +31,5 @@ class JobEstimatePublic(BaseModel):
     @classmethod
     def of(cls, estimate: JobEstimate, **request: Any) -> JobEstimatePublic:
         """The estimate next to the request it answers (``model``, ``training_file``, ``num_examples``,
-        ``hyperparameters``: fields of this model, validated as such)."""
+        ``hyperparameters``, ``method``: fields of this model, validated as such)."""
         return cls(**request, **asdict(estimate))

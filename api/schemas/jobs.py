@@ -104,12 +104,20 @@ class JobCreate(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
+    # Ours: held-out chat examples whose greedy answers each evaluation scores (docs/evaluation.md).
+    evaluation_file: str | None = Field(default=None, max_length=64)
     hyperparameters: OpenAIHyperparameters | None = None
     suffix: str | None = Field(default=None, max_length=64)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     method: MethodCreate | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
     integrations: list[IntegrationCreate] | None = Field(default=None, max_length=MAX_INTEGRATIONS)
+    # Ours: check the request as creating the job would and answer its estimate; nothing is created.
+    dry_run: bool = Field(
+        default=False,
+        description="Check the job as creating it would and answer its estimate (fine_tuning.job.estimate); "
+        "nothing is created",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -154,6 +162,7 @@ class JobPublic(BaseModel):
     method: dict[str, Any] | None
     training_file: str
     validation_file: str | None
+    evaluation_file: str | None = None
     result_files: list[str]
     trained_tokens: int | None
     seed: int | None

@@ -25,7 +25,7 @@ def ensure_file_unused(session: Session, project: str, file_id: str) -> None:
     users = select(Job.id).where(
         Job.project_id == project,
         Job.status.in_(READING_STATUSES),
-        or_(Job.training_file == file_id, Job.validation_file == file_id),
+        or_(Job.training_file == file_id, Job.validation_file == file_id, Job.evaluation_file == file_id),
     )
     jobs = list(session.scalars(users.order_by(Job.id).limit(SHOWN_JOBS)))
     if jobs:

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from api.errors import RATE_LIMIT, SERVER_ERROR, APIError, not_found
 from api.schemas.jobs import JobCreate, JobPublic
+from api.services.example_lengths import fit_example_lengths
 from api.services.files import FINE_TUNE, count_examples, find_file
 from api.services.idempotency import IdempotentRequest, commit_once, replayed_id
-from api.services.method_files import check_file_format
+from api.services.method_files import check_evaluation_file, check_file_format
 from api.services.parent_models import find_parent_model, inherit_layout
 from api.services.quota import check_storage_quota
 from diablo_core.spec import HyperparameterError, ResolvedJobSpec, resolve_job_spec
@@ -76,6 +77,7 @@ def resolve_request(body: JobCreate, settings: Settings, num_examples: int) -> R
             max_steps_limit=settings.max_steps_limit,
             method_type=method.type if method else "diablo",
             has_validation_file=body.validation_file is not None,
+            has_evaluation_file=body.evaluation_file is not None,
         )
     except HyperparameterError as error:
         raise APIError(400, str(error), code=error.code, param=error.param) from error
@@ -90,25 +92,47 @@ class CheckedRequest:
     num_examples: int
     spec: ResolvedJobSpec
     parent: ParentAdapter | None
+    training_tokens: int | None = None  # counted with the model's tokenizer (None: the API has none)
 
 
 def check_request(session: Session, settings: Settings, project: str, body: JobCreate) -> CheckedRequest:
-    """The request's base model, training file and resolved spec; 400/404 as creating the job answers."""
+    """The request's base model, files and resolved spec (``max_length`` checked against every example);
+    400/404 as creating the job answers."""
     parent = (
         find_parent_model(session, settings, project, body.model) if is_fine_tuned_name(body.model) else None
     )
     model = parent.base_model if parent else resolve_base_model(body.model, settings)
-    method_type = body.method.type if body.method else "diablo"
-    training = check_file(session, project, body.training_file, "training_file")
-    check_file_format(training, method_type, "training_file")
-    if body.validation_file is not None:
-        validation = check_file(session, project, body.validation_file, "validation_file")
-        check_file_format(validation, method_type, "validation_file")
-    num_examples = count_examples(training)
+    files = _check_files(session, project, body)
+    num_examples = count_examples(files["training_file"])
     resolved = resolve_request(body, settings, num_examples)
     if parent is not None:
         resolved = inherit_layout(resolved, body, parent)
-    return CheckedRequest(model, training, num_examples, resolved, parent)
+    counted = fit_example_lengths(settings, model, resolved, files)
+    return CheckedRequest(
+        model, files["training_file"], num_examples, counted.spec, parent, counted.training_tokens
+    )
+
+
+def _check_files(session: Session, project: str, body: JobCreate) -> dict[str, File]:
+    """The request's files by param (``training_file``, ``validation_file``), each usable by its method; the
+    evaluation file is checked too (held-out chat examples, refused for dpo)."""
+    method_type = body.method.type if body.method else "diablo"
+    given = {"training_file": body.training_file, "validation_file": body.validation_file}
+    files = {}
+    for param, file_id in given.items():
+        if file_id is not None:
+            files[param] = check_file(session, project, file_id, param)
+            check_file_format(files[param], method_type, param)
+    if body.evaluation_file is not None:  # answered, not trained on: checked apart from max_length
+        evaluation = check_file(session, project, body.evaluation_file, "evaluation_file")
+        check_evaluation_file(evaluation, method_type)
+    return files
+
+
+def check_project_room(session: Session, settings: Settings, project: str) -> None:
+    """429 past the project's unfinished jobs, 413 at its storage quota (a dry run checks these too)."""
+    check_concurrent_jobs(session, settings, project)
+    check_storage_quota(session, settings, project, 0, "training_file")
 
 
 def _record_job(session: Session, settings: Settings, project: str, body: JobCreate) -> Job:
@@ -117,13 +141,13 @@ def _record_job(session: Session, settings: Settings, project: str, body: JobCre
     model, resolved, parent = checked.model, checked.spec, checked.parent
     # Held until the commit: of concurrent creates, each counts the jobs the ones before it inserted.
     lock_project(session, project)
-    check_concurrent_jobs(session, settings, project)
-    check_storage_quota(session, settings, project, 0, "training_file")
+    check_project_room(session, settings, project)
     job = create_job(
         session,
         model=model,
         training_file=body.training_file,
         validation_file=body.validation_file,
+        evaluation_file=body.evaluation_file,
         spec=resolved,
         suffix=sanitize_suffix(body.suffix) or None,
         seed=secrets.randbelow(MAX_SEED) if body.seed is None else body.seed,

@@ -1,5 +1,5 @@
 """Exporting a fine-tuned model or checkpoint: its adapter, a merged checkpoint or a GGUF file, built once
-per adapter sha256 under ``<data_dir>/exports/`` (``diablo_core.export.build``).
+per adapter sha256 and exporter version under ``<data_dir>/exports/`` (``diablo_core.export.build``).
 
 ``export_file`` blocks (a merged build loads the base model): the route runs it in a worker thread. torch is
 imported only there, so importing this module stays light.

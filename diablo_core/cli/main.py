@@ -1,4 +1,4 @@
-"""Command line: ``python -m diablo_core train|generate|merge|validate``."""
+"""Command line: ``python -m diablo_core train|generate|eval|merge|validate``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from diablo_core.cli.progress import RichProgress
 from diablo_core.data.datasets import read_examples, validate_dataset
 from diablo_core.data.tokenization import tokenize_examples
 from diablo_core.errors import DiaBloError
+from diablo_core.evaluation.answers import DEFAULT_BATCH_SIZE, evaluate_answers
+from diablo_core.evaluation.examples import read_eval_examples
 from diablo_core.generation.decoding import generate as generate_text
 from diablo_core.methods.diablo.adapter_io import load_adapter, read_adapter_config
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
@@ -242,6 +244,40 @@ def generate_command(
         **source,
     )
     console.print(result.text, markup=False, highlight=False)
+
+
+@app.command(name="eval")
+def eval_command(
+    file: Annotated[
+        Path, typer.Option(help="Held-out chat JSONL; each line's last assistant message is the reference.")
+    ],
+    model: ModelOpt = "default",
+    adapter: Annotated[Path | None, typer.Option(help="Adapter directory to apply.")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="Answer at most this many examples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = DEFAULT_BATCH_SIZE,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result and every answer as JSON.")
+    ] = False,
+    device: DeviceOpt = "cpu",
+    quantization: QuantizationOpt = None,
+    data_dir: DataDirOpt = Path("data"),
+) -> None:
+    """Score greedy answers to held-out chat examples: exact match and contains (whitespace stripped)."""
+    if not file.is_file():
+        err_console.print(f"evaluation file {file} does not exist")
+        raise typer.Exit(1)
+    with _user_errors():
+        examples = read_eval_examples(file)
+        loaded = load_base_model(model, data_dir=data_dir, device=device, quantization=quantization)
+        if adapter is not None:
+            load_adapter(loaded.model, adapter)
+        result = evaluate_answers(
+            loaded.model, loaded.tokenizer, examples, max_examples=max_examples, batch_size=batch_size
+        )
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+    else:
+        console.print(f"exact match {result.exact_match:.3f}, contains {result.contains:.3f}, n {result.n}")
 
 
 @app.command()

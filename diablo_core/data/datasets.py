@@ -1,7 +1,8 @@
 """Streaming validation and loading of JSONL fine-tuning files in OpenAI's three formats.
 
-Chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str, "name"?: str, "weight"?: 0|1}],
-"tools"?: [...]}`` with function calling as OpenAI defines it (``diablo_core.data.tool_calls``).
+Chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str, "name"?: str,
+"weight"?: 0|1}], "tools"?: [...]}`` (``weight``: OpenAI's integer, on assistant messages) with function
+calling as OpenAI defines it (``diablo_core.data.tool_calls``).
 Prompt/completion: ``{"prompt": str, "completion": str}``. Preference (DPO): ``{"input": {"messages": [...]},
 "preferred_output": [assistant message], "non_preferred_output": [assistant message]}``.
 Files are read line by line, never whole, and every
@@ -22,10 +23,11 @@ from diablo_core.data.preferences import (
     OUTPUT_KEYS,
     PREFERENCE_KEYS,
     PreferencePair,
+    count_preference_tokens,
     is_preference,
     tokenize_preference,
 )
-from diablo_core.data.tokenization import TokenizedExample, tokenize_example
+from diablo_core.data.tokenization import TokenizedExample, count_example_tokens, tokenize_example
 from diablo_core.data.tool_calls import Finding, tool_calls_findings, tool_message_findings, tools_findings
 from diablo_core.errors import DatasetError
 
@@ -77,6 +79,8 @@ class DatasetReport:
         problems: The first ``max_problems`` problems.
         num_problems: Every problem found, including those not kept.
         max_example_tokens: Tokens in the longest valid example, when a tokenizer was given.
+        longest_lines: ``(line, tokens)`` of each valid example longer than every one before it, in order
+            (the last is the longest): the first line over any limit is the first entry over it.
     """
 
     format: str
@@ -85,6 +89,7 @@ class DatasetReport:
     problems: list[DatasetProblem] = field(default_factory=list)
     num_problems: int = 0
     max_example_tokens: int | None = None
+    longest_lines: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -155,6 +160,18 @@ def read_examples(source: Source, limits: DatasetLimits = DEFAULT_LIMITS) -> lis
         more = f" (and {count - len(problems)} more)" if count > len(problems) else ""
         raise DatasetError(f"invalid dataset: {shown}{more}", code="invalid_training_file")
     return examples
+
+
+def scan_examples(
+    source: Source, limits: DatasetLimits = DEFAULT_LIMITS
+) -> Iterator[tuple[int, dict[str, Any] | None, list[DatasetProblem]]]:
+    """Yield ``(line number, example or None, problems)`` for every non-blank line, formats checked as
+    ``validate_dataset`` checks them (for readers that keep each example's line number)."""
+    report = DatasetReport(format=UNKNOWN, num_examples=0, num_tokens=None)
+    for line_no, example, problems in _scan(source, limits):
+        if example is not None and not problems:
+            problems = _check_format(report, line_no, example)
+        yield line_no, example, problems
 
 
 def _scan(
@@ -281,7 +298,8 @@ def _message_problems(line_no: int, index: int, message: Any, label: str = "mess
         problems.append(_problem(line_no, "content_not_string", f"{where}'content' must be a string"))
     if "name" in message and not isinstance(message["name"], str):
         problems.append(_problem(line_no, "invalid_name", f"{where}'name' must be a string"))
-    if "weight" in message and (role != "assistant" or message["weight"] not in (0, 1)):
+    weight = message.get("weight")
+    if "weight" in message and (role != "assistant" or type(weight) is not int or weight not in (0, 1)):
         detail = "'weight' must be 0 or 1 and is only allowed on assistant messages"
         problems.append(_problem(line_no, "invalid_weight", where + detail))
     return problems
@@ -367,22 +385,38 @@ def _count_tokens(
     max_length: int | None,
     tokenized: list[Any] | None,
 ) -> list[DatasetProblem]:
-    """Add the example's tokens to the report (and to ``tokenized``); a problem past ``max_length``."""
+    """Add the example's tokens to the report (and to ``tokenized``); a problem past ``max_length``.
+
+    Without ``tokenized`` only the counts are needed, and they come from one render of the example.
+    """
     try:
-        tokens: TokenizedExample | PreferencePair = (
-            tokenize_preference(example, tokenizer, max_length=None)
-            if is_preference(example)
-            else tokenize_example(example, tokenizer, max_length=None)
-        )
+        tokens, lengths = _example_tokens(example, tokenizer, labels=tokenized is not None)
     except Exception as error:  # a chat template may reject a conversation (e.g. roles not alternating)
         detail = f"the chat template cannot render this example: {shorten(str(error), 4 * FRAGMENT_CHARS)}"
         return [_problem(line_no, "template_error", detail)]
-    longest = tokens.longest if isinstance(tokens, PreferencePair) else len(tokens.input_ids)
-    count = tokens.num_tokens if isinstance(tokens, PreferencePair) else longest
-    report.num_tokens = (report.num_tokens or 0) + count
+    longest = max(lengths)
+    report.num_tokens = (report.num_tokens or 0) + sum(lengths)
+    if longest > (report.max_example_tokens or 0):
+        report.longest_lines.append((line_no, longest))
     report.max_example_tokens = max(report.max_example_tokens or 0, longest)
     if max_length is None or longest <= max_length:
         if tokenized is not None:
             tokenized.append(tokens)
         return []
     return [_problem(line_no, "too_long", f"example has {longest} tokens, more than max_length {max_length}")]
+
+
+def _example_tokens(
+    example: dict[str, Any], tokenizer: Any, labels: bool
+) -> tuple[TokenizedExample | PreferencePair | None, tuple[int, ...]]:
+    """The example tokenized (None unless ``labels``) and its sequences' lengths (two for a preference)."""
+    preference = is_preference(example)
+    if not labels:
+        if preference:
+            return None, count_preference_tokens(example, tokenizer)
+        return None, (count_example_tokens(example, tokenizer),)
+    if preference:
+        pair = tokenize_preference(example, tokenizer, max_length=None)
+        return pair, (len(pair.chosen.input_ids), len(pair.rejected.input_ids))
+    tokens = tokenize_example(example, tokenizer, max_length=None)
+    return tokens, (len(tokens.input_ids),)

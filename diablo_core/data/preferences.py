@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diablo_core.data.tokenization import TokenizedExample, tokenize_example
+from diablo_core.data.tokenization import TokenizedExample, count_example_tokens, tokenize_example
 
 PREFERENCE_KEYS = ("input", "preferred_output", "non_preferred_output")
 OUTPUT_KEYS = ("preferred_output", "non_preferred_output")
@@ -64,3 +64,9 @@ def tokenize_preference(
     return PreferencePair(
         tokenize_example(chosen, tokenizer, max_length), tokenize_example(rejected, tokenizer, max_length)
     )
+
+
+def count_preference_tokens(example: dict[str, Any], tokenizer: Any) -> tuple[int, int]:
+    """The tokens of :func:`tokenize_preference`'s two sequences (untruncated), counted without labels."""
+    chosen, rejected = preference_conversations(example)
+    return count_example_tokens(chosen, tokenizer), count_example_tokens(rejected, tokenizer)

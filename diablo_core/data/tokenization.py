@@ -63,6 +63,16 @@ def tokenize_example(
     return result
 
 
+def count_example_tokens(example: dict[str, Any], tokenizer: Any) -> int:
+    """The number of tokens :func:`tokenize_example` gives ``example`` (untruncated), from one render: the
+    learned spans, which cost most of the renders, are not needed to count."""
+    if "messages" not in example:
+        return len(_tokenize_prompt_completion(example["prompt"], example["completion"], tokenizer).input_ids)
+    messages, tools = template_conversation(example["messages"], example.get("tools"), tokenizer)
+    text = render_messages(messages, tokenizer, False, tools)  # the text _render_chat labels
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def tokenize_examples(
     examples: Iterable[dict[str, Any]], tokenizer: Any, max_length: int | None = 256
 ) -> list[TokenizedExample]:

@@ -1,4 +1,9 @@
-"""Exports built once per adapter and kept: ``<exports_dir>/<adapter sha256>/<file>``.
+"""Exports built once per adapter and exporter version, and kept:
+``<exports_dir>/<adapter sha256>/v<EXPORTER_VERSION>/<file>``.
+
+``EXPORTER_VERSION`` goes up whenever a change to the exporter changes what it writes (v2: the GGUF's
+``tokenizer.ggml.pre`` is llama.cpp's ``gpt-2``; v1 files said ``gpt2``, which llama.cpp refuses). A cached
+file of another version is never served: the next request builds the current one and removes the old.
 
 A build runs in a private staging folder under a per-file lock (an ``flock``, so threads and processes
 sharing the data directory build once); the finished file is renamed into place, so readers see either no
@@ -21,8 +26,12 @@ from diablo_core.export.archive import write_tar
 from diablo_core.export.formats import ExportRequest
 from diablo_core.export.gguf_file import check_exportable, write_gguf
 from diablo_core.export.merged import save_merged
+from diablo_core.methods.adapters import LORA, adapter_method
 from diablo_core.methods.diablo.adapter_io import CONFIG_FILE, WEIGHTS_FILE
 from diablo_core.models.loading import LoadedModel, file_lock, load_base_model
+
+# Raised whenever the exporter's output changes, so files cached by an older exporter are rebuilt.
+EXPORTER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,11 @@ class ExportSource:
     def short_name(self) -> str:
         return f"diablo-{self.adapter_sha256[:12]}"
 
+    @property
+    def method_name(self) -> str:
+        """``"DiaBlo"`` or ``"LoRA"``: whose adapter files the folder holds."""
+        return "LoRA" if adapter_method(self.adapter_dir) is LORA else "DiaBlo"
+
 
 def export_model(source: ExportSource, request: ExportRequest, exports_dir: Path) -> Path:
     """The export's file, built now unless an earlier call built it.
@@ -47,7 +61,8 @@ def export_model(source: ExportSource, request: ExportRequest, exports_dir: Path
         AdapterError: The adapter is unreadable or belongs to other base weights.
         ModelLoadError: The base model cannot be loaded.
     """
-    target = exports_dir / source.adapter_sha256 / request.file_name
+    adapter_folder = exports_dir / source.adapter_sha256
+    target = adapter_folder / f"v{EXPORTER_VERSION}" / request.file_name
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,11 +74,22 @@ def export_model(source: ExportSource, request: ExportRequest, exports_dir: Path
             os.replace(BUILDERS[request.format](source, request, staging), target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale(adapter_folder, request.file_name)
     return target
 
 
+def _remove_stale(adapter_folder: Path, file_name: str) -> None:
+    """Deletes ``file_name`` as other exporter versions wrote it (unversioned v1 files included)."""
+    current = f"v{EXPORTER_VERSION}"
+    stale = [adapter_folder / file_name]  # v1 kept files straight in the adapter's folder
+    stale += [folder / file_name for folder in adapter_folder.glob("v*") if folder.name != current]
+    for path in stale:
+        path.unlink(missing_ok=True)  # a reader streaming it keeps its open file until it is done
+
+
 def build_adapter(source: ExportSource, request: ExportRequest, staging: Path) -> Path:
-    """The adapter's two files in a tar, under the folder ``diablo-<sha256 prefix>``."""
+    """The adapter's two files in a tar, under the folder ``diablo-<sha256 prefix>``; a LoRA adapter's are
+    PEFT's own (``PeftModel.from_pretrained`` loads the folder)."""
     del request
     names = (CONFIG_FILE, WEIGHTS_FILE)
     return write_tar(source.adapter_dir, staging / "adapter.tar", source.short_name, names)
@@ -82,7 +108,8 @@ def build_gguf(source: ExportSource, request: ExportRequest, staging: Path) -> P
     base = _load_base(source)
     check_exportable(base.model.config)
     name = f"{base.identity.name} + {source.short_name}"
-    description = f"{name}: the base model merged with a DiaBlo adapter. {base.identity.source}".strip()
+    merged = f"the base model merged with a {source.method_name} adapter"
+    description = f"{name}: {merged}. {base.identity.source}".strip()
     checkpoint = save_merged(base, source.adapter_dir, staging / "merged", source.adapter_sha256)
     target = staging / request.file_name
     return write_gguf(checkpoint, target, request.gguf_type, name, description)

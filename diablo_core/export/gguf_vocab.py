@@ -35,7 +35,7 @@ def pre_tokenizer_name(tokenizer_json: dict[str, Any]) -> str:
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     shapes = [(step.get("type"), step.get(_FLAG.get(step.get("type"), ""))) for step in steps]
     if shapes == [_BYTE_LEVEL]:
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name for GPT-2's regex ("gpt2" is the tokenizer model's name, not this)
     if shapes == [_DIGITS, _BYTE_LEVEL]:
         return "smollm"
     raise ExportError(f"GGUF export does not know the pre-tokenizer {json.dumps(pre)[:300]}")

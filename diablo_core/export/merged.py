@@ -1,7 +1,8 @@
 """A merged Hugging Face checkpoint: base weights plus the adapter's update, with tokenizer and model card.
 
-The update is added in the base model's dtype (float32 on the CPU), so the checkpoint answers as the service
-does with the adapter applied; ``AutoModelForCausalLM.from_pretrained`` loads it with no DiaBlo code.
+The adapter is DiaBlo's or LoRA's (PEFT's files; merged with PEFT's ``merge_and_unload``). The update is added
+in the base model's dtype (float32 on the CPU), so the checkpoint answers as the service does with the adapter
+applied; ``AutoModelForCausalLM.from_pretrained`` loads it with no DiaBlo or PEFT code.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Any
 from transformers import GenerationConfig
 
 from diablo_core.export.model_card import write_model_card
-from diablo_core.methods.diablo.adapter_io import load_adapter
-from diablo_core.methods.diablo.model import unload_diablo
+from diablo_core.methods.adapters import adapter_method
 from diablo_core.models.loading import LoadedModel
 
 
@@ -22,7 +22,8 @@ def save_merged(base: LoadedModel, adapter_dir: Path, directory: Path, adapter_s
 
     Args:
         base: A freshly loaded base model; it is changed (merged) and should not be used afterwards.
-        adapter_dir: The adapter's folder (``adapter_config.json`` + ``adapter_model.safetensors``).
+        adapter_dir: The adapter's folder (``adapter_config.json`` + ``adapter_model.safetensors``), DiaBlo's
+            or LoRA's (PEFT's format).
         directory: Where the checkpoint goes (created).
         adapter_sha256: Recorded in the model card.
 
@@ -33,8 +34,9 @@ def save_merged(base: LoadedModel, adapter_dir: Path, directory: Path, adapter_s
     Raises:
         AdapterError: The adapter is unreadable or belongs to other base weights (``adapter_base_mismatch``).
     """
-    config = load_adapter(base.model, adapter_dir)  # checks the base model's content hash first
-    model = unload_diablo(base.model, merge=True)  # (out, in) weights now hold W + delta
+    method = adapter_method(adapter_dir)
+    config = method.load(base.model, adapter_dir)  # checks the base model's content hash first
+    model = method.unload(base.model, merge=True)  # (out, in) weights now hold W + delta
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
     base.tokenizer.save_pretrained(directory)

@@ -5,24 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from diablo_core.methods.diablo.config import DiaBloConfig
+from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.identity import BaseModelIdentity
 
 
-def model_card(identity: BaseModelIdentity, config: DiaBloConfig, adapter_sha256: str, body: str) -> str:
+def adapter_summary(config: DiaBloConfig | LoRAConfig) -> tuple[str, str]:
+    """The method's name and a sentence part on its adapter: blocks (DiaBlo) or rank and alpha (LoRA)."""
+    layers = "all" if config.layers is None else ", ".join(str(layer) for layer in config.layers)
+    where = f"on {', '.join(config.target_modules)} (layers: {layers})"
+    if isinstance(config, LoRAConfig):
+        return "LoRA", f"LoRA (PEFT) of rank {config.rank} and alpha {config.alpha:g} {where}"
+    return "DiaBlo", f"DiaBlo with {config.num_blocks} diagonal blocks {where}"
+
+
+def model_card(
+    identity: BaseModelIdentity, config: DiaBloConfig | LoRAConfig, adapter_sha256: str, body: str
+) -> str:
     """Markdown with a YAML header: the base model, its true source, the adapter and ``body`` (usage)."""
     source = identity.source or f"the checkpoint {identity.name}"
-    layers = "all" if config.layers is None else ", ".join(str(layer) for layer in config.layers)
+    method, adapter = adapter_summary(config)
     return (
         "---\n"
         f"base_model: {identity.name}\n"
         "library_name: transformers\n"
-        "tags: [diablo, fine-tuned]\n"
+        f"tags: [{method.lower()}, fine-tuned]\n"
         "---\n\n"
-        "# A DiaBlo fine-tune, merged\n\n"
+        f"# A {method} fine-tune, merged\n\n"
         f"Base model: `{identity.name}` (content hash `{identity.content_hash}`).\n\n"
         f"Base weights: {source}.\n\n"
-        f"Adapter: DiaBlo with {config.num_blocks} diagonal blocks on {', '.join(config.target_modules)} "
-        f"(layers: {layers}); adapter_model.safetensors sha256 `{adapter_sha256}`. The adapter's update is "
+        f"Adapter: {adapter}; adapter_model.safetensors sha256 `{adapter_sha256}`. The adapter's update is "
         "added into the base weights in float32, so these weights answer as the service does with the "
         "adapter applied.\n\n"
         f"{body}"
@@ -44,7 +55,7 @@ print(tokenizer.decode(model.generate(ids, max_new_tokens=32, do_sample=False)[0
 
 
 def write_model_card(
-    directory: Path, identity: BaseModelIdentity, config: DiaBloConfig, adapter_sha256: str
+    directory: Path, identity: BaseModelIdentity, config: DiaBloConfig | LoRAConfig, adapter_sha256: str
 ) -> Path:
     """Write ``README.md`` (the model card of a merged checkpoint) into ``directory``."""
     path = directory / "README.md"

@@ -15,10 +15,10 @@ from torch import nn
 
 from diablo_core.methods.diablo import adapter_io as diablo_io
 from diablo_core.methods.diablo.config import DiaBloConfig
-from diablo_core.methods.diablo.model import apply_diablo, diablo_modules
+from diablo_core.methods.diablo.model import apply_diablo, diablo_modules, unload_diablo
 from diablo_core.methods.lora import adapter_io as lora_io
 from diablo_core.methods.lora.config import LoRAConfig
-from diablo_core.methods.lora.model import apply_lora, lora_modules, lora_parameters
+from diablo_core.methods.lora.model import apply_lora, lora_modules, lora_parameters, unload_lora
 
 AdapterConfig = DiaBloConfig | LoRAConfig
 
@@ -31,13 +31,16 @@ class AdapterMethod:
         name: ``"diablo"`` or ``"lora"``.
         trainable: The adapter parameters, in a fixed order (the optimizer's).
         save: Writes the adapter directory: ``save(model, directory, base_model=, tensors=)``.
-        load: Loads an adapter directory into the model.
+        load: Loads an adapter directory into the model; returns the adapter's config.
+        unload: Removes the adapter from the model, merged into the base weights with ``merge=True``;
+            returns the plain model.
     """
 
     name: str
     trainable: Callable[[nn.Module], list[nn.Parameter]]
     save: Callable[..., Path]
     load: Callable[[nn.Module, Path], Any]
+    unload: Callable[..., nn.Module]
 
 
 DIABLO = AdapterMethod(
@@ -45,8 +48,11 @@ DIABLO = AdapterMethod(
     lambda model: [module.blocks for module in diablo_modules(model).values()],
     diablo_io.save_adapter,
     diablo_io.load_adapter,
+    unload_diablo,
 )
-LORA = AdapterMethod("lora", lora_parameters, lora_io.save_lora_adapter, lora_io.load_lora_adapter)
+LORA = AdapterMethod(
+    "lora", lora_parameters, lora_io.save_lora_adapter, lora_io.load_lora_adapter, unload_lora
+)
 
 
 def method_of(model: nn.Module) -> AdapterMethod | None:
@@ -56,6 +62,11 @@ def method_of(model: nn.Module) -> AdapterMethod | None:
     if lora_modules(model):
         return LORA
     return None
+
+
+def adapter_method(directory: str | Path) -> AdapterMethod:
+    """The method whose adapter files ``directory`` holds (LoRA for PEFT's config, else DiaBlo)."""
+    return LORA if lora_io.is_lora_adapter(directory) else DIABLO
 
 
 def apply_adapter(model: nn.Module, config: AdapterConfig) -> list[str]:

@@ -9,6 +9,9 @@
 - Length: with early stopping, training may run for twice the epochs of the OpenAI rule (``auto_epochs``),
   evaluating about ten times per OpenAI-rule run, and stops after ``DEFAULT_PATIENCE`` evaluations without a
   better validation loss.
+- Max length: the tokens of the longest example in the job's files (training and validation), which must fit
+  the model's context (``max_position_embeddings``); an explicit ``max_length`` is the limit as given. Whoever
+  holds the model's tokenizer counts: the API when the job is created, else the worker when it starts.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ SMALLEST_HOLDOUT = 8
 DEFAULT_PATIENCE = 4
 LENGTH_BOUND_FACTOR = 2
 EVALUATIONS_PER_RUN = 10
+
+
+def example_length_limit(max_length: int | str, context_length: int | None) -> int | None:
+    """The most tokens one example of a job may have: ``max_length`` as given, else ("auto") the model's
+    context (None: no limit known)."""
+    return context_length if max_length == "auto" else int(max_length)
+
+
+def auto_max_length(longest_example: int, context_length: int | None) -> int:
+    """What "auto" ``max_length`` resolves to: the longest example's tokens, within the model's context."""
+    if longest_example < 1:
+        raise ValueError(f"longest_example must be a positive token count, got {longest_example!r}")
+    return longest_example if context_length is None else min(longest_example, context_length)
 
 
 def block_input_size(hidden_size: int, num_blocks: int) -> int:

@@ -26,6 +26,8 @@ MAX_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_LEARNING_RATE_MULTIPLIER = 100.0
 MAX_BETA = 2.0
+MIN_MAX_LENGTH = 8
+MAX_MAX_LENGTH = 131_072
 
 
 def _auto_or_number(integer: bool, low: float, high: float) -> Any:
@@ -55,6 +57,8 @@ AutoEpochs = _auto_or_number(True, 1, MAX_EPOCHS)
 AutoBatchSize = _auto_or_number(True, 1, MAX_BATCH_SIZE)
 AutoMultiplier = _auto_or_number(False, 0, MAX_LEARNING_RATE_MULTIPLIER)
 AutoBeta = _auto_or_number(False, 0, MAX_BETA)
+# "auto": the longest example of the job's files, within the model's context (``spec.auto.auto_max_length``).
+AutoMaxLength = _auto_or_number(True, MIN_MAX_LENGTH, MAX_MAX_LENGTH)
 StrictPositive = Annotated[int, Field(strict=True, ge=1)]
 
 
@@ -87,7 +91,7 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
     learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
     warmup_steps: Annotated[int, Field(strict=True, ge=0, le=1_000_000)] = TrainingConfig.warmup_steps
     max_steps: Annotated[int, Field(strict=True, ge=1, le=10_000_000)] | None = None
-    max_length: Annotated[int, Field(strict=True, ge=8, le=131_072)] = TrainingConfig.max_length
+    max_length: AutoMaxLength = AUTO
     scheduler: Literal["linear", "cosine"] = TrainingConfig.scheduler  # SCHEDULERS (a test keeps them equal)
     micro_batch_size: Annotated[int, Field(strict=True, ge=1, le=MAX_BATCH_SIZE)] | None = None
     weight_decay: float = Field(default=TrainingConfig.weight_decay, ge=0.0, le=1.0)

@@ -18,7 +18,8 @@ Rules:
   (None: no early stopping). With it and no validation file, ``validation_holdout`` examples of the training
   file are held out; a file too small to hold any out trains without early stopping. An "auto" ``n_epochs``
   then bounds the run at twice the OpenAI rule's epochs (within the step limit), and ``eval_every`` defaults
-  to a tenth of the rule's run.
+  to a tenth of the rule's run. A job with an evaluation file (held-out answers) gets that ``eval_every``
+  default too, early stopping or not, so its answers are scored along the run and not only at its end.
 - ``target_modules``: ``DiaBloConfig``'s default unless given (LoRA's too, so the two compare like for like).
 - ``method.type: "lora"`` resolves by the same rules into a ``ResolvedLoRASpec`` (rank and alpha in place of
   ``num_blocks``), stored as ``{"type": "lora", "lora": {"hyperparameters": {...}}}``.
@@ -27,6 +28,9 @@ Rules:
 - ``precision``: stored as given ("auto" included); the worker resolves it on its device when the job starts
   and stores the resolved name in its place.
 - ``quantization``: how the worker loads the base (None: full precision).
+- ``max_length``: "auto" is the longest example's tokens within the model's context (``spec.auto``), set by
+  ``fit_max_length`` where the files are counted (the API at creation when it has the model's tokenizer, else
+  the worker); until then it stays "auto" in the stored spec.
 
 Adding a setting: a field on ``DiaBloHyperparameters`` (the request schema) named like the ``TrainingConfig``
 or ``DiaBloConfig`` field it sets; ``configs`` passes it on by name.
@@ -37,7 +41,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from diablo_core.methods.diablo.config import DEFAULT_TARGET_MODULES, DiaBloConfig
 from diablo_core.methods.lora.config import METHOD as LORA_METHOD
@@ -48,6 +54,8 @@ from diablo_core.spec.auto import (
     SMALLEST_HOLDOUT,
     auto_eval_every,
     auto_learning_rate,
+    auto_max_length,
+    example_length_limit,
     holdout_size,
 )
 from diablo_core.spec.hyperparameters import (
@@ -91,6 +99,8 @@ class ResolvedJobSpec(DiaBloHyperparameters):
     batch_size: int
     learning_rate_multiplier: float
     learning_rate: float | Literal["auto"]
+    # "auto" until the job's files are counted with the model's tokenizer (``fit_max_length``).
+    max_length: Annotated[int, Field(strict=True, ge=1)] | Literal["auto"] = AUTO
     target_modules: list[str]
     checkpoint_every: int
     validation_holdout: int = 0  # examples of the training file held out for validation
@@ -127,6 +137,17 @@ class ResolvedJobSpec(DiaBloHyperparameters):
             return self.model_copy(update={"learning_rate": rate})
         return self.model_copy(update={"learning_rate_multiplier": self.learning_rate / model_rate})
 
+    def length_limit(self, context_length: int | None) -> int | None:
+        """The most tokens one example may have (``spec.auto``; None: no limit)."""
+        return example_length_limit(self.max_length, context_length)
+
+    def fit_max_length(self, longest_example: int, context_length: int | None) -> ResolvedJobSpec:
+        """This spec with an "auto" ``max_length`` resolved for files whose longest example has
+        ``longest_example`` tokens (an explicit one is kept)."""
+        if self.max_length != AUTO:
+            return self
+        return self.model_copy(update={"max_length": auto_max_length(longest_example, context_length)})
+
     def model_learning_rate(self, hidden_size: int) -> float:
         """The method's rate for a model of width ``hidden_size`` (DiaBlo's depends on its block size)."""
         return auto_learning_rate(hidden_size, self.num_blocks)
@@ -153,6 +174,8 @@ class ResolvedJobSpec(DiaBloHyperparameters):
         """
         if self.learning_rate == AUTO:
             raise ValueError("learning_rate is 'auto': choose it for the model first (for_model)")
+        if self.max_length == AUTO:
+            raise ValueError("max_length is 'auto': count the files' examples first (fit_max_length)")
         values = self.model_dump()
         own = {name: values[name] for name in TRAINING_FIELDS & values.keys()}
         own["checkpoint_every"] = self.checkpoint_every or None  # 0: no periodic checkpoints
@@ -198,6 +221,7 @@ def resolve_job_spec(
     method_type: str = METHOD_TYPE,
     max_steps_limit: int | None = None,
     has_validation_file: bool = False,
+    has_evaluation_file: bool = False,
     spec_class: type[ResolvedJobSpec] | None = None,
 ) -> ResolvedJobSpec:
     """Resolve "auto" values and defaults for a run over ``num_examples`` training examples.
@@ -210,6 +234,7 @@ def resolve_job_spec(
         method_type: The method's type (``SPEC_TYPES``): the spec it resolves to, and the name in errors.
         max_steps_limit: The most optimizer steps a run may take (None: no limit).
         has_validation_file: The job has a validation file (no hold-out is needed for early stopping).
+        has_evaluation_file: The job has an evaluation file (evaluations are spaced along the run).
         spec_class: The spec to resolve to, for a method that adds settings of its own (DPO's ``beta``)
             and resolves the shared ones here; by default ``SPEC_TYPES[method_type]``.
 
@@ -245,7 +270,8 @@ def resolve_job_spec(
         "checkpoint_every": checkpoint_every if given.checkpoint_every is None else given.checkpoint_every,
         "early_stopping_patience": patience,
         "validation_holdout": holdout,
-        "eval_every": given.eval_every or (auto_eval_every(rule_steps) if patience else None),
+        "eval_every": given.eval_every
+        or (auto_eval_every(rule_steps) if patience or has_evaluation_file else None),
     }
     if patience and given.n_epochs == AUTO and given.max_steps is None:
         values["n_epochs"] = _bounded_epochs(n_epochs, math.ceil(num_examples / batch_size), max_steps_limit)

@@ -47,7 +47,8 @@ class TrainingCallback:
         return None
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        """Called after every validation pass with ``{"loss", "accuracy", "tokens"}``."""
+        """Called after every evaluation with ``{"loss", "accuracy", "tokens"}`` (validation examples) and
+        ``{"exact_match", "contains"}`` (evaluation examples' answers), whichever the run has."""
 
     def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
         """Called after a checkpoint directory is complete."""

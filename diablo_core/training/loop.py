@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from diablo_core.data.tokenization import TokenizedExample
 from diablo_core.errors import ConfigError, DatasetError
+from diablo_core.evaluation.examples import EvalExample
 from diablo_core.spec.training import TrainingConfig
 from diablo_core.training.best import BEST_ADAPTER_DIR, BEST_FILE, BestTracker, best_adapter_step
 from diablo_core.training.callbacks import CallbackList, TrainingCallback, TrainingProgress
@@ -30,7 +30,8 @@ from diablo_core.training.checkpoints import (
     staging_dir,
     unfenced,
 )
-from diablo_core.training.distributed import evaluate_shard, from_main, join_world, leave_world
+from diablo_core.training.distributed import from_main, join_world, leave_world
+from diablo_core.training.evaluation import RunEvaluation
 from diablo_core.training.objective import SUPERVISED, Objective
 from diablo_core.training.run_state import TrainingRun
 from diablo_core.training.sharding import gathered_state, place_model
@@ -49,7 +50,8 @@ class TrainingResult:
             checkpoint of the last finished step and ``adapter_dir`` is None.
         train_loss: Mean response-token loss of the last step.
         train_accuracy: Mean response-token accuracy of the last step.
-        eval_metrics: Final validation ``{"loss", "accuracy", "tokens"}`` (None without validation data).
+        eval_metrics: Final evaluation: validation ``{"loss", "accuracy", "tokens"}`` and, with evaluation
+            examples, ``{"exact_match", "contains"}`` (None without held-out data).
         history: Per-step and per-evaluation metric records.
         trained_tokens: Non-padding tokens processed (forward and backward) in total.
         train_seconds: Wall time spent in training steps during this call (excluding evaluation/checkpoints).
@@ -57,8 +59,10 @@ class TrainingResult:
         checkpoint_dir: Most recent checkpoint written, if any.
         precision: The precision the run used, resolved (``"fp32"``, ``"bf16"`` or ``"fp16"``).
         early_stopped: Early stopping ended the run before ``total_steps`` (the adapters are saved).
-        best_step: Step of the evaluation with the lowest validation loss (runs with early stopping).
-        best_eval_loss: That loss.
+        best_step: Step of the best evaluation: the lowest validation loss (runs with early stopping), or
+            the highest exact match (runs with ``eval_answers``; ties: the lower validation loss).
+        best_eval_loss: Its validation loss (None without validation examples).
+        best_exact_match: Its exact match (runs with ``eval_answers``).
         best_adapter_dir: ``<output_dir>/best-adapter``, the adapter of ``best_step`` (None without one).
     """
 
@@ -77,25 +81,20 @@ class TrainingResult:
     early_stopped: bool = False
     best_step: int | None = None
     best_eval_loss: float | None = None
+    best_exact_match: float | None = None
     best_adapter_dir: Path | None = None
 
 
-def _evaluate(run: TrainingRun, valid: list[TokenizedExample], callbacks: CallbackList) -> dict[str, float]:
-    micro = run.config.micro_batch_size or run.config.batch_size
-    if run.world is None:
-        metrics = run.objective.evaluate(
-            run.model, valid, micro, run.pad_id, run.config.device, run.precision
-        )
-    else:
-        metrics = evaluate_shard(run.model, valid, micro, run.pad_id, run.world, run.precision)
-    extra = {
-        f"eval_{key}": value for key, value in metrics.items() if key not in ("loss", "accuracy", "tokens")
-    }
-    run.state.history.append(
-        {"step": run.state.step, "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], **extra}
-    )
+def _evaluate(run: TrainingRun, evaluation: RunEvaluation, callbacks: CallbackList) -> dict[str, float]:
+    metrics = evaluation.measure(run)
+    record = {f"eval_{key}": value for key, value in metrics.items() if key != "tokens"}
+    run.state.history.append({"step": run.state.step, **record})
     callbacks.on_eval(run.state.step, metrics)
     return metrics
+
+
+def _is_evaluation(record: dict[str, Any]) -> bool:
+    return any(key.startswith("eval_") for key in record)
 
 
 def _due(step: int, every: int | None) -> bool:
@@ -109,6 +108,7 @@ def train(
     config: TrainingConfig,
     *,
     valid_examples: list[Any] | None = None,
+    eval_answers: list[EvalExample] | None = None,
     output_dir: Path,
     callbacks: list[Any] | None = None,
     resume_from: Path | None = None,
@@ -132,6 +132,9 @@ def train(
         train_examples: Tokenized training examples.
         config: Hyperparameters.
         valid_examples: Optional tokenized validation examples.
+        eval_answers: Optional held-out chat examples: each evaluation also answers (at most
+            ``TRAINING_EVAL_EXAMPLES`` of) them greedily and reports ``exact_match`` and ``contains``; the
+            best adapter is then the one of the best exact match (``training.evaluation``). Not under FSDP.
         output_dir: Directory for checkpoints and the final adapter.
         callbacks: Objects with any of ``on_progress(progress) -> bool | None``, ``on_eval(step, metrics)``,
             ``on_checkpoint(step, path, metrics)``.
@@ -149,7 +152,8 @@ def train(
     Raises:
         DatasetError: No training examples.
         ConfigError: No DiaBlo layers, or a checkpoint from a different run (or another precision), or
-            ``objective_not_distributed`` for a non-supervised objective in a distributed run.
+            ``objective_not_distributed`` for a non-supervised objective in a distributed run, or
+            ``evaluation_not_sharded`` for ``eval_answers`` under FSDP.
         ValueError: ``precision="fp16"`` on a device other than CUDA.
     """
     if not train_examples:
@@ -163,6 +167,9 @@ def train(
         if world is not None and objective is not SUPERVISED:
             message = f"{type(objective).__name__} training runs in a single process, not under torchrun"
             raise ConfigError(message, "objective_not_distributed")
+        if world is not None and world.strategy == "fsdp" and eval_answers:
+            message = "answering evaluation examples needs the whole model in each process: use ddp, not fsdp"
+            raise ConfigError(message, "evaluation_not_sharded")
         run = TrainingRun(
             model,
             tokenizer,
@@ -179,13 +186,14 @@ def train(
             run.restore_scaler()
         if world is not None:
             run.world, run.forward_model = world, place_model(run, world)
-        return _loop(run, valid_examples, output_dir, hooks)
+        evaluation = RunEvaluation(valid_examples, eval_answers, tokenizer)
+        return _loop(run, evaluation, output_dir, hooks)
     finally:
         leave_world(world)
 
 
 def _loop(
-    run: TrainingRun, valid: list[TokenizedExample] | None, output_dir: Path, hooks: CallbackList
+    run: TrainingRun, evaluation: RunEvaluation, output_dir: Path, hooks: CallbackList
 ) -> TrainingResult:
     config, model = run.config, run.model
     was_training = model.training
@@ -193,8 +201,7 @@ def _loop(
         _set_checkpointing(model, True)
     model.to(config.device).train()
     stopped, eval_metrics = False, None
-    patience = config.early_stopping_patience
-    best = BestTracker.from_history(patience, run.state.history) if patience and valid else None
+    best = evaluation.tracker(config.early_stopping_patience, run.state.history)
     try:
         while run.state.step < run.total_steps and not stopped and not (best and best.exhausted):
             run.optimizer_step(run.next_batch())
@@ -202,13 +209,13 @@ def _loop(
             stopped = (
                 run.any_rank(bool(hooks.on_progress(run.progress()))) and run.state.step < run.total_steps
             )
-            if valid and _due(run.state.step, config.eval_every) and not stopped:
-                eval_metrics = _evaluate(run, valid, hooks)
+            if evaluation.active and _due(run.state.step, config.eval_every) and not stopped:
+                eval_metrics = _evaluate(run, evaluation, hooks)
                 _keep_if_best(run, best, eval_metrics, output_dir)
             if stopped or _due(run.state.step, config.checkpoint_every) or _epoch_checkpoint_due(run):
                 run.checkpoint(checkpoints_root(output_dir), hooks, {**run.last, **_prefixed(eval_metrics)})
-        if valid and not stopped and not (run.state.history and "eval_loss" in run.state.history[-1]):
-            eval_metrics = _evaluate(run, valid, hooks)
+        if evaluation.active and not stopped and not _is_evaluation(run.state.history[-1]):
+            eval_metrics = _evaluate(run, evaluation, hooks)
             _keep_if_best(run, best, eval_metrics, output_dir)
     finally:
         if config.gradient_checkpointing:
@@ -221,8 +228,8 @@ def _loop(
 def _keep_if_best(
     run: TrainingRun, best: BestTracker | None, metrics: dict[str, float], output_dir: Path
 ) -> None:
-    """Save the adapter as the best one when this evaluation has the lowest validation loss so far."""
-    if best is not None and best.observe(run.state.step, metrics["loss"]):
+    """Save the adapter as the best one when this evaluation is the best so far."""
+    if best is not None and best.observe(run.state.step, metrics.get("loss"), metrics.get("exact_match")):
         _save_final(run, output_dir, BEST_ADAPTER_DIR, best.note())
 
 
@@ -231,7 +238,8 @@ def _with_best(result: TrainingResult, best: BestTracker | None, output_dir: Pat
     if best is None or best.best_step is None:
         return result
     result.early_stopped = not result.stopped and best.exhausted and result.steps < result.total_steps
-    result.best_step, result.best_eval_loss = best.best_step, best.best_loss
+    result.best_step, result.best_eval_loss = best.best_step, best.finite_loss
+    result.best_exact_match = best.best_exact_match
     directory = output_dir / BEST_ADAPTER_DIR
     result.best_adapter_dir = directory if best_adapter_step(directory) == best.best_step else None
     return result

@@ -16,6 +16,7 @@ from registry.storage.layout import (
     published_adapter_dir,
     safe_dir_name,
     stored_path,
+    token_counts_dir,
     uploaded_file_path,
 )
 from registry.storage.usage import storage_used
@@ -34,5 +35,6 @@ __all__ = [
     "safe_dir_name",
     "storage_used",
     "stored_path",
+    "token_counts_dir",
     "uploaded_file_path",
 ]

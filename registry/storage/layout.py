@@ -7,6 +7,8 @@ Layout::
                                                      its checkpoints, in diablo_core's checkpoint format)
     <data_dir>/adapters/<safe fine-tuned name>/      a published adapter, which the registry points at
     <data_dir>/models/<name>/                        local and converted base models
+    <data_dir>/token_counts/<key>.json               a file's example lengths under a model's tokenizer
+                                                     (``api.services.example_lengths``' cache)
 
 The registry records storage paths; a relative one lies under ``adapters_dir``.
 """
@@ -29,6 +31,11 @@ def safe_dir_name(model_name: str) -> str:
 def models_dir(settings: Settings) -> Path:
     """The folder of local and converted base-model checkpoints."""
     return settings.data_dir / "models"
+
+
+def token_counts_dir(settings: Settings) -> Path:
+    """The folder of cached example lengths (one small JSON per file content and tokenizer)."""
+    return settings.data_dir / "token_counts"
 
 
 def uploaded_file_path(settings: Settings, file_id: str) -> Path:

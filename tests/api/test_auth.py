@@ -23,7 +23,7 @@ from registry.settings import Settings
 from tests.api.conftest import CHAT_EXAMPLE, assert_error, jsonl, make_settings, record_adapter
 
 # Routes that name a model (possibly another project's adapter or checkpoint) in their body.
-MODEL_IN_BODY = {("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
+MODEL_IN_BODY = {("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/evaluations")}
 PUBLIC_PATHS = ["/healthz", "/readyz", "/docs", "/openapi.json", "/", "/dashboard/styles.css"]
 
 
@@ -152,9 +152,11 @@ def _owned_routes(world: World) -> list[tuple[str, str, dict[str, Any]]]:
                 ("POST", "/v1/chat/completions", {"messages": messages}),
                 ("POST", "/v1/chat/completions", {"messages": messages, "stream": True}),
                 ("POST", "/v1/completions", {"prompt": "Hi"}),
+                ("POST", "/v1/evaluations", {"file": world.file_id}),
             )
             for model in (world.adapter, world.checkpoint_model)
         ],
+        ("POST", "/v1/evaluations", {"json": {"model": "default", "file": world.file_id}}),
     ]
 
 

@@ -1,7 +1,9 @@
-"""#17's job fields through the official ``openai`` client: metadata filters and integrations."""
+"""#17's job fields through the official ``openai`` client: metadata filters, integrations, dry runs and
+max_length."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from registry.db import session_scope
 from registry.result_files import add_results_file
 from registry.settings import Settings
 from tests.api.conftest import CHAT_EXAMPLE, jsonl, make_settings, served
+from tests.core.tiny_tokenizer import make_tiny_tokenizer
 
 pytestmark = pytest.mark.integration
 WANDB = {"type": "wandb", "wandb": {"project": "diablo", "entity": "team", "name": "run", "tags": ["a", "b"]}}
@@ -123,3 +126,25 @@ def test_a_results_file_downloads_only_in_its_project(tmp_path: Path, database_u
             with pytest.raises(openai.NotFoundError):
                 beta.files.content(file_id)
             assert list(beta.files.list(purpose="fine-tune-results")) == []
+
+
+def test_a_dry_run_through_extra_body_creates_nothing(tmp_path: Path, database_url: str) -> None:
+    settings: Settings = make_settings(tmp_path / "data", database_url)
+    directory = settings.data_dir / "models" / "tiny-chat"
+    make_tiny_tokenizer().save_pretrained(directory)
+    (directory / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    with (
+        served(create_app(settings)) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=30) as sdk,
+    ):
+        training = sdk.files.create(file=("t.jsonl", jsonl([CHAT_EXAMPLE] * 4)), purpose="fine-tune").id
+        create = sdk.fine_tuning.jobs.create
+        answer = create(model="tiny-chat", training_file=training, extra_body={"dry_run": True}).to_dict()
+        assert answer["object"] == "fine_tuning.job.estimate" and answer["total_steps"] > 0
+        assert answer["method"]["diablo"]["hyperparameters"]["max_length"] > 0  # "auto", counted
+        assert list(sdk.fine_tuning.jobs.list()) == []
+        tight = {"type": "diablo", "diablo": {"hyperparameters": {"max_length": 8}}}
+        with pytest.raises(openai.BadRequestError) as refused:
+            create(model="tiny-chat", training_file=training, method=tight)  # type: ignore[arg-type]
+        assert (refused.value.code, refused.value.param) == ("example_too_long", "training_file")
+        assert list(sdk.fine_tuning.jobs.list()) == []

@@ -17,7 +17,7 @@ DIABLO_DEFAULTS = {
     "num_blocks": 64,
     "target_modules": ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"],
     "dropout": 0.05,
-    "max_length": 256,
+    "max_length": "auto",  # this data dir holds no converted default model: the worker counts the files
     "scheduler": "linear",
     "checkpoint_every": 50,
 }

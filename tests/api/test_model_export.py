@@ -17,11 +17,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 from diablo_core.export import build
 from diablo_core.generation.decoding import build_prompt_ids
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE
+from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.loading import load_base_model
 from registry.artifacts import add_checkpoint, register_adapter
 from registry.db import session_scope
 from registry.jobs import create_job
-from tests.api.conftest import assert_error
+from tests.api.conftest import assert_error, record_adapter
 from tests.api.tiny_serving import (  # noqa: F401 (fixtures by name)
     CONFIGS,
     TinyServing,
@@ -29,6 +30,7 @@ from tests.api.tiny_serving import (  # noqa: F401 (fixtures by name)
     sha256_of,
     tiny_fixture,
     write_adapter,
+    write_lora_adapter,
 )
 from tests.core.tiny_tokenizer import make_tiny_tokenizer
 
@@ -75,6 +77,23 @@ def test_merged_export_answers_as_the_service(client, settings, tiny, tmp_path) 
     assert greedy_text(checkpoint, 16) == served.json()["choices"][0]["message"]["content"]
 
 
+def test_merged_export_of_a_lora_model_answers_as_the_service(client, settings, tiny, tmp_path) -> None:
+    folder = write_lora_adapter(tiny.base, LoRAConfig(rank=4, alpha=8.0), settings.adapters_dir / "lora", 7)
+    size = (folder / WEIGHTS_FILE).stat().st_size
+    record_adapter(settings, "ft:tiny::lora", folder, size, base_model="tiny", sha256=sha256_of(folder))
+    body = {"model": "ft:tiny::lora", "messages": MESSAGES, "max_tokens": 16, "temperature": 0}
+    served = client.post("/v1/chat/completions", json=body)
+    base = client.post("/v1/chat/completions", json=body | {"model": "tiny"})
+    assert served.status_code == base.status_code == 200, served.text + base.text
+    answer = served.json()["choices"][0]["message"]["content"]
+    assert answer != base.json()["choices"][0]["message"]["content"]  # the adapter is applied
+    response = content(client, "ft:tiny::lora", format="merged")
+    assert response.status_code == 200, response.text
+    checkpoint = unpack(response.content, tmp_path)
+    assert greedy_text(checkpoint, 16) == answer
+    assert "LoRA (PEFT) of rank 4" in (checkpoint / "README.md").read_text()
+
+
 def test_checkpoints_export_their_adapter_and_gguf(client, settings, tiny, tmp_path) -> None:
     with session_scope(settings.database_url) as session:
         job_id = create_job(session, model="tiny", training_file="file-x").id
@@ -93,7 +112,7 @@ def test_checkpoints_export_their_adapter_and_gguf(client, settings, tiny, tmp_p
     (tmp_path / "model.gguf").write_bytes(quantized.content)
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
-    assert (settings.data_dir / "exports" / sha256_of(folder) / "model-q8_0.gguf").is_file()
+    assert (settings.data_dir / "exports" / sha256_of(folder) / "v2" / "model-q8_0.gguf").is_file()
 
 
 def test_refusals_have_codes(client, settings, tiny) -> None:

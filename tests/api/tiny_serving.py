@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from diablo_core.generation.decoding import GenerationResult, generate
 from diablo_core.methods.diablo.adapter_io import WEIGHTS_FILE, load_adapter, save_adapter
 from diablo_core.methods.diablo.config import DiaBloConfig
 from diablo_core.methods.diablo.model import apply_diablo, merge_diablo
+from diablo_core.methods.lora.adapter_io import save_lora_adapter
+from diablo_core.methods.lora.config import LoRAConfig
+from diablo_core.methods.lora.model import apply_lora, lora_parameters
 from diablo_core.models.identity import BaseModelIdentity
 from diablo_core.models.loading import LoadedModel, load_base_model
 from registry.settings import Settings
@@ -54,6 +58,18 @@ def write_adapter(base: LoadedModel, config: DiaBloConfig, directory: Path, seed
     apply_diablo(adapted, config)
     randomize_blocks(adapted, seed=seed, scale=0.3)
     save_adapter(adapted, directory, base_model=identity or base.identity)
+    return directory
+
+
+def write_lora_adapter(base: LoadedModel, config: LoRAConfig, directory: Path, seed: int) -> Path:
+    """A LoRA adapter of ``config`` in PEFT's format, with random A and B (PEFT starts B at zero)."""
+    adapted = copy.deepcopy(base.model)
+    apply_lora(adapted, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in lora_parameters(adapted):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    save_lora_adapter(adapted, directory, base_model=base.identity)
     return directory
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from registry.base_models import DEFAULT_MODEL_ID
 from tests.cli.conftest import Server, diablo, upload
+from tests.core.tiny_tokenizer import make_tiny_tokenizer
 
 pytestmark = pytest.mark.integration
 
@@ -107,4 +108,45 @@ def test_estimate_reports_steps_tokens_and_duration_and_creates_nothing(
         f"{shown['total_steps']} steps, about {shown['estimated_tokens']:,} tokens, about "
     )
     assert "No job on this model has finished yet" in line
+    assert json.loads(diablo(server, "jobs", "list", "--json").stdout)["data"] == []
+
+
+def test_create_dry_run_prints_the_estimate_and_creates_nothing(server: Server, training_path: Path) -> None:
+    file_id = upload(server, training_path)
+    args = (
+        "jobs",
+        "create",
+        "--training-file",
+        file_id,
+        "--n-epochs",
+        "2",
+        "--max-length",
+        "auto",
+        "--dry-run",
+    )
+    line = diablo(server, *args)
+    assert line.exit_code == 0, line.output
+    # No tokenizer of the default model in this data dir: "auto" is left for the worker to count.
+    assert " steps, about " in line.stdout and "max_length auto" in line.stdout
+    shown = json.loads(diablo(server, *args, "--json").stdout)
+    assert shown["object"] == "fine_tuning.job.estimate" and shown["hyperparameters"]["n_epochs"] == 2
+    assert json.loads(diablo(server, "jobs", "list", "--json").stdout)["data"] == []
+    watched = diablo(server, *args, "--watch")
+    assert watched.exit_code == 2 and "--watch" in watched.stderr
+    wrong = diablo(server, "jobs", "create", "--training-file", file_id, "--max-length", "long")
+    assert wrong.exit_code == 2 and "--max-length" in wrong.stderr
+
+
+def test_an_example_past_max_length_is_refused_at_create_with_its_line(
+    server: Server, training_path: Path
+) -> None:
+    directory = server.settings.data_dir / "models" / "tiny-chat"  # a base model the API has the tokenizer of
+    make_tiny_tokenizer().save_pretrained(directory)
+    (directory / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    file_id = upload(server, training_path)
+    args = ("jobs", "create", "--training-file", file_id, "--model", "tiny-chat")
+    refused = diablo(server, *args, "--max-length", "16")
+    assert refused.exit_code == 2 and "example_too_long" in refused.stderr and "line 1:" in refused.stderr
+    counted = diablo(server, *args, "--dry-run")
+    assert counted.exit_code == 0 and "max_length auto" not in counted.stdout
     assert json.loads(diablo(server, "jobs", "list", "--json").stdout)["data"] == []

@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from diablo_core.cli.main import app
+from diablo_core.evaluation.answers import evaluate_answers
+from diablo_core.evaluation.examples import read_eval_examples
 from diablo_core.methods.diablo.adapter_io import load_adapter
 from diablo_core.models.loading import load_base_model
 from diablo_core.precision.hardware import resolve_precision
@@ -151,3 +153,20 @@ def test_train_nf4_generate_and_merge_to_full_precision(checkpoint: Path, tmp_pa
     ids = torch.tensor([[257, 72, 105, 258, 10]])  # (1, T)
     with torch.no_grad():  # NF4 computes with exactly the dequantized weights the merge starts from
         torch.testing.assert_close(plain(ids).logits, adapted(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_eval_scores_greedy_answers_and_reports_bad_lines(checkpoint: Path, tmp_path: Path) -> None:
+    data = write_chat(tmp_path / "eval.jsonl", 3)
+    common = ["--model", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--file", str(data)]
+    printed = runner.invoke(app, ["eval", *common, "--json"])
+    assert printed.exit_code == 0, printed.output
+    loaded = load_base_model(str(checkpoint))
+    expected = evaluate_answers(loaded.model, loaded.tokenizer, read_eval_examples(data))
+    assert json.loads(printed.stdout) == expected.to_dict()  # stderr has the loading bar
+    assert [s["line"] for s in json.loads(printed.stdout)["samples"]] == [1, 2, 3]
+    plain = runner.invoke(app, ["eval", *common, "--max-examples", "2"])
+    assert plain.exit_code == 0 and "contains" in plain.output and "n 2" in plain.output
+    bad = runner.invoke(app, ["eval", *common[:4], "--file", str(write_bad(tmp_path / "bad.jsonl"))])
+    assert bad.exit_code == 1 and "invalid_evaluation_file" in bad.output and "line 2" in bad.output
+    missing = runner.invoke(app, ["eval", *common[:4], "--file", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output

@@ -57,6 +57,14 @@ BAD_LINES = [
         "invalid_weight",
         "line 2: message 2: 'weight' must be 0 or 1",
     ),
+    # OpenAI's weight is the integer 0 or 1: JSON's true (equal to 1 in Python) and 1.0 are refused.
+    ({"messages": [user(), assistant(weight=True)]}, "invalid_weight", "line 2: message 2: 'weight' must be"),
+    ({"messages": [user(), assistant(weight=1.0)]}, "invalid_weight", "line 2: message 2: 'weight' must be"),
+    (
+        {"messages": [{**user(), "weight": 1}, assistant()]},
+        "invalid_weight",
+        "line 2: message 1: 'weight' must be",
+    ),
     ({"messages": [user(), assistant(name=1)]}, "invalid_name", "line 2: message 2: 'name' must be a string"),
     ({"completion": "x"}, "missing_prompt", "line 2: 'prompt' is missing"),
     ({"prompt": "x"}, "missing_completion", "line 2: 'completion' is missing"),

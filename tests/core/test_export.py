@@ -85,7 +85,7 @@ def test_gguf_f16_holds_the_merged_weights_and_llama_metadata(source, exports, m
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     assert fields["general.architecture"] == "llama"
     assert fields["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
-    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt2"
+    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt-2"
     assert fields["tokenizer.ggml.tokens"][:3] == [tokenizer.convert_ids_to_tokens(i) for i in range(3)]
     assert fields["tokenizer.ggml.eos_token_id"] == tokenizer.eos_token_id
     assert fields["tokenizer.chat_template"] == tokenizer.chat_template
@@ -169,3 +169,21 @@ def test_parallel_exports_build_once(source, tmp_path, monkeypatch) -> None:
         thread.join()
     assert len(calls) == 1 and len(results) == 2 and results[0] == results[1] and results[0].is_file()
     assert [p.name for p in results[0].parent.iterdir() if p.name.startswith(".build-")] == []
+
+
+def test_a_file_cached_by_an_older_exporter_is_rebuilt_not_served(source, tmp_path) -> None:
+    # v1 kept files straight under the adapter's folder; one such file (say, a GGUF whose pre-tokenizer
+    # llama.cpp refuses) must not come back from the cache.
+    stale = tmp_path / source.adapter_sha256 / "adapter.tar"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"written by an older exporter")
+    older = tmp_path / source.adapter_sha256 / "v1" / "adapter.tar"
+    older.parent.mkdir()
+    older.write_bytes(b"written by an older exporter")
+
+    path = export_model(source, ExportRequest("adapter"), tmp_path)
+
+    assert path == tmp_path / source.adapter_sha256 / f"v{build.EXPORTER_VERSION}" / "adapter.tar"
+    with tarfile.open(path) as archive:
+        assert archive.getnames()  # a real archive, built now
+    assert not stale.exists() and not older.exists()

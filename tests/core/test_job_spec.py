@@ -92,8 +92,11 @@ def test_stored_values_build_the_core_configs() -> None:
     assert again == resolved
     with pytest.raises(ValueError, match="for_model"):
         again.configs(seed=1, device="cpu")
-    training, diablo = again.for_model(576).configs(seed=1, device="cpu")
+    with pytest.raises(ValueError, match="fit_max_length"):
+        again.for_model(576).configs(seed=1, device="cpu")
+    training, diablo = again.for_model(576).fit_max_length(300, 8192).configs(seed=1, device="cpu")
     assert (training.checkpoint_every, training.eval_every, training.batch_size) == (None, 5, 16)
+    assert training.max_length == 300
     assert (training.early_stopping_patience, training.learning_rate) == (
         4,
         pytest.approx(1.974e-3, rel=1e-3),
@@ -137,8 +140,9 @@ def test_every_setting_reaches_a_config_and_defaults_are_the_configs_own() -> No
     for field in fields(DiaBloConfig):
         if field.name not in ("target_modules", "layers"):
             assert getattr(request, field.name) == getattr(diablo, field.name), field.name
-    for name in ("warmup_steps", "max_length", "scheduler", "weight_decay", "max_grad_norm"):
+    for name in ("warmup_steps", "scheduler", "weight_decay", "max_grad_norm"):
         assert getattr(request, name) == getattr(training, name), name
+    assert request.max_length == "auto"  # the files' longest example (spec.auto), not a fixed default
     assert get_args(DiaBloHyperparameters.model_fields["scheduler"].annotation) == SCHEDULERS
 
 
@@ -168,7 +172,9 @@ def test_precision_is_stored_as_given_and_reaches_the_training_config(precision:
     spec = resolve_job_spec(None, method, num_examples=8)
     assert ResolvedJobSpec.from_dict(spec.to_dict()).precision == precision
     device = "cuda" if precision == "fp16" else "cpu"  # the config refuses fp16 elsewhere
-    assert spec.for_model(576).configs(seed=0, device=device)[0].precision == precision
+    assert (
+        spec.for_model(576).fit_max_length(64, None).configs(seed=0, device=device)[0].precision == precision
+    )
 
 
 @pytest.mark.parametrize(
@@ -184,3 +190,27 @@ def test_quantization_names_are_one_list() -> None:
     assert get_args(Quantization) == QUANTIZATIONS
     assert DiaBloHyperparameters(quantization="nf4").quantization == "nf4"
     assert DiaBloHyperparameters().quantization is None
+
+
+def test_max_length_auto_is_the_longest_example_within_the_context() -> None:
+    spec = resolve_job_spec(None, None, num_examples=40)
+    assert spec.max_length == "auto"
+    assert spec.length_limit(2048) == 2048  # "auto": an example may fill the model's context
+    assert spec.length_limit(None) is None
+    assert spec.fit_max_length(300, 2048).max_length == 300
+    assert spec.fit_max_length(300, None).max_length == 300
+    stored = ResolvedJobSpec.from_dict(spec.fit_max_length(300, 2048).to_dict())
+    assert stored.max_length == 300
+
+
+def test_an_explicit_max_length_is_the_limit_as_given() -> None:
+    spec = resolve_job_spec(None, DiaBloHyperparameters(max_length=64), num_examples=40)
+    assert spec.length_limit(2048) == 64
+    assert spec.fit_max_length(300, 2048).max_length == 64
+
+
+@pytest.mark.parametrize("value", [7, 131_073, "256", 12.5, True])
+def test_max_length_takes_auto_or_an_integer_in_bounds(value: object) -> None:
+    with pytest.raises(ValidationError) as error:
+        DiaBloHyperparameters.model_validate({"max_length": value})
+    assert [e["loc"] for e in error.value.errors()] == [("max_length",)]

@@ -2,8 +2,9 @@
 
 ``service`` starts both processes once per module on a fresh data folder holding the tiny local base model
 ``tiny-llama``; ``page`` opens a Chromium tab (Debian's ``/usr/bin/chromium`` driven by Playwright) and
-fails the test on any uncaught script error. Screenshots go to ``$DIABLO_SCREENSHOT_DIR`` when it is set
-(``docs/screenshots`` refreshes the ones in the docs), else to the test's temporary folder.
+fails the test on any uncaught script error. Screenshots go to ``$DIABLO_SCREENSHOT_DIR`` when it is set,
+else to the test's temporary folder (the docs' screenshots come from ``scripts/dashboard_screenshots.py``,
+on the real default model).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def service_env(data_dir: Path) -> dict[str, str]:
         "DIABLO_DEVICE": "cpu",
         # The API serves one base model (and its adapters): the tiny one.
         "DIABLO_DEFAULT_MODEL": TINY_MODEL,
+        # fp32: two models answering at once share batches, and their answers are compared with the API's.
+        "DIABLO_INFERENCE_DTYPE": "fp32",
         "DIABLO_CHECKPOINT_EVERY": "25",
         "DIABLO_HEARTBEAT_INTERVAL_S": "1",
         "OMP_NUM_THREADS": "1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -141,6 +142,17 @@ def start_job(page: Page) -> str:
     fields = {"#suffix": "colours", "#n_epochs": "8", "#batch_size": "2", "#learning_rate_multiplier": "40"}
     for selector, value in (fields | {"#num_blocks": "4", "#eval_every": "32"}).items():
         page.fill(selector, value)
+    # Before the start: the dry run's estimate, with max_length "auto" counted by the API's tokenizer; an
+    # explicit max_length that an example exceeds is named with its line, and nothing is created.
+    estimate = page.locator("#job-estimate")
+    expect(estimate).to_contain_text(re.compile(r"≈ 192 steps · .* · max length \d+ tokens"))
+    page.fill("#max_length", "8")
+    page.locator("#max_length").dispatch_event("change")
+    expect(estimate).to_contain_text("line 1: example has")
+    expect(estimate).to_contain_text("example_too_long")
+    page.fill("#max_length", "")
+    page.locator("#max_length").dispatch_event("change")
+    expect(estimate).to_contain_text("max length")
     page.click("#start-job")
     page.wait_for_url("**/#/jobs/ftjob-*")
     return page.url.rsplit("/", 1)[-1]
@@ -170,13 +182,13 @@ def check_jobs_list(page: Page, service: Service, job_id: str, screenshots: Path
 def chat_side_by_side(page: Page, job: dict[str, Any], screenshots: Path) -> None:
     """From the job page to the playground: one prompt, answers from the base and the fine-tuned model."""
     page.click(".summary a[href^='#/playground']")
-    expect(page.locator("#tuned-model")).to_have_value(job["fine_tuned_model"])
-    expect(page.locator("#base-model")).to_have_value(TINY_MODEL)
+    expect(page.locator("#model-b")).to_have_value(job["fine_tuned_model"])
+    expect(page.locator("#model-a")).to_have_value(TINY_MODEL)
     page.fill("#prompt", "Colour 1?")
     page.click("#send-prompt")
-    for side in ("base", "tuned"):
+    for side in ("a", "b"):
         expect(page.locator(f"#answer-{side}[data-done]")).to_be_visible(timeout=60_000)
-    tuned, base = page.inner_text("#answer-tuned"), page.inner_text("#answer-base")
+    tuned, base = page.inner_text("#answer-b"), page.inner_text("#answer-a")
     assert "It is" in tuned and tuned != base, (tuned, base)
     page.screenshot(path=screenshots / "playground.png", full_page=True)
 

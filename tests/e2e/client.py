@@ -52,9 +52,12 @@ class ServiceClient(httpx.Client):
         """Upload ``count`` :func:`arithmetic_examples`; return the file's id."""
         return self.upload(jsonl(arithmetic_examples(count, seed)))
 
-    def create_job(self, training_file: str, model: str = TINY_MODEL, **diablo: Any) -> dict[str, Any]:
-        """Create a DiaBlo job with the given method hyperparameters; return the job object."""
-        method = {"type": "diablo", "diablo": {"hyperparameters": diablo}}
+    def create_job(
+        self, training_file: str, model: str = TINY_MODEL, method_type: str = "diablo", **hyperparameters: Any
+    ) -> dict[str, Any]:
+        """Create a job of ``method_type`` (DiaBlo unless told) with the given method hyperparameters; return
+        the job object."""
+        method = {"type": method_type, method_type: {"hyperparameters": hyperparameters}}
         body = {"model": model, "training_file": training_file, "method": method, "suffix": "e2e", "seed": 3}
         response = self.post("/v1/fine_tuning/jobs", json=body)
         assert response.status_code == 200, response.text

@@ -55,3 +55,23 @@ def test_estimated_finish_from_training_eta_or_from_the_pace_so_far() -> None:
     assert estimated_finish(1_100, started_at=None, step=10, total_steps=40) is None
     assert estimated_finish(1_100, started_at=1_000, step=0, total_steps=40) is None
     assert estimated_finish(1_100, started_at=1_000, step=10, total_steps=None) is None
+
+
+def test_answer_metrics_are_reported_under_their_names_and_add_result_columns() -> None:
+    measured = {"loss": 1.5, "accuracy": 0.5, "exact_match": 0.25, "contains": 0.75, "tokens": 9}
+    assert eval_metrics(4, measured) == {
+        "step": 4,
+        "valid_loss": 1.5,
+        "valid_mean_token_accuracy": 0.5,
+        "eval_exact_match": 0.25,
+        "eval_contains": 0.75,
+        "full_valid_loss": 1.5,
+        "full_valid_mean_token_accuracy": 0.5,
+    }
+    assert checkpoint_metrics({"step": 4, "eval_exact_match": 0.25})["eval_exact_match"] == 0.25
+    history = [{"step": 1, "loss": 2.0}, {"step": 1, "eval_exact_match": 0.5, "eval_contains": 1.0}]
+    assert results_csv(history).splitlines() == [
+        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,full_valid_loss,"
+        "full_valid_mean_token_accuracy,eval_exact_match,eval_contains",
+        "1,2,,,,,,0.5,1",
+    ]

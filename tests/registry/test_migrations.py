@@ -23,7 +23,7 @@ TABLES = {
     "api_keys",
     "model_throughput",
 }
-HEAD = "0007"
+HEAD = "0008"
 
 
 def _tables(url: str) -> set[str]:
@@ -160,3 +160,20 @@ def test_paused_status_revision_downgrades_alone_and_requeues_paused_jobs(databa
             assert "pause_requested" in {column["name"] for column in inspect(connection).get_columns("jobs")}
     finally:
         engine.dispose()
+
+
+def test_evaluation_file_revision_downgrades_alone(database_url: str) -> None:
+    def has_column() -> bool:
+        engine = create_db_engine(database_url)
+        try:
+            with engine.connect() as connection:
+                return "evaluation_file" in {c["name"] for c in inspect(connection).get_columns("jobs")}
+        finally:
+            engine.dispose()
+
+    upgrade_database(database_url)
+    assert has_column()
+    downgrade_database(database_url, "0007")
+    assert current_revision(database_url) == "0007" and not has_column()
+    upgrade_database(database_url)
+    assert has_column() and current_revision(database_url) == "0008"

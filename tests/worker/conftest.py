@@ -90,6 +90,7 @@ def queue_job(
     *,
     diablo: dict[str, Any] | None = None,
     validation: bytes | None = None,
+    evaluation: bytes | None = None,
 ) -> str:
     """Create a queued job on ``content``, resolving hyperparameters as the API does; return its id.
 
@@ -102,15 +103,18 @@ def queue_job(
         num_examples=max(1, len(content.splitlines())),
         checkpoint_every=settings.checkpoint_every,
         has_validation_file=validation is not None,
+        has_evaluation_file=evaluation is not None,
     )
     with sessions.begin() as session:
         training_file = store_file(session, settings, content)
         validation_file = store_file(session, settings, validation, "valid.jsonl") if validation else None
+        evaluation_file = store_file(session, settings, evaluation, "eval.jsonl") if evaluation else None
         job = create_job(
             session,
             model=str(model),
             training_file=training_file,
             validation_file=validation_file,
+            evaluation_file=evaluation_file,
             spec=resolved,
             suffix="test",
             seed=7,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from transformers import AutoTokenizer
 
+from diablo_core.data.tokenization import tokenize_example
 from diablo_core.spec.auto import auto_learning_rate
 from registry.artifacts import get_adapter
 from registry.jobs import get_job
@@ -65,3 +68,33 @@ def test_the_best_checkpoint_is_published(
     step = best.data["best_step"]
     assert best.data["early_stopped"] and best.data["steps"] == step + 8 < 24
     assert adapter.sha256 == checkpoints[step].sha256  # checkpoints every 4 steps, evaluations too
+
+
+def test_the_worker_resolves_an_auto_max_length_the_api_could_not(
+    new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings, tiny_model_dir: Path
+) -> None:
+    """A job stored with max_length "auto" (no tokenizer in the API) gets the longest example's tokens."""
+    examples = [chat_example(i) for i in range(6)]
+    job_id = new_job(content=jsonl(examples), diablo={"max_length": "auto", "max_steps": 2})
+    assert run_training_job(job_id, settings, WORKER) == "succeeded"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    longest = max(len(tokenize_example(example, tokenizer, None).input_ids) for example in examples)
+    with sessions() as session:
+        job, events = get_job(session, job_id), events_of(session, job_id)
+    assert job.method["diablo"]["hyperparameters"]["max_length"] == longest
+    fitted = next(e for e in events if e.message.startswith("Max length"))
+    assert fitted.data == {"max_length": longest, "context_length": 512}
+
+
+def test_under_auto_an_example_past_the_models_context_fails_with_its_line(
+    new_job: Callable[..., str], sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    long_example = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x" * 600}]
+    }
+    job_id = new_job(content=jsonl([chat_example(0), chat_example(1), long_example]), diablo={"max_steps": 2})
+    assert run_training_job(job_id, settings, WORKER) == "failed"
+    with sessions() as session:
+        error = get_job(session, job_id).error
+    assert error["code"] == "invalid_training_file"
+    assert "line 3:" in error["message"] and "max_length 512" in error["message"]

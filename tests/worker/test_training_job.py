@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,6 +65,9 @@ def test_job_succeeds_and_registers_its_adapter(
         assert Path(adapter.storage_path).parent == settings.adapters_dir
         messages = [event.message for event in events_of(session, job_id)]
         assert "Using device cpu" in messages
+        (sized,) = [e.data for e in events_of(session, job_id) if e.data and "trainable_parameters" in e.data]
+        stored = load_file(weights)
+        assert sized["trainable_parameters"] == sum(tensor.numel() for tensor in stored.values()) > 0
         assert messages[-1] == "The job has successfully completed"
         metrics = metrics_of(session, job_id)
     # 12 examples, batch 4, 2 epochs: 6 steps, a metrics event for each.

@@ -1,6 +1,7 @@
 // The dashboard's entry point: hash routing between the pages and the API-key setting.
 
 import { apiKey, setApiKey } from "./api.js";
+import { renderCompare } from "./compare.js";
 import { h, notify } from "./dom.js";
 import { renderJob } from "./job.js";
 import { renderJobs } from "./jobs.js";
@@ -24,6 +25,7 @@ function pageFor(parts) {
     jobs: (root) => renderJobs(root),
     new: (root) => renderNewJob(root),
     models: (root) => renderModels(root),
+    compare: (root, params) => renderCompare(root, params),
     playground: (root, params) => renderPlayground(root, params),
   };
   return pages[page] ? { name: page, render: pages[page] } : null;

@@ -98,3 +98,10 @@ export function every(ms, task) {
     clearTimeout(timer);
   };
 }
+
+/** A resolved spec's max length (a job's or a dry run's `method`): counted, or "auto" until a worker counts. */
+export function maxLengthText(method) {
+  const value = (((method || {})[(method || {}).type] || {}).hyperparameters || {}).max_length;
+  if (value === undefined) return "—";
+  return value === "auto" ? "auto (counted when the job starts)" : `${value} tokens`;
+}

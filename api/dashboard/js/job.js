@@ -2,7 +2,7 @@
 
 import { fetchNew, request } from "./api.js";
 import { drawLossChart } from "./chart.js";
-import { TERMINAL, every, formatNumber, formatTime, h, notify, statusBadge, timeElement } from "./dom.js";
+import { TERMINAL, every, formatNumber, formatTime, h, maxLengthText, notify, statusBadge, timeElement } from "./dom.js";
 
 const REFRESH_MS = 1000;
 
@@ -43,6 +43,7 @@ function summary(job) {
     ["Training file", h("span", { class: "mono" }, job.training_file)],
     ["Validation file", h("span", { class: "mono" }, job.validation_file || "—")],
     ["Epochs · batch · LR ×", `${hp.n_epochs} · ${hp.batch_size} · ${hp.learning_rate_multiplier}`],
+    ["Max length", maxLengthText(job.method)],
     ["Progress", progressText(job.progress)],
     job.status === "running" ? ["Estimated finish", formatTime(job.estimated_finish)] : null,
     ["Trained tokens", job.trained_tokens ?? "—"],

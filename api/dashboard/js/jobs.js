@@ -49,7 +49,8 @@ export function renderJobs(view) {
   view.replaceChildren(
     h("div", { class: "page-head" },
       h("h1", {}, "Fine-tuning jobs"),
-      h("div", { class: "actions" }, updated, h("a", { class: "button", href: "#/new" }, "New job"))),
+      h("div", { class: "actions" }, updated, h("a", { class: "button", href: "#/compare" }, "Compare jobs"),
+        h("a", { class: "button", href: "#/new" }, "New job"))),
     h("section", { class: "card" }, body));
   return every(REFRESH_MS, async () => {
     const page = await request("/v1/fine_tuning/jobs?limit=100");

@@ -1,8 +1,8 @@
-// The new-job page: upload a dataset (its problems shown line by line), pick a model, see the job's estimate,
-// start it.
+// The new-job page: upload a dataset (its problems shown line by line), pick a model, see the job's estimate
+// (a dry run of starting it: an example too long is named before the job exists), start it.
 
 import { request } from "./api.js";
-import { field, h, notify } from "./dom.js";
+import { field, h, maxLengthText, notify } from "./dom.js";
 
 /** The problems of an invalid file, one list item per line of the file. */
 export function problemList(problems) {
@@ -91,8 +91,8 @@ function hyperparameterFields(baseModels) {
       "× the DiaBlo base rate 5e-4"),
     field("Blocks per layer", numberInput("num_blocks", "", { placeholder: "64" }),
       "DiaBlo's N: diagonal blocks of each adapted weight"),
-    field("Max length (tokens)", numberInput("max_length", "", { placeholder: "256", min: "8" }),
-      "Tokens per example; a longer example fails the job"),
+    field("Max length (tokens)", numberInput("max_length", "", { min: "8" }),
+      "Tokens per example; auto: the longest example, within the model's context. A longer one is refused"),
     field("Evaluate every (steps)", numberInput("eval_every", "", { placeholder: "end only" }),
       "Validation loss every this many steps, and at the end"));
 }
@@ -103,16 +103,20 @@ function formatDuration(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
-/** The estimate's one line: steps, tokens, duration, and whether the speed was measured or assumed. */
+/** The estimate's one line: steps, tokens, duration, max length, and whether the speed was measured. */
 export function estimateText(estimate) {
   const speed = estimate.basis === "measured"
     ? `measured: ${estimate.tokens_per_second} tokens/s over ${estimate.jobs_measured} job(s) at ${estimate.precision}`
     : `no measurement yet: ${estimate.message}`;
   return `≈ ${estimate.total_steps} steps · ${estimate.estimated_tokens.toLocaleString()} tokens · `
-    + `about ${formatDuration(estimate.estimated_duration_seconds)} (${speed})`;
+    + `about ${formatDuration(estimate.estimated_duration_seconds)} · max length ${maxLengthText(estimate.method)} `
+    + `(${speed})`;
 }
 
-/** Keep `box` showing the estimate of the job the form describes (POST /v1/fine_tuning/jobs/estimate). */
+/**
+ * Keep `box` showing what starting the form's job would do: a dry run of the create request (checked as
+ * creating it is, nothing created), answering its estimate, or the error starting it would meet.
+ */
 function followEstimate(form, box, training, validation) {
   let latest = 0;
   const update = async () => {
@@ -122,11 +126,12 @@ function followEstimate(form, box, training, validation) {
       return;
     }
     try {
-      const body = jobBody(form, training.value(), validation.value());
-      const estimate = await request("/v1/fine_tuning/jobs/estimate", { method: "POST", json: body });
+      const body = { ...jobBody(form, training.value(), validation.value()), dry_run: true };
+      const estimate = await request("/v1/fine_tuning/jobs", { method: "POST", json: body });
       if (ticket === latest) box.replaceChildren(h("span", {}, estimateText(estimate)));
     } catch (error) {
-      if (ticket === latest) box.replaceChildren(h("span", { class: "error-text" }, `No estimate: ${error.message}`));
+      const why = error.code ? `${error.message} (${error.code})` : error.message;
+      if (ticket === latest) box.replaceChildren(h("span", { class: "error-text" }, `Cannot start: ${why}`));
     }
   };
   form.addEventListener("change", update);

@@ -1,12 +1,54 @@
-// The playground: one prompt sent to a base model and to a fine-tuned model, answers side by side.
+// The playground: one prompt sent to any two models (base models, fine-tuned models, checkpoints), answers
+// side by side.
 
 import { chat, request } from "./api.js";
 import { field, h, notify } from "./dom.js";
 
-function modelSelect(id, models, emptyLabel) {
+/** Every model to choose from, grouped: base models, fine-tuned models, and each one's checkpoints. */
+async function modelChoices() {
+  const models = (await request("/v1/models")).data;
+  const tuned = models.filter((model) => model.base_model);
+  const checkpoints = await Promise.all(tuned.map(async (model) => {
+    if (!model.job_id) return [];
+    const path = `/v1/fine_tuning/jobs/${encodeURIComponent(model.job_id)}/checkpoints?limit=100`;
+    return (await request(path)).data.map((c) => ({ id: c.fine_tuned_model_checkpoint, base_model: model.base_model,
+      label: `${c.fine_tuned_model_checkpoint} (step ${c.step_number})` }));
+  }));
+  return [
+    { label: "Base models", models: models.filter((model) => !model.base_model) },
+    { label: "Fine-tuned models", models: tuned },
+    { label: "Checkpoints", models: checkpoints.flat() },
+  ].filter((group) => group.models.length > 0);
+}
+
+function modelSelect(id, groups) {
   return h("select", { id, name: id },
-    models.length === 0 ? h("option", { value: "" }, emptyLabel) : null,
-    models.map((model) => h("option", { value: model.id }, model.id)));
+    groups.length === 0 ? h("option", { value: "" }, "No models") : null,
+    groups.map((group) => h("optgroup", { label: group.label },
+      group.models.map((model) => h("option", { value: model.id }, model.label || model.id)))));
+}
+
+/** Choose `wanted` in `select`, adding it (a model the lists do not show, e.g. from a link) when missing. */
+function choose(select, wanted) {
+  if (!wanted) return;
+  if (![...select.options].some((option) => option.value === wanted)) {
+    select.append(h("option", { value: wanted }, wanted));
+  }
+  select.value = wanted;
+}
+
+/**
+ * The two models to start with: `a` and `b` from the link; `model` alone is compared with its base model;
+ * otherwise the first base model and the first fine-tuned model (or checkpoint).
+ */
+export function initialPair(groups, params) {
+  const all = groups.flatMap((group) => group.models);
+  const first = (label) => (groups.find((group) => group.label === label) || { models: [] }).models[0];
+  const wanted = params.get("b") || params.get("model");
+  const chosen = all.find((model) => model.id === wanted);
+  const base = params.get("a") || (chosen && chosen.base_model) || (first("Base models") || {}).id;
+  const other = wanted || (first("Fine-tuned models") || first("Checkpoints") || first("Base models") || {}).id;
+  return [base || "", other || ""];
 }
 
 function answerPane(side, title) {
@@ -20,6 +62,7 @@ function answerPane(side, title) {
 async function runPane(pane, model, body) {
   pane.name.textContent = model;
   pane.text.textContent = "";
+  delete pane.text.dataset.done;
   pane.text.classList.remove("error-text");
   pane.meta.textContent = "generating…";
   const started = performance.now();
@@ -48,49 +91,45 @@ function requestBody(form) {
   };
 }
 
-function controls(base, tuned) {
+function controls(left, right) {
   return h("div", { class: "form-grid playground-grid" },
-    field("Base model", base),
-    field("Fine-tuned model", tuned, "Its base model is chosen on the left"),
+    field("Model A", left, "A base model, a fine-tuned model or a checkpoint"),
+    field("Model B", right, "Any of them too: two checkpoints, two methods…"),
     field("Max tokens", h("input", { type: "number", name: "max_tokens", value: "64", min: "1", max: "4096" })),
     field("Temperature", h("input", { type: "number", name: "temperature", value: "0", min: "0", max: "2",
       step: "0.1" }), "0: greedy, the same answer every time"));
 }
 
-/** Render the playground into `view`; `params` may name the fine-tuned model to preselect (`model`). */
+/**
+ * Render the playground into `view`. `params` may choose the models: `a` and `b`, or `model` (shown as B,
+ * next to its base model as A).
+ */
 export async function renderPlayground(view, params) {
   view.replaceChildren(h("p", { class: "muted" }, "Loading models…"));
-  const models = (await request("/v1/models")).data;
-  const wanted = params.get("model");
-  const tunedModels = models.filter((model) => model.base_model);
-  if (wanted && !tunedModels.some((model) => model.id === wanted)) tunedModels.unshift({ id: wanted });
-  const base = modelSelect("base-model", models.filter((model) => !model.base_model), "No base models");
-  const tuned = modelSelect("tuned-model", tunedModels, "No fine-tuned models yet");
-  const followBase = () => {
-    const chosen = models.find((model) => model.id === tuned.value);
-    if (chosen && chosen.base_model) base.value = chosen.base_model;
-  };
-  tuned.addEventListener("change", followBase);
-  if (wanted) tuned.value = wanted;
-  followBase();
+  const groups = await modelChoices();
+  const left = modelSelect("model-a", groups);
+  const right = modelSelect("model-b", groups);
+  const [first, second] = initialPair(groups, params);
+  choose(left, first);
+  choose(right, second);
   const send = h("button", { class: "button primary", type: "submit", id: "send-prompt" }, "Send to both");
-  const form = h("form", { class: "card", id: "playground-form" }, controls(base, tuned),
+  const form = h("form", { class: "card", id: "playground-form" }, controls(left, right),
     field("System prompt (optional)", h("input", { name: "system", placeholder: "You are a helpful assistant." })),
     field("Prompt", h("textarea", { name: "prompt", id: "prompt", rows: 3, required: true })),
     h("div", { class: "actions" }, send));
-  const left = answerPane("base", "Base");
-  const right = answerPane("tuned", "Fine-tuned");
+  const paneA = answerPane("a", "A");
+  const paneB = answerPane("b", "B");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (!tuned.value) {
-      notify(new Error("No fine-tuned model to compare with: train one first"));
+    if (!left.value || !right.value) {
+      notify(new Error("Choose two models to compare"));
       return;
     }
     send.disabled = true;
     const body = requestBody(form);
-    await Promise.all([runPane(left, base.value, body), runPane(right, tuned.value, body)]);
+    await Promise.all([runPane(paneA, left.value, body), runPane(paneB, right.value, body)]);
     send.disabled = false;
   });
   view.replaceChildren(h("div", { class: "page-head" }, h("h1", {}, "Playground")), form,
-    h("div", { class: "grid-2 answers" }, left.pane, right.pane));
+    h("div", { class: "grid-2 answers" }, paneA.pane, paneB.pane));
 }

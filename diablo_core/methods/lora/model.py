@@ -21,6 +21,7 @@ from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.models.identity import attach_identity, model_identity
 
 PEFT_ATTRIBUTE = "_diablo_peft_model"
+CONFIG_ATTRIBUTE = "_diablo_lora_config"
 ADAPTER_NAME = "default"  # PEFT's name for a model's single adapter
 
 
@@ -51,7 +52,7 @@ def peft_model_of(model: nn.Module) -> PeftModel | None:
 
 def get_lora_config(model: nn.Module) -> LoRAConfig | None:
     """The config ``apply_lora`` applied, or None for a model without LoRA."""
-    return model.__dict__.get("_diablo_lora_config")
+    return model.__dict__.get(CONFIG_ATTRIBUTE)
 
 
 def apply_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
@@ -75,8 +76,24 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
         raise ConfigError(f"LoRA found no layer to adapt: {error}", code="no_target_modules") from error
     # Plain attributes, not submodules: the wrapper holds ``model``, so registering it would make a cycle.
     model.__dict__[PEFT_ATTRIBUTE] = wrapper
-    model.__dict__["_diablo_lora_config"] = config
+    model.__dict__[CONFIG_ATTRIBUTE] = config
     return list(lora_modules(model))
+
+
+def unload_lora(model: nn.Module, merge: bool = False) -> nn.Module:
+    """Replaces every LoRA layer by its base ``nn.Linear`` (PEFT's ``merge_and_unload`` when ``merge``, else
+    ``unload``); returns the model, a plain one again.
+
+    With ``merge=True`` the base weights become ``W + (alpha / r) * B @ A`` in their own dtype (for export).
+
+    Raises:
+        ConfigError: ``lora_not_applied`` for a model without LoRA.
+    """
+    wrapper = _wrapper(model)
+    plain = wrapper.merge_and_unload() if merge else wrapper.unload()
+    for attribute in (PEFT_ATTRIBUTE, CONFIG_ATTRIBUTE):
+        plain.__dict__.pop(attribute, None)
+    return plain
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -34,7 +34,7 @@ def test_lora_resolves_by_the_shared_rules_and_round_trips() -> None:
     stored = spec.to_dict()
     assert stored["type"] == "lora" and "num_blocks" not in stored["lora"]["hyperparameters"]
     assert ResolvedJobSpec.from_dict(stored) == spec
-    training, adapter = spec.configs(seed=3, device="cpu")
+    training, adapter = spec.fit_max_length(100, 2048).configs(seed=3, device="cpu")
     assert adapter == LoRAConfig(rank=16, alpha=32.0, dropout=0.05)
     assert training.learning_rate == LORA_BASE_LEARNING_RATE and training.seed == 3
 
