@@ -26,9 +26,10 @@ from diablo_core.export.archive import write_tar
 from diablo_core.export.formats import ExportRequest
 from diablo_core.export.gguf_file import check_exportable, write_gguf
 from diablo_core.export.merged import save_merged
-from diablo_core.methods.adapters import LORA, adapter_method
+from diablo_core.methods.adapters import LORA, adapter_method, recorded_quantization
 from diablo_core.methods.diablo.adapter_io import CONFIG_FILE, WEIGHTS_FILE
 from diablo_core.models.loading import LoadedModel, file_lock, load_base_model
+from diablo_core.models.quantization import dequantize_model
 
 # Raised whenever the exporter's output changes, so files cached by an older exporter are rebuilt.
 EXPORTER_VERSION = 2
@@ -116,8 +117,24 @@ def build_gguf(source: ExportSource, request: ExportRequest, staging: Path) -> P
 
 
 def _load_base(source: ExportSource) -> LoadedModel:
-    """The base model in float32 on the CPU: the merge is float32, as the service computes."""
-    return load_base_model(source.base_model, data_dir=source.data_dir, device="cpu", dtype=torch.float32)
+    """The base model in float32 on the CPU: the merge is float32, as the service computes.
+
+    An adapter trained on a quantized base (QLoRA-style: NF4 or int8) is merged into the weights it was
+    trained against: the base is loaded with that quantization and every packed linear replaced by a plain
+    float32 ``nn.Linear`` holding the weight it computes with (``dequantize_model``). The checkpoint is
+    then written in full precision; its identity (and model card) still name the quantization.
+    """
+    quantization = recorded_quantization(source.adapter_dir)
+    base = load_base_model(
+        source.base_model,
+        data_dir=source.data_dir,
+        device="cpu",
+        dtype=torch.float32,
+        quantization=quantization,
+    )
+    if quantization is not None:
+        dequantize_model(base.model)
+    return base
 
 
 BUILDERS: dict[str, Callable[[ExportSource, ExportRequest, Path], Path]] = {

@@ -33,10 +33,22 @@ def model_card(
         f"# A {method} fine-tune, merged\n\n"
         f"Base model: `{identity.name}` (content hash `{identity.content_hash}`).\n\n"
         f"Base weights: {source}.\n\n"
+        f"{_quantized_note(identity)}"
         f"Adapter: {adapter}; adapter_model.safetensors sha256 `{adapter_sha256}`. The adapter's update is "
         "added into the base weights in float32, so these weights answer as the service does with the "
         "adapter applied.\n\n"
         f"{body}"
+    )
+
+
+def _quantized_note(identity: BaseModelIdentity) -> str:
+    """For an adapter trained on a quantized base: which weights were merged, and in what precision."""
+    if identity.quantization is None:
+        return ""
+    return (
+        f"The adapter was trained on the base quantized to {identity.quantization} (bitsandbytes); it was "
+        f"merged into those {identity.quantization} weights dequantized, the weights it was trained "
+        "against, and the result is stored in full precision.\n\n"
     )
 
 

@@ -69,6 +69,19 @@ def adapter_method(directory: str | Path) -> AdapterMethod:
     return LORA if lora_io.is_lora_adapter(directory) else DIABLO
 
 
+def recorded_quantization(directory: str | Path) -> str | None:
+    """The quantization of the base the adapter in ``directory`` was trained on (None: full precision).
+
+    Raises:
+        AdapterError: ``adapter_not_found`` or ``adapter_config_invalid``.
+    """
+    if lora_io.is_lora_adapter(directory):
+        document = lora_io.read_lora_config(directory)
+    else:
+        document = diablo_io.read_adapter_config(directory)
+    return document["base_model"].get("quantization")
+
+
 def apply_adapter(model: nn.Module, config: AdapterConfig) -> list[str]:
     """Applies the method ``config`` belongs to (``apply_diablo`` or ``apply_lora``); returns adapted paths.
 

@@ -3,6 +3,8 @@ and a second job continuing from it (Postgres + Redis, the tiny model)."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +37,12 @@ def test_an_nf4_job_answers_chat_and_a_child_continues_from_it(nf4_service: Serv
         body = {"model": job["fine_tuned_model"], "messages": [{"role": "user", "content": "What is 2 + 3?"}]}
         chat = client.post("/v1/chat/completions", json=body | {"max_tokens": 4, "temperature": 0})
         assert chat.status_code == 200, chat.text + nf4_service.output()
+        # A merged export of the NF4-trained model: dequantized, merged, written in full precision.
+        merged = client.get(f"/v1/models/{job['fine_tuned_model']}/content", params={"format": "merged"})
+        assert merged.status_code == 200, merged.text + nf4_service.output()
+        with tarfile.open(fileobj=io.BytesIO(merged.content)) as archive:
+            names = {Path(name).name for name in archive.getnames()}
+        assert {"config.json", "model.safetensors", "README.md"} <= names
 
         child = client.create_job(file_id, model=job["fine_tuned_model"], max_steps=2, warmup_steps=0)
         assert (child["model"], child["parent_model"]) == (TINY_MODEL, job["fine_tuned_model"])

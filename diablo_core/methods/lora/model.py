@@ -77,6 +77,9 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
     # Plain attributes, not submodules: the wrapper holds ``model``, so registering it would make a cycle.
     model.__dict__[PEFT_ATTRIBUTE] = wrapper
     model.__dict__[CONFIG_ATTRIBUTE] = config
+    # PEFT's new layers start in training mode (their dropout on) whatever the model's mode: an adapter
+    # loaded into a model in eval mode, to answer or to evaluate, must not drop anything.
+    model.train(model.training)
     return list(lora_modules(model))
 
 
