@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,11 @@ def serving_settings(
     """Settings serving the tiny model; ``@pytest.mark.parametrize("settings", [{...}], indirect=True)`` adds
     settings."""
     return tiny_settings(tmp_path / "data", database_url, tiny, **getattr(request, "param", {}))
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """Extracts an export archive (one top folder) into ``into``; returns that folder."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+        (root,) = {name.split("/")[0] for name in tar.getnames()}
+    return into / root

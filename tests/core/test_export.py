@@ -21,7 +21,7 @@ from diablo_core.export.formats import ExportRequest
 from diablo_core.export.gguf_file import permute_rope, unpermute_rope, write_gguf
 from diablo_core.generation.decoding import build_prompt_ids, generate
 from diablo_core.methods.diablo.adapter_io import load_adapter
-from tests.api.tiny_serving import CONFIGS, save_tiny_model, sha256_of, write_adapter
+from tests.api.tiny_serving import CONFIGS, save_tiny_model, sha256_of, unpack, write_adapter
 from tests.core.tiny_tokenizer import make_tiny_tokenizer
 
 MESSAGES = [{"role": "user", "content": "What is 12 + 30?"}]
@@ -38,13 +38,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> ExportSource:
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("exports")
-
-
-def unpack(archive: Path, into: Path) -> Path:
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-        (root,) = {name.split("/")[0] for name in tar.getnames()}
-    return into / root
 
 
 @pytest.fixture(scope="module")

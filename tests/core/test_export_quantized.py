@@ -5,7 +5,6 @@ transformers gives the logits the service computes on the quantized base with th
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.methods.lora.model import apply_lora, lora_parameters
 from diablo_core.models.loading import load_base_model
 from diablo_core.models.quantization import model_quantization
-from tests.api.tiny_serving import CONFIGS, save_tiny_model, sha256_of
+from tests.api.tiny_serving import CONFIGS, save_tiny_model, sha256_of, unpack
 from tests.core.tiny import randomize_blocks
 
 MESSAGES = [{"role": "user", "content": "What is 12 + 30?"}]
@@ -58,10 +57,7 @@ def test_merged_export_of_a_quantized_adapter_gives_the_service_logits_in_full_p
     adapter = trained_on(quantization, method, tiny_dir, tmp_path / "adapter")
     source = ExportSource(adapter, sha256_of(adapter), str(tiny_dir), tmp_path / "data")
 
-    archive = export_model(source, ExportRequest("merged"), tmp_path / "exports")
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp_path / "merged", filter="data")
-    (folder,) = (tmp_path / "merged").iterdir()
+    folder = unpack(export_model(source, ExportRequest("merged"), tmp_path / "exports"), tmp_path / "merged")
 
     served = load_base_model(str(tiny_dir), quantization=quantization)  # the service's path: packed base
     adapter_method(adapter).load(served.model, adapter)

@@ -5,7 +5,6 @@ gives PEFT's own files; ``gguf`` falls out of the same merge."""
 from __future__ import annotations
 
 import copy
-import tarfile
 from pathlib import Path
 
 import gguf
@@ -24,7 +23,7 @@ from diablo_core.methods.adapters import LORA, adapter_method
 from diablo_core.methods.lora.config import LoRAConfig
 from diablo_core.methods.lora.model import apply_lora, lora_modules, unload_lora
 from diablo_core.models.loading import LoadedModel
-from tests.api.tiny_serving import save_tiny_model, sha256_of, write_lora_adapter
+from tests.api.tiny_serving import save_tiny_model, sha256_of, unpack, write_lora_adapter
 
 CONFIG = LoRAConfig(rank=4, alpha=8.0, target_modules=("q_proj", "k_proj", "v_proj", "up_proj", "down_proj"))
 MESSAGES = [{"role": "user", "content": "What is 12 + 30?"}]
@@ -45,13 +44,6 @@ def source(base: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Expor
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("exports")
-
-
-def unpack(archive: Path, into: Path) -> Path:
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-        (root,) = {name.split("/")[0] for name in tar.getnames()}
-    return into / root
 
 
 @pytest.fixture(scope="module")
