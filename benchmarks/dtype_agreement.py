@@ -97,16 +97,21 @@ def agreement_table(results: dict[str, dict[str, Any]], expected: list[str]) -> 
     return "\n".join(lines), numbers
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_answer_options(parser: argparse.ArgumentParser, limit: int | None, threads_help: str) -> None:
+    """The options ``served_answers`` and ``read_questions`` read, shared by the scripts that use them."""
     parser.add_argument("--adapter", type=Path, required=True, help="adapter directory (config + weights)")
     parser.add_argument("--test", type=Path, default=Path("data/arithmetic/test.jsonl"))
     parser.add_argument("--model", default="default")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--limit", type=int, help="only the first LIMIT questions")
+    parser.add_argument("--limit", type=int, default=limit, help="only the first LIMIT questions")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8, help="engine rows (the service's default is 8)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    parser.add_argument("--threads", type=int, default=0, help=threads_help)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_answer_options(parser, limit=None, threads_help="torch CPU threads (0: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write answers and numbers to this JSON file")
     args = parser.parse_args()
     apply_torch_threads(args.threads)

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.dtype_agreement import adapter_ref, read_questions, served_answers
+from benchmarks.dtype_agreement import adapter_ref, add_answer_options, read_questions, served_answers
 from diablo_core.data.tokenization import render_messages
 from diablo_core.export.build import ExportSource, export_model
 from diablo_core.export.formats import QUANTIZATION_NAMES, ExportRequest
@@ -99,16 +99,7 @@ def report(results: dict[str, dict[str, Any]], expected: list[str], references: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--adapter", type=Path, required=True, help="adapter directory (config + weights)")
-    parser.add_argument("--test", type=Path, default=Path("data/arithmetic/test.jsonl"))
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--limit", type=int, default=50, help="the first LIMIT questions")
-    parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=8, help="engine rows (the service's default is 8)")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="torch and llama.cpp threads (0: their choice)"
-    )
+    add_answer_options(parser, limit=50, threads_help="torch and llama.cpp threads (0: their choice)")
     parser.add_argument(
         "--quantizations", nargs="+", choices=QUANTIZATION_NAMES, default=list(QUANTIZATION_NAMES)
     )

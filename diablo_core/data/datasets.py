@@ -19,15 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diablo_core.data.jsonl import FRAGMENT_CHARS, Source, TooDeepError, parse_line, read_lines, shorten
-from diablo_core.data.preferences import (
-    OUTPUT_KEYS,
-    PREFERENCE_KEYS,
-    PreferencePair,
-    count_preference_tokens,
-    is_preference,
-    tokenize_preference,
-)
-from diablo_core.data.tokenization import TokenizedExample, count_example_tokens, tokenize_example
+from diablo_core.data.preferences import OUTPUT_KEYS, PREFERENCE_KEYS, example_tokens, is_preference
 from diablo_core.data.tool_calls import Finding, tool_calls_findings, tool_message_findings, tools_findings
 from diablo_core.errors import DatasetError
 
@@ -390,7 +382,7 @@ def _count_tokens(
     Without ``tokenized`` only the counts are needed, and they come from one render of the example.
     """
     try:
-        tokens, lengths = _example_tokens(example, tokenizer, labels=tokenized is not None)
+        tokens, lengths = example_tokens(example, tokenizer, labels=tokenized is not None)
     except Exception as error:  # a chat template may reject a conversation (e.g. roles not alternating)
         detail = f"the chat template cannot render this example: {shorten(str(error), 4 * FRAGMENT_CHARS)}"
         return [_problem(line_no, "template_error", detail)]
@@ -404,19 +396,3 @@ def _count_tokens(
             tokenized.append(tokens)
         return []
     return [_problem(line_no, "too_long", f"example has {longest} tokens, more than max_length {max_length}")]
-
-
-def _example_tokens(
-    example: dict[str, Any], tokenizer: Any, labels: bool
-) -> tuple[TokenizedExample | PreferencePair | None, tuple[int, ...]]:
-    """The example tokenized (None unless ``labels``) and its sequences' lengths (two for a preference)."""
-    preference = is_preference(example)
-    if not labels:
-        if preference:
-            return None, count_preference_tokens(example, tokenizer)
-        return None, (count_example_tokens(example, tokenizer),)
-    if preference:
-        pair = tokenize_preference(example, tokenizer, max_length=None)
-        return pair, (len(pair.chosen.input_ids), len(pair.rejected.input_ids))
-    tokens = tokenize_example(example, tokenizer, max_length=None)
-    return tokens, (len(tokens.input_ids),)

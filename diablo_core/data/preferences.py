@@ -70,3 +70,20 @@ def count_preference_tokens(example: dict[str, Any], tokenizer: Any) -> tuple[in
     """The tokens of :func:`tokenize_preference`'s two sequences (untruncated), counted without labels."""
     chosen, rejected = preference_conversations(example)
     return count_example_tokens(chosen, tokenizer), count_example_tokens(rejected, tokenizer)
+
+
+def example_tokens(
+    example: dict[str, Any], tokenizer: Any, labels: bool
+) -> tuple[TokenizedExample | PreferencePair | None, tuple[int, ...]]:
+    """Any example (chat, prompt/completion or preference) tokenized, None unless ``labels``, and its
+    sequences' lengths (two for a preference). Without labels the lengths come from one render each."""
+    preference = is_preference(example)
+    if not labels:
+        if preference:
+            return None, count_preference_tokens(example, tokenizer)
+        return None, (count_example_tokens(example, tokenizer),)
+    if preference:
+        pair = tokenize_preference(example, tokenizer, max_length=None)
+        return pair, (len(pair.chosen.input_ids), len(pair.rejected.input_ids))
+    tokens = tokenize_example(example, tokenizer, max_length=None)
+    return tokens, (len(tokens.input_ids),)
