@@ -59,6 +59,8 @@ AutoMultiplier = _auto_or_number(False, 0, MAX_LEARNING_RATE_MULTIPLIER)
 AutoBeta = _auto_or_number(False, 0, MAX_BETA)
 # "auto": the longest example of the job's files, within the model's context (``spec.auto.auto_max_length``).
 AutoMaxLength = _auto_or_number(True, MIN_MAX_LENGTH, MAX_MAX_LENGTH)
+# "auto": a tenth of the planned run, at most the paper's 100 steps (``spec.auto.auto_warmup``).
+AutoWarmup = _auto_or_number(True, 0, 1_000_000)
 StrictPositive = Annotated[int, Field(strict=True, ge=1)]
 
 
@@ -89,7 +91,7 @@ class DiaBloHyperparameters(OpenAIHyperparameters):
     layers: list[Annotated[int, Field(strict=True, ge=0)]] | None = Field(default=None, min_length=1)
     dropout: float = Field(default=DiaBloConfig.dropout, ge=0.0, lt=1.0)
     learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
-    warmup_steps: Annotated[int, Field(strict=True, ge=0, le=1_000_000)] = TrainingConfig.warmup_steps
+    warmup_steps: AutoWarmup = AUTO
     max_steps: Annotated[int, Field(strict=True, ge=1, le=10_000_000)] | None = None
     max_length: AutoMaxLength = AUTO
     scheduler: Literal["linear", "cosine"] = TrainingConfig.scheduler  # SCHEDULERS (a test keeps them equal)

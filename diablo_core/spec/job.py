@@ -23,7 +23,9 @@ Rules:
 - ``target_modules``: ``DiaBloConfig``'s default unless given (LoRA's too, so the two compare like for like).
 - ``method.type: "lora"`` resolves by the same rules into a ``ResolvedLoRASpec`` (rank and alpha in place of
   ``num_blocks``), stored as ``{"type": "lora", "lora": {"hyperparameters": {...}}}``.
-- ``warmup_steps``: the one actually used (``effective_warmup``) is stored.
+- ``warmup_steps``: "auto" is a tenth of the planned run (with early stopping, of its bound), at most the
+  paper's 100 (``spec.auto.auto_warmup``); a number is kept unless the run is not longer than it
+  (``effective_warmup``). The one actually used is stored.
 - ``checkpoint_every``: the service setting unless given; 0 turns periodic checkpoints off.
 - ``precision``: stored as given ("auto" included); the worker resolves it on its device when the job starts
   and stores the resolved name in its place.
@@ -55,6 +57,7 @@ from diablo_core.spec.auto import (
     auto_eval_every,
     auto_learning_rate,
     auto_max_length,
+    auto_warmup,
     example_length_limit,
     holdout_size,
 )
@@ -279,7 +282,12 @@ def resolve_job_spec(
     total = resolved.total_steps(num_examples)
     if max_steps_limit is not None and total > max_steps_limit:
         raise _too_many_steps(where, resolved, total, max_steps_limit)
-    return resolved.model_copy(update={"warmup_steps": effective_warmup(resolved.warmup_steps, total)})
+    warmup = (
+        auto_warmup(total)
+        if resolved.warmup_steps == AUTO
+        else effective_warmup(resolved.warmup_steps, total)
+    )
+    return resolved.model_copy(update={"warmup_steps": warmup})
 
 
 def _early_stopping(

@@ -27,6 +27,16 @@ def test_generated_tasks_are_distinct_and_correct() -> None:
         assert example["messages"][1]["content"] == word[::-1]
 
 
+def test_multiplication_products_are_right() -> None:
+    examples = make_task("multiply", 60, seed=1)
+    assert len({example["messages"][0]["content"] for example in examples}) == 60
+    for example in examples:
+        words = example["messages"][0]["content"].split()  # Multiply 47 by 6. Reply ...
+        left, right = int(words[1]), int(words[3].rstrip("."))
+        assert 10 <= left < 100 and 2 <= right <= 9
+        assert example["messages"][1]["content"] == str(left * right)
+
+
 def test_specs_are_uncapped_by_default() -> None:
     chosen = specs(400)
     today, auto = chosen["today"], chosen["auto"]
@@ -37,6 +47,8 @@ def test_specs_are_uncapped_by_default() -> None:
     assert auto.learning_rate == "auto" and auto.validation_holdout == 20
     assert auto.early_stopping_patience == 4
     assert auto.total_steps(400 - 20) == 2 * 72  # the bound: twice the rule's 3 epochs of 24 batches
+    # today's warm-up: the paper's 100, a tenth of a run not longer than it; auto's: a tenth of its bound
+    assert (today.warmup_steps, auto.warmup_steps) == (7, 14)
 
 
 def test_a_cap_caps_both_variants() -> None:

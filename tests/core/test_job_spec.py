@@ -20,6 +20,7 @@ from diablo_core.spec import (
     auto_epochs,
     resolve_job_spec,
 )
+from diablo_core.spec.auto import PAPER_WARMUP_STEPS
 from diablo_core.spec.job import DIABLO_FIELDS, MODEL_FIELDS, REPORTED_ONLY, TRAINING_FIELDS
 from diablo_core.spec.training import SCHEDULERS
 from tests.fresh_imports import heavy_modules_loaded
@@ -39,8 +40,8 @@ def test_defaults_resolve_to_the_paper_settings_with_early_stopping() -> None:
     assert (resolved.validation_holdout, resolved.early_stopping_patience) == (50, 4)
     assert (resolved.learning_rate, resolved.num_blocks, resolved.dropout) == ("auto", 64, 0.05)
     assert resolved.target_modules == ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
-    # 6 x 60 steps is longer than the 100-step warm-up, so it is kept; the rule's 180 steps: 10 evaluations.
-    assert (resolved.warmup_steps, resolved.checkpoint_every, resolved.eval_every) == (100, 25, 18)
+    # "auto" warm-up: a tenth of the 6 x 60-step bound; the rule's 180 steps: 10 evaluations.
+    assert (resolved.warmup_steps, resolved.checkpoint_every, resolved.eval_every) == (36, 25, 18)
     assert resolved.total_steps(950) == 360
 
 
@@ -54,6 +55,28 @@ def test_method_values_win_and_warmup_shrinks_for_short_runs() -> None:
     assert resolved.for_model(hidden_size=2048).learning_rate == pytest.approx(1.5e-3)  # 2048 / 32 = 64
     assert resolved.early_stopping_patience is None and resolved.validation_holdout == 0
     assert (resolved.total_steps(100), resolved.warmup_steps) == (50, 5)
+
+
+@pytest.mark.parametrize(
+    ("given", "total", "used"),
+    [
+        ("auto", 5_000, 100),
+        ("auto", 300, 30),
+        ("auto", 144, 14),
+        ("auto", 9, 0),
+        (100, 300, 100),
+        (100, 50, 5),
+    ],
+)
+def test_warmup_auto_is_a_tenth_of_the_run_at_most_100(given: int | str, total: int, used: int) -> None:
+    method = DiaBloHyperparameters(max_steps=total, warmup_steps=given)
+    assert resolve_job_spec(None, method, num_examples=64).warmup_steps == used
+
+
+def test_warmup_refuses_what_is_not_auto_or_a_count() -> None:
+    for bad in (-1, 2.5, "soon", True):
+        with pytest.raises(ValueError, match="warmup_steps"):
+            DiaBloHyperparameters(warmup_steps=bad)
 
 
 @pytest.mark.parametrize(("max_steps", "n_epochs"), [(24, 3), (20, 2), (1, 1), (100, 10)])
@@ -140,8 +163,9 @@ def test_every_setting_reaches_a_config_and_defaults_are_the_configs_own() -> No
     for field in fields(DiaBloConfig):
         if field.name not in ("target_modules", "layers"):
             assert getattr(request, field.name) == getattr(diablo, field.name), field.name
-    for name in ("warmup_steps", "scheduler", "weight_decay", "max_grad_norm"):
+    for name in ("scheduler", "weight_decay", "max_grad_norm"):
         assert getattr(request, name) == getattr(training, name), name
+    assert request.warmup_steps == "auto" and training.warmup_steps == PAPER_WARMUP_STEPS  # its cap
     assert request.max_length == "auto"  # the files' longest example (spec.auto), not a fixed default
     assert get_args(DiaBloHyperparameters.model_fields["scheduler"].annotation) == SCHEDULERS
 
