@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from diablo_core.cli.auto_settings import fit_auto_settings, parse_auto
 from diablo_core.cli.progress import RichProgress
 from diablo_core.data.datasets import read_examples, validate_dataset
 from diablo_core.data.tokenization import tokenize_examples
@@ -88,13 +89,17 @@ def train_command(
         DEFAULT_TARGET_MODULES
     ),
     dropout: float = 0.05,
-    lr: float = 5e-4,
+    lr: Annotated[
+        str, typer.Option(help="Learning rate, or auto: the job API's rule for the model's block size.")
+    ] = "auto",
     epochs: int = 1,
     max_steps: Annotated[int | None, typer.Option(help="Steps to train (replaces --epochs).")] = None,
     batch_size: int = 16,
     micro_batch_size: int | None = None,
     max_length: int = 256,
-    warmup_steps: int = 100,
+    warmup_steps: Annotated[
+        str, typer.Option(help="Warm-up steps, or auto: a tenth of the run, at most the paper's 100.")
+    ] = "auto",
     scheduler: str = "linear",
     seed: int = 0,
     eval_every: int | None = None,
@@ -121,9 +126,12 @@ def train_command(
     if valid is not None:
         _check_dataset(valid, "validation")
     try:
+        learning_rate = parse_auto(lr, "--lr", integer=False)
+        warmup = parse_auto(warmup_steps, "--warmup-steps", integer=True)
+        given_rate = TrainingConfig.learning_rate if learning_rate is None else learning_rate
         config = TrainingConfig(
-            learning_rate=lr, n_epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-            micro_batch_size=micro_batch_size, max_length=max_length, warmup_steps=warmup_steps,
+            learning_rate=given_rate, n_epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+            micro_batch_size=micro_batch_size, max_length=max_length, warmup_steps=warmup or 0,
             scheduler=scheduler, seed=seed, gradient_checkpointing=gradient_checkpointing,
             eval_every=eval_every, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
             device=device, precision=precision, strategy=strategy,
@@ -149,6 +157,8 @@ def train_command(
             output,
             resume_from,
             quantization,
+            learning_rate=learning_rate,
+            warmup_steps=warmup,
         )
     finally:
         leave_world(world)
@@ -166,14 +176,18 @@ def _train_in_world(
     output: Path,
     resume_from: Path | None,
     quantization: str | None,
+    *,
+    learning_rate: float | None,
+    warmup_steps: int | None,
 ) -> None:
-    """Loads, trains and summarises; on ranks other than 0 of a launch it prints nothing but errors."""
+    """Loads, trains and summarises; on ranks other than 0 of a launch it prints nothing but errors.
+    ``learning_rate`` and ``warmup_steps`` replace ``config``'s, or (None) are chosen as "auto"."""
     console.quiet = world is not None and not world.is_main
     device = world.device if world else config.device
     with _user_errors():
         loaded = load_base_model(model, data_dir=data_dir, device=device, quantization=quantization)
         if init_adapter is not None:
-            load_adapter(loaded.model, init_adapter)
+            diablo = load_adapter(loaded.model, init_adapter)
         else:
             apply_diablo(loaded.model, diablo)
         console.print(
@@ -184,6 +198,13 @@ def _train_in_world(
         valid_set = (
             tokenize_examples(read_examples(valid), loaded.tokenizer, config.max_length) if valid else None
         )
+        config, chosen = fit_auto_settings(
+            config, learning_rate=learning_rate, warmup_steps=warmup_steps,
+            hidden_size=loaded.model.config.hidden_size, num_blocks=diablo.num_blocks,
+            num_examples=len(train_set),
+        )  # fmt: skip
+        for line in chosen:
+            console.print(line)
         with RichProgress(console) as progress:
             result = train(
                 loaded.model, loaded.tokenizer, train_set, config,

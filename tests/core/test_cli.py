@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from diablo_core.cli.main import app
@@ -16,6 +16,7 @@ from diablo_core.evaluation.examples import read_eval_examples
 from diablo_core.methods.diablo.adapter_io import load_adapter
 from diablo_core.models.loading import load_base_model
 from diablo_core.precision.hardware import resolve_precision
+from diablo_core.spec.auto import auto_learning_rate
 from tests.core.tiny_tokenizer import make_tiny_model, make_tiny_tokenizer
 
 runner = CliRunner()
@@ -73,6 +74,22 @@ def test_train_refuses_fp16_on_the_cpu(checkpoint: Path, tmp_path: Path) -> None
     )
     assert fp32.exit_code == 0, fp32.output
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == "fp32"
+
+
+def test_train_chooses_the_rate_and_warmup_as_jobs_do(checkpoint: Path, tmp_path: Path) -> None:
+    data = write_chat(tmp_path / "train.jsonl", 8)
+    files = ["--model", str(checkpoint), "--data", str(data), "--output", str(tmp_path / "run")]
+    options = ["--num-blocks", "8", "--max-steps", "20", "--batch-size", "4"]
+    trained = runner.invoke(app, ["train", *files, *options])
+    assert trained.exit_code == 0, trained.output
+    config = json.loads((tmp_path / "run" / "summary.json").read_text())["config"]
+    hidden = AutoConfig.from_pretrained(checkpoint).hidden_size
+    assert config["learning_rate"] == pytest.approx(auto_learning_rate(hidden, 8))
+    assert config["warmup_steps"] == 2  # a tenth of 20 steps
+    assert "learning rate" in trained.output and "(auto:" in trained.output
+    for option, value in (("--lr", "fast"), ("--warmup-steps", "1.5")):
+        refused = runner.invoke(app, ["train", *files, option, value])
+        assert refused.exit_code == 2 and f"{option} must be 'auto' or" in refused.stderr
 
 
 def test_train_generate_merge(checkpoint: Path, tmp_path: Path) -> None:
