@@ -133,14 +133,12 @@ def count_file(settings: Settings, model: str, directory: Path, row: File, param
 
 def _too_long(param: str, file_id: str, over: tuple[int, int], max_length: int | str, limit: int) -> APIError:
     line, tokens = over
-    rule = (
-        f"the model's context length {limit} (max_length is auto)"
-        if max_length == AUTO
-        else f"max_length {limit}"
-    )
+    by_context = max_length == AUTO or int(max_length) > limit  # the model's context is the binding limit
+    rule = f"the model's context length {limit}" if by_context else f"max_length {limit}"
+    rule += " (max_length is auto)" if max_length == AUTO else ""
     message = (
         f"{param} {file_id}: line {line}: example has {tokens} tokens, more than {rule}; "
-        "shorten or drop that example" + (" or raise max_length" if max_length != AUTO else "")
+        "shorten or drop that example" + ("" if by_context else " or raise max_length")
     )
     extra = {"file": file_id, "line": line, "tokens": tokens, "limit": limit}
     return APIError(400, message, code="example_too_long", param=param, extra=extra)

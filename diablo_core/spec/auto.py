@@ -12,7 +12,8 @@
 - Warm-up: a tenth of the planned run (for early stopping, of its bound), at most the paper's 100 steps: a
   400-example file's 144-step bound warms up for 14, the paper's long 7B runs for 100.
 - Max length: the tokens of the longest example in the job's files (training and validation), which must fit
-  the model's context (``max_position_embeddings``); an explicit ``max_length`` is the limit as given. Whoever
+  the model's context (``max_position_embeddings``); an explicit ``max_length`` is the limit, and the model's
+  context still bounds every example. Whoever
   holds the model's tokenizer counts: the API when the job is created, else the worker when it starts.
 """
 
@@ -37,9 +38,11 @@ WARMUP_FRACTION = 0.1
 
 
 def example_length_limit(max_length: int | str, context_length: int | None) -> int | None:
-    """The most tokens one example of a job may have: ``max_length`` as given, else ("auto") the model's
-    context (None: no limit known)."""
-    return context_length if max_length == "auto" else int(max_length)
+    """The most tokens one example of a job may have: ``max_length`` ("auto": no limit of its own), within the
+    model's context (None: no limit known)."""
+    if max_length == "auto":
+        return context_length
+    return int(max_length) if context_length is None else min(int(max_length), context_length)
 
 
 def auto_max_length(longest_example: int, context_length: int | None) -> int:

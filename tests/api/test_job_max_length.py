@@ -94,6 +94,23 @@ def test_under_auto_an_example_past_the_models_context_is_refused(client: TestCl
     assert f"context length {CONTEXT}" in error["message"] and body["validation_file"] in error["message"]
 
 
+@pytest.mark.usefixtures("models")
+def test_an_explicit_max_length_past_the_context_still_stops_at_the_context(client: TestClient) -> None:
+    method = {"type": "diablo", "diablo": {"hyperparameters": {"max_length": 4 * CONTEXT}}}
+    training = file_id(client, [chat(5), chat(700)])
+    error = assert_error(
+        create_job(client, model=TINY, training_file=training, method=method),
+        400,
+        "example_too_long",
+        "training_file",
+    )
+    assert (error["line"], error["limit"]) == (2, CONTEXT)
+    assert (
+        f"the model's context length {CONTEXT};" in error["message"]
+        and "raise max_length" not in error["message"]
+    )
+
+
 def test_without_the_models_tokenizer_the_worker_checks(client: TestClient) -> None:
     """No converted default model in this data dir: "auto" is stored for the worker to resolve."""
     job = create_job(client, training_file=file_id(client, [chat(700)])).json()

@@ -231,6 +231,8 @@ def test_an_explicit_max_length_is_the_limit_as_given() -> None:
     spec = resolve_job_spec(None, DiaBloHyperparameters(max_length=64), num_examples=40)
     assert spec.length_limit(2048) == 64
     assert spec.fit_max_length(300, 2048).max_length == 64
+    beyond = resolve_job_spec(None, DiaBloHyperparameters(max_length=4096), num_examples=40)
+    assert (beyond.length_limit(2048), beyond.length_limit(None)) == (2048, 4096)  # the context still bounds
 
 
 @pytest.mark.parametrize("value", [7, 131_073, "256", 12.5, True])
