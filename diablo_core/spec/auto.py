@@ -13,8 +13,8 @@
   400-example file's 144-step bound warms up for 14, the paper's long 7B runs for 100.
 - Max length: the tokens of the longest example in the job's files (training and validation), which must fit
   the model's context (``max_position_embeddings``); an explicit ``max_length`` is the limit, and the model's
-  context still bounds every example. Whoever
-  holds the model's tokenizer counts: the API when the job is created, else the worker when it starts.
+  context still bounds every example. Whoever holds the model's tokenizer counts: the API when the job is
+  created, else the worker when it starts.
 """
 
 from __future__ import annotations
