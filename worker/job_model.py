@@ -22,8 +22,10 @@ from diablo_core.models.loading import LoadedModel, load_base_model
 from diablo_core.precision.hardware import device_has_native_bf16, resolve_precision, torch_dtype
 from diablo_core.spec import ResolvedJobSpec
 from diablo_core.spec.preference import read_stored_spec
+from registry.base_models import load_source
 from registry.models import Job
-from registry.parent_models import ParentAdapter
+from registry.parent_models import ParentAdapter, find_parent
+from registry.settings import Settings
 from worker.job_inputs import JobDataError
 
 METHOD_PARAM = "method.diablo.hyperparameters"
@@ -52,6 +54,26 @@ def store_precision(sessions: sessionmaker[Session], job: Job, worker_id: str, p
         mine = (Job.id == job.id) & (Job.worker_id == worker_id)
         session.execute(update(Job).where(mine).values(method=method))
     job.method = method
+
+
+def model_source(model_id: str, settings: Settings) -> str:
+    """What ``load_base_model`` takes for the job's model: a local base model's directory, else the name."""
+    try:
+        return load_source(model_id, settings)
+    except LookupError:
+        return model_id
+
+
+def parent_adapter(sessions: sessionmaker[Session], job: Job, settings: Settings) -> ParentAdapter | None:
+    """The fine-tuned model or checkpoint the job continues from (None: fresh blocks)."""
+    if job.parent_model is None:
+        return None
+    with sessions() as session:
+        parent = find_parent(session, job.parent_model, job.project_id, settings.adapters_dir)
+    if parent is None:
+        message = f"the model {job.parent_model!r} this job continues from no longer exists"
+        raise JobDataError("model_not_found", "model", message)
+    return parent
 
 
 def load_job_model(

@@ -35,7 +35,6 @@ from diablo_core.spec import ResolvedJobSpec
 from diablo_core.training.dpo import DPO
 from diablo_core.training.loop import TrainingResult
 from registry.artifacts import fine_tuned_model_name, register_adapter
-from registry.base_models import load_source
 from registry.db import get_sessionmaker
 from registry.errors import error_object
 from registry.job_metrics import TRAINABLE_PARAMETERS
@@ -50,7 +49,6 @@ from registry.jobs import (
 )
 from registry.lease import check_lease, hand_back
 from registry.models import Job
-from registry.parent_models import ParentAdapter, find_parent
 from registry.pausing import note_pause
 from registry.result_files import add_results_file
 from registry.settings import Settings
@@ -60,7 +58,14 @@ from worker.integrations import job_integrations
 from worker.job_config import JobPlan, data_format, plan_job, read_spec
 from worker.job_evaluation import load_answers
 from worker.job_inputs import JobDataError, load_examples, locate_files, longest_example
-from worker.job_model import load_job_model, precision_note, resolve_spec_precision, store_precision
+from worker.job_model import (
+    load_job_model,
+    model_source,
+    parent_adapter,
+    precision_note,
+    resolve_spec_precision,
+    store_precision,
+)
 from worker.lease import JobLease
 from worker.progress import JobReporter
 from worker.resume import find_resume_point
@@ -195,34 +200,17 @@ def _plan(run: JobRun, spec: ResolvedJobSpec) -> JobPlan:
         raise JobDataError("invalid_hyperparameters", "hyperparameters", str(error)) from error
 
 
-def _model_source(run: JobRun) -> str:
-    """What ``load_base_model`` takes for the job's model: a local base model's directory, else the name."""
-    try:
-        return load_source(run.job.model, run.settings)
-    except LookupError:
-        return run.job.model
-
-
-def _parent(run: JobRun) -> ParentAdapter | None:
-    """The fine-tuned model or checkpoint the job continues from (None: fresh blocks)."""
-    if run.job.parent_model is None:
-        return None
-    with run.sessions() as session:
-        parent = find_parent(session, run.job.parent_model, run.job.project_id, run.settings.adapters_dir)
-    if parent is None:
-        message = f"the model {run.job.parent_model!r} this job continues from no longer exists"
-        raise JobDataError("model_not_found", "model", message)
-    return parent
-
-
 def _load_model(run: JobRun, spec: ResolvedJobSpec, report: bool = True) -> LoadedModel:
     """Load the base model (quantized if asked) and apply the job's method, from the parent's blocks.
 
     With ``report``, an event records how many parameters train (the dashboard's compare view shows it).
     """
     assert run.device is not None
-    source, data_dir = _model_source(run), run.settings.data_dir
-    loaded = load_job_model(source, spec, run.device, data_dir, _parent(run))
+    source, parent = (
+        model_source(run.job.model, run.settings),
+        parent_adapter(run.sessions, run.job, run.settings),
+    )
+    loaded = load_job_model(source, spec, run.device, run.settings.data_dir, parent)
     if run.job.parent_model is not None:
         _event(run, f"Starting from the blocks of {run.job.parent_model}")
     if report:
